@@ -1,0 +1,54 @@
+"""Uncentred second moment C = E[k k^T] of an MLP output projection's inputs (the keys).
+
+Estimated on retain text: each retain fact's prompt + answer (+ its first EOS) with the
+answer and EOS masked at a random level t ~ U(eps, 1] (the states an MDLM processes),
+every non-padding position contributing one key. ROME/MEMIT use C to whiten their
+updates so that keys of other facts move as little as possible.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from typing import Sequence
+
+import torch
+
+from harness.backbones.base import Backbone
+from harness.data.fact import Fact
+from harness.diffusion.batching import batches, encode_facts
+from harness.diffusion.loss import sample_masking
+
+from baselines.hooks import capture
+from baselines.scores import retain_eval_subset
+
+
+def key_second_moments(backbone: Backbone, layers: Sequence[int], facts: Sequence[Fact],
+                       max_facts: int = 256, batch_size: int = 32, seed: int = 0
+                       ) -> tuple[dict[int, torch.Tensor], int]:
+    """({layer: C [d_k, d_k] float64 on CPU}, number of keys) from up to `max_facts` facts."""
+    if not facts:
+        raise ValueError("covariance: no retain facts to estimate the key statistics from")
+    chosen = retain_eval_subset(facts, max_facts, seed)
+    encoded = encode_facts(backbone, chosen)
+    gen = torch.Generator().manual_seed(seed)
+    sums: dict[int, torch.Tensor] = {}
+    count = 0
+    modules = {layer: backbone.mlp_out_proj(layer) for layer in layers}
+    with torch.inference_mode():
+        for batch in batches(backbone, encoded, batch_size):
+            lengths = batch.prompt_lengths + batch.answer_lengths + 1  # up to the first EOS
+            positions = torch.arange(batch.input_ids.shape[1])[None] < lengths[:, None]
+            first_eos = positions & batch.target_mask & ~batch.answer_mask
+            draw = sample_masking(batch.input_ids, batch.answer_mask | first_eos,
+                                  backbone.mask_token_id, gen)
+            with ExitStack() as stack:
+                seen = {layer: stack.enter_context(capture(m, "input"))
+                        for layer, m in modules.items()}
+                backbone.logits(draw.input_ids.to(backbone.device))
+            keep = positions.to(backbone.device)
+            for layer in layers:
+                keys = seen[layer][0][keep].to(torch.float64)
+                acc = keys.T @ keys
+                sums[layer] = acc.cpu() if layer not in sums else sums[layer] + acc.cpu()
+            count += int(keep.sum())
+    return {layer: s / count for layer, s in sums.items()}, count

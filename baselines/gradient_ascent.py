@@ -1,0 +1,40 @@
+"""Gradient ascent (TOFU's GA): maximise the masked-diffusion answer loss on the forget set.
+
+L = -mean_rows answer_loss(forget); see `baselines.objectives.answer_loss`. Config keys:
+those of `baselines.training.TrainingConfig` (no method-specific ones).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from harness.backbones.base import Backbone
+from harness.diffusion.batching import QABatch
+from harness.methods.base import EditRequest, Method, MethodOutcome
+from harness.methods.registry import register_method
+
+from baselines.objectives import answer_loss
+from baselines.training import split_config, train_unlearning
+
+
+class GradientAscentObjective:
+    needs_retain = False
+
+    def __init__(self, eps: float = 1e-3):
+        self.eps = eps
+
+    def setup(self, backbone: Backbone) -> None:
+        pass
+
+    def loss(self, backbone: Backbone, forget: QABatch, retain: QABatch | None,
+             generator: torch.Generator) -> torch.Tensor:
+        return -answer_loss(backbone, forget, generator, self.eps).mean()
+
+
+@register_method("gradient_ascent")
+class GradientAscent(Method):
+    """Gradient ascent on the forget set's masked-diffusion loss."""
+
+    def apply(self, request: EditRequest) -> MethodOutcome:
+        cfg, _ = split_config({**self.config, **request.config}, self.name, ())
+        return train_unlearning(request, GradientAscentObjective(cfg.eps), cfg, self.name)

@@ -1,0 +1,1 @@
+"""Masked-diffusion scoring, batching and sampling through the `Backbone` adapter."""

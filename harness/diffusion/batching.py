@@ -1,0 +1,117 @@
+"""Turn facts into token batches: prompt + answer + EOS padding (LLaDA's SFT layout)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from harness.backbones.base import Backbone
+from harness.data.fact import Fact
+
+
+@dataclass(frozen=True)
+class EncodedFact:
+    """One fact tokenised for a backbone. Positions index the full sequence."""
+
+    fact: Fact
+    prompt_ids: tuple[int, ...]
+    answer_ids: tuple[int, ...]
+    subject_positions: tuple[int, ...]  # token positions of the subject inside the prompt
+
+    @property
+    def last_subject_position(self) -> int:
+        return self.subject_positions[-1]
+
+
+@dataclass
+class QABatch:
+    """A right-padded batch. Row r = prompt_r + answer_r + EOS... (padding is EOS)."""
+
+    input_ids: torch.Tensor  # [B, L] long
+    answer_mask: torch.Tensor  # [B, L] bool: answer tokens (EOS excluded)
+    target_mask: torch.Tensor  # [B, L] bool: answer tokens + trailing EOS (training targets)
+    subject_mask: torch.Tensor  # [B, L] bool
+    last_subject_pos: torch.Tensor  # [B] long
+    prompt_lengths: torch.Tensor  # [B] long
+    answer_lengths: torch.Tensor  # [B] long
+    encoded: Sequence[EncodedFact]
+
+    def to(self, device: torch.device | str) -> "QABatch":
+        return QABatch(self.input_ids.to(device), self.answer_mask.to(device),
+                       self.target_mask.to(device), self.subject_mask.to(device),
+                       self.last_subject_pos.to(device), self.prompt_lengths.to(device),
+                       self.answer_lengths.to(device), self.encoded)
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+def encode_fact(backbone: Backbone, fact: Fact, question: str | None = None,
+                answer: str | None = None) -> EncodedFact:
+    """Tokenise `fact` (or a variant: paraphrased question / perturbed answer)."""
+    question = fact.question if question is None else question
+    answer = fact.answer if answer is None else answer
+    if not answer.strip():
+        raise ValueError(f"fact {fact.key}: empty answer")
+    prompt = backbone.format_prompt(question)
+    q_offset = backbone.question_offset(question)
+    prompt_ids, offsets = backbone.tokenize_prompt(prompt)
+    answer_ids = backbone.tokenize_answer(answer)
+    span = None
+    if fact.subject is not None and fact.subject in question:
+        start = question.rfind(fact.subject)
+        span = (q_offset + start, q_offset + start + len(fact.subject))
+    if span is None:  # fallback: the last token of the question
+        end = q_offset + len(question.rstrip())
+        span = (end - 1, end)
+    positions = tuple(i for i, (s, e) in enumerate(offsets) if s < span[1] and e > span[0]
+                      and e > s)
+    if not positions:
+        raise ValueError(f"fact {fact.key}: subject '{fact.subject}' maps to no prompt token")
+    return EncodedFact(fact, tuple(prompt_ids), tuple(answer_ids), positions)
+
+
+def encode_facts(backbone: Backbone, facts: Sequence[Fact], question_field: str = "question",
+                 answer_field: str = "answer") -> list[EncodedFact]:
+    """Tokenise facts, reading the question/answer from the named Fact fields."""
+    out = []
+    for fact in facts:
+        question = getattr(fact, question_field)
+        answer = getattr(fact, answer_field)
+        if question is None or answer is None:
+            raise ValueError(f"fact {fact.key}: has no '{question_field}'/'{answer_field}'")
+        out.append(encode_fact(backbone, fact, question, answer))
+    return out
+
+
+def collate(backbone: Backbone, encoded: Sequence[EncodedFact], min_eos: int = 1,
+            pad_to: int | None = None) -> QABatch:
+    """Right-pad with EOS; every row ends with at least `min_eos` EOS tokens."""
+    eos = backbone.eos_token_id
+    lengths = [len(e.prompt_ids) + len(e.answer_ids) + min_eos for e in encoded]
+    width = max(lengths) if pad_to is None else max(pad_to, max(lengths))
+    b = len(encoded)
+    ids = torch.full((b, width), eos, dtype=torch.long)
+    answer_mask = torch.zeros((b, width), dtype=torch.bool)
+    target_mask = torch.zeros((b, width), dtype=torch.bool)
+    subject_mask = torch.zeros((b, width), dtype=torch.bool)
+    last_subject = torch.zeros(b, dtype=torch.long)
+    for r, e in enumerate(encoded):
+        p, a = len(e.prompt_ids), len(e.answer_ids)
+        ids[r, :p] = torch.tensor(e.prompt_ids)
+        ids[r, p:p + a] = torch.tensor(e.answer_ids)
+        answer_mask[r, p:p + a] = True
+        target_mask[r, p:] = True
+        subject_mask[r, list(e.subject_positions)] = True
+        last_subject[r] = e.last_subject_position
+    return QABatch(ids, answer_mask, target_mask, subject_mask, last_subject,
+                   torch.tensor([len(e.prompt_ids) for e in encoded]),
+                   torch.tensor([len(e.answer_ids) for e in encoded]), list(encoded))
+
+
+def batches(backbone: Backbone, encoded: Sequence[EncodedFact], batch_size: int):
+    """Yield collated batches of at most `batch_size` rows, in order."""
+    for start in range(0, len(encoded), batch_size):
+        yield collate(backbone, encoded[start:start + batch_size])

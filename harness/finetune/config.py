@@ -1,0 +1,76 @@
+"""Configuration and report of TOFU-style masked-diffusion fine-tuning."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Hyper-parameters of `finetune`.
+
+    The defaults are the recipe measured to make the embedded backbone (EMBEDDED_OPTIONS:
+    size "tiny", 2048-token BPE) memorise the default synthetic corpus (100 authors x 10
+    facts + 100 general facts) on one CPU thread in about 300 CPU-seconds: mean full_mask
+    answer log-prob -0.84 nat on forget01 and -0.63 on retain, greedy ROUGE-L recall 0.98.
+    `eps` = 0.3 floors the masking level (t ~ U(0.3, 1]), which speeds up memorisation of
+    whole answers; LLaDA's own SFT uses eps = 1e-3 (pass it for the real backbones)."""
+
+    epochs: int = 100
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    batch_size: int = 32
+    warmup_ratio: float = 0.05
+    grad_accum: int = 1
+    seed: int = 0
+    max_grad_norm: float = 1.0
+    schedule: str = "cosine"  # "cosine" | "linear" decay after warm-up (see loop.SCHEDULES)
+    min_lr_ratio: float = 0.05  # final lr as a fraction of `lr`
+    eps: float = 0.3  # t ~ U(eps, 1]
+    bf16: bool = True  # bf16 autocast, only ever used on CUDA
+    betas: tuple[float, float] = (0.9, 0.98)
+
+    def __post_init__(self) -> None:
+        checks = {"epochs": self.epochs >= 1, "lr": self.lr > 0, "batch_size": self.batch_size >= 1,
+                  "grad_accum": self.grad_accum >= 1, "warmup_ratio": 0 <= self.warmup_ratio < 1,
+                  "weight_decay": self.weight_decay >= 0, "max_grad_norm": self.max_grad_norm > 0,
+                  "min_lr_ratio": 0 <= self.min_lr_ratio <= 1}
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"invalid FinetuneConfig field(s): {', '.join(bad)} ({self})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# Options of the embedded backbone's initial model (BackboneSpec.options) that go with the
+# FinetuneConfig defaults above.
+EMBEDDED_OPTIONS: dict[str, Any] = {"size": "tiny", "vocab_size": 2048}
+
+
+@dataclass
+class FinetuneReport:
+    """What a fine-tuning run did and how long it took."""
+
+    config: dict[str, Any]
+    n_facts: int
+    steps: int
+    seconds: float  # wall-clock seconds of the training loop
+    epoch_losses: list[float]  # mean per-row SFT loss of each epoch
+    device: str
+    splits: dict[str, int] = field(default_factory=dict)  # training facts per source split
+    excluded_splits: list[str] = field(default_factory=list)
+    excluded_facts: int = 0
+    backbone: dict[str, Any] = field(default_factory=dict)
+    checkpoint_dir: str | None = None
+    cpu_seconds: float = 0.0  # process CPU time of the loop (all threads)
+
+    @property
+    def final_loss(self) -> float:
+        return self.epoch_losses[-1] if self.epoch_losses else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["final_loss"] = self.final_loss
+        return out

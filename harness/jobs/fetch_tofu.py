@@ -1,0 +1,49 @@
+"""Download the TOFU splits a config needs from the hub into a TOFU-format directory.
+
+Only run by the `fetch_tofu` rule when `data.source: tofu_hub` (never in the default run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from harness.data import load_hub_split
+from harness.data.fact import Fact
+from harness.results.store import write_json_atomic
+
+
+def fact_row(fact: Fact) -> dict:
+    row = {"question": fact.question, "answer": fact.answer}
+    if fact.paraphrased_answer is not None:
+        row["paraphrased_answer"] = fact.paraphrased_answer
+    if fact.paraphrased_question is not None:
+        row["paraphrased_question"] = fact.paraphrased_question
+    if fact.perturbed_answers:
+        row["perturbed_answer"] = list(fact.perturbed_answers)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m harness.jobs.fetch_tofu", description=__doc__)
+    p.add_argument("--out", required=True, help="TOFU-format directory to write")
+    p.add_argument("--splits", nargs="+", required=True)
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for split in args.splits:
+        facts = load_hub_split(split)
+        text = "".join(json.dumps(fact_row(f), ensure_ascii=False) + "\n" for f in facts)
+        tmp = out / f".{split}.json.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(out / f"{split}.json")
+        counts[split] = len(facts)
+    write_json_atomic(out / "manifest.json", {"source": "hf://locuslab/TOFU", "counts": counts})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""Run one unlearning method on one backbone and write its result record.
+
+`python -m harness.jobs.run_method --job '{...MethodJob JSON...}'`
+
+Phases (each timed and memory-measured by `harness.measure.Measurer`):
+load -> score_before (inference) -> edit (the method) -> score_after -> generate -> quality.
+The record is written only at the very end (atomically): an interrupted job leaves none.
+A CUDA out-of-memory error is recorded as `status: oom` instead of crashing the workflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.backbones.registry import load_backbone
+from harness.jobs.metrics import finite_or_none, mean_logp, rouge_recall
+from harness.jobs.quality import QualityInputs, forget_quality_and_utility
+from harness.jobs.selection import FactSelection, last_n_selection, split_selection
+from harness.jobs.spec import MethodJob, job_argument, parse_job, set_threads
+from harness.measure import Measurer, MemorySummary, fingerprint, is_oom
+from harness.methods import EditRequest, get_method
+from harness.results.store import write_record
+
+TUNED_KEYS = ("alpha", "lam", "q")
+
+
+def tuned_method_config(base: dict[str, Any], tuned_path: str | None
+                        ) -> tuple[dict[str, Any], str | None]:
+    """(`base` with the tuned alpha, lambda, q of a tuning output on top, a note)."""
+    if not tuned_path:
+        return dict(base), None
+    payload = json.loads(Path(tuned_path).read_text())
+    chosen = payload.get("chosen")
+    if chosen is None:
+        return dict(base), f"{tuned_path}: tuning found no utility-safe point; config untuned"
+    if not isinstance(chosen, dict):
+        raise ValueError(f"{tuned_path}: 'chosen' is not an object")
+    return {**base, **{k: v for k, v in chosen.items() if k in TUNED_KEYS}}, None
+
+
+def select(job: MethodJob) -> FactSelection:
+    if job.n_facts is None:
+        return split_selection(job.tofu_dir, job.forget_split, job.retain_split,
+                               job.retain_eval_size, job.eval_seed)
+    return last_n_selection(job.tofu_dir, job.n_facts, job.max_n_facts or job.n_facts,
+                            job.retain_eval_size, job.eval_seed)
+
+
+def empty_scores() -> dict[str, Any]:
+    keys = ("forget_logp_before", "forget_logp_after", "retain_logp_before", "retain_logp_after",
+            "forget_rougeL_before", "forget_rougeL_after", "retain_rougeL_after",
+            "forget_quality", "model_utility")
+    return dict.fromkeys(keys)
+
+
+def run(job: MethodJob) -> dict[str, Any]:
+    """Do the job; return its record (not yet written)."""
+    start = time.perf_counter()
+    set_threads(job.threads)
+    torch.manual_seed(job.seed)
+    selection = select(job)
+    spec = job.spec()
+    method_config, tuning_note = tuned_method_config(job.method_config, job.tuned_config)
+    method = get_method(job.method, method_config)
+    ev = job.evaluation
+    scores = empty_scores()
+    outcome = None
+    status, error = "ok", None
+    quality_notes: dict[str, Any] = {}
+    measurer = Measurer(torch.device(spec.device))
+    try:
+        with measurer.phase("load", "load"):
+            backbone = load_backbone(spec)
+        with measurer.phase("score_before", "inference"):
+            scores["forget_logp_before"] = mean_logp(backbone, selection.forget, job.estimator,
+                                                     ev.batch_size, job.seed)
+            scores["retain_logp_before"] = mean_logp(backbone, selection.retain_eval,
+                                                     job.estimator, ev.batch_size, job.seed)
+            if ev.rouge:
+                scores["forget_rougeL_before"] = rouge_recall(backbone, selection.forget,
+                                                              ev.gen_steps, ev.batch_size, job.seed)
+        request = EditRequest(backbone=backbone, forget=selection.forget,
+                              retain=selection.retain_train, config=method_config,
+                              seed=job.seed, target_forget_drop=job.target_forget_drop)
+        with measurer.phase("edit", "edit"):
+            outcome = method.apply(request)
+        edited = outcome.backbone
+        with measurer.phase("score_after", "eval"):
+            scores["forget_logp_after"] = mean_logp(edited, selection.forget, job.estimator,
+                                                    ev.batch_size, job.seed)
+            scores["retain_logp_after"] = mean_logp(edited, selection.retain_eval,
+                                                    job.estimator, ev.batch_size, job.seed)
+        if ev.rouge:
+            with measurer.phase("generate", "eval"):
+                scores["forget_rougeL_after"] = rouge_recall(edited, selection.forget,
+                                                             ev.gen_steps, ev.batch_size, job.seed)
+                scores["retain_rougeL_after"] = rouge_recall(edited, selection.retain_eval,
+                                                             ev.gen_steps, ev.batch_size, job.seed)
+        if ev.forget_quality or ev.model_utility:
+            with measurer.phase("quality", "eval"):
+                inputs = QualityInputs(job.tofu_dir, job.forget_split, job.estimator,
+                                       ev.utility_size, ev.gen_steps, ev.batch_size,
+                                       job.eval_seed)
+                load_retain = (lambda: load_backbone(replace(spec, path=job.retain_model_path))) \
+                    if job.retain_model_path else None
+                fq, mu, quality_notes = forget_quality_and_utility(
+                    edited, load_retain, inputs, ev.forget_quality, ev.model_utility)
+                scores["forget_quality"], scores["model_utility"] = fq, mu
+    except BaseException as exc:  # noqa: BLE001 - only OOM is recorded, the rest re-raised
+        if not is_oom(exc):
+            raise
+        status, error = "oom", f"{type(exc).__name__}: {exc}"[:2000]
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    finally:
+        measurer.close()
+    memory = measurer.summary()
+    edit_seconds = measurer.seconds().get("edit") if status == "ok" else None
+    fp = fingerprint(spec.device, job.config_hash, measurer.driver)
+    if tuning_note:
+        quality_notes = {**quality_notes, "tuning": tuning_note}
+    return build_record(job, selection, scores, memory, measurer.seconds(), edit_seconds,
+                        outcome, status, error, fp, method_config, quality_notes,
+                        time.perf_counter() - start)
+
+
+def build_record(job: MethodJob, selection: FactSelection, scores: dict[str, Any],
+                 memory: MemorySummary, phases: dict[str, float], edit_seconds: float | None,
+                 outcome: Any, status: str, error: str | None, fp: dict[str, Any],
+                 method_config: dict[str, Any], notes: dict[str, Any],
+                 job_wall_s: float) -> dict[str, Any]:
+    details = dict(getattr(outcome, "details", None) or {})
+    details.pop("tie", None)  # large; the TIE figure job has its own output
+    if notes:
+        details["notes"] = notes
+    return {
+        "schema_version": 1,
+        "status": status,
+        "experiment": job.experiment,
+        "backbone": job.backbone,
+        "method": job.method,
+        "split": selection.split,
+        "n_facts": len(selection.forget),
+        "seed": job.seed,
+        "estimator": job.estimator,
+        "n_retain_eval": len(selection.retain_eval),
+        **{k: finite_or_none(v) for k, v in scores.items()},
+        "wall_clock_s": edit_seconds,
+        "job_wall_s": job_wall_s,
+        "phase_seconds": phases,
+        "method_phase_seconds": dict(getattr(outcome, "phase_seconds", None) or {}),
+        "peak_mem_bytes": memory.peak_mem_bytes,
+        "inference_mem_bytes": memory.inference_mem_bytes,
+        "extra_mem_bytes": memory.extra_mem_bytes,
+        "model_mem_bytes": memory.model_mem_bytes,
+        "nvml_peak_bytes": memory.nvml_peak_bytes,
+        "memory_source": memory.memory_source,
+        "converged": getattr(outcome, "converged", None),
+        "collapsed": getattr(outcome, "collapsed", None),
+        "collapse_reason": getattr(outcome, "collapse_reason", None),
+        "steps": getattr(outcome, "steps", None),
+        "device": fp["device"],
+        "device_class": fp["device_class"],
+        "git_commit": fp["git_commit"],
+        "subject_source": selection.subject_source(),
+        "fingerprint": fp,
+        "method_config": method_config,
+        "details": json.loads(json.dumps(details, default=str)),
+        "error": error,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.jobs.run_method", description=__doc__)
+    job_argument(parser)
+    args = parser.parse_args(argv)
+    job = MethodJob.from_dict(parse_job(args.job))
+    record = run(job)
+    write_record(job.out, record)
+    print(json.dumps({k: record[k] for k in ("backbone", "method", "status", "n_facts",
+                                             "forget_logp_before", "forget_logp_after",
+                                             "wall_clock_s")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Which facts a job forgets, which retain facts it may use, which it is evaluated on."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Sequence
+
+from harness.data import load_split
+from harness.data.fact import Fact
+from harness.data.subjects import subject_source_counts
+
+
+@dataclass
+class FactSelection:
+    forget: list[Fact]
+    retain_train: list[Fact]  # retain facts handed to the method (retain loss, covariance)
+    retain_eval: list[Fact]  # disjoint fixed sample the job is scored on
+    split: str  # label of the forget set ("forget01", "full[-10:]")
+
+    def subject_source(self) -> dict[str, int]:
+        return {str(k): int(v) for k, v in subject_source_counts(self.forget).items()}
+
+
+def seeded_sample(pool: Sequence[Fact], size: int, seed: int) -> tuple[list[Fact], list[Fact]]:
+    """Two disjoint seeded samples of `pool` (eval, train) of up to `size` each."""
+    order = list(range(len(pool)))
+    random.Random(seed).shuffle(order)
+    eval_idx = sorted(order[:size])
+    train_idx = sorted(order[size:2 * size])
+    return [pool[i] for i in eval_idx], [pool[i] for i in train_idx]
+
+
+def split_selection(tofu_dir: str, forget_split: str, retain_split: str, size: int,
+                    seed: int) -> FactSelection:
+    """Table 1: forget = the forget split; retain facts sampled from its retain split."""
+    forget = load_split(tofu_dir, forget_split)
+    retain_eval, retain_train = seeded_sample(load_split(tofu_dir, retain_split), size, seed)
+    return FactSelection(forget, retain_train, retain_eval, forget_split)
+
+
+def last_n_selection(tofu_dir: str, n: int, max_n: int, size: int, seed: int) -> FactSelection:
+    """Scaling: forget = the last n records of `full`; the retain sample comes from the
+    records before the last `max_n`, so it is the same for every n."""
+    full = load_split(tofu_dir, "full")
+    if not 1 <= n <= max_n <= len(full) - 1:
+        raise ValueError(f"fact count {n} (max {max_n}) does not fit the {len(full)} records "
+                         f"of {tofu_dir}/full.json")
+    retain_eval, retain_train = seeded_sample(full[: len(full) - max_n], size, seed)
+    return FactSelection(full[len(full) - n:], retain_train, retain_eval, f"full[-{n}:]")

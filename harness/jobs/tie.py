@@ -1,0 +1,36 @@
+"""TIE heatmap of one backbone: trace the first `n_facts` forget facts (positions in a
+window around the subject end) and draw `harness.timerome.figure.tie_figure`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from harness.backbones.registry import load_backbone
+from harness.data import load_split
+from harness.jobs.spec import backbone_spec, job_argument, parse_job, set_threads
+
+
+def main(argv: list[str] | None = None) -> int:
+    from harness.timerome.config import TimeROMEConfig
+    from harness.timerome.editor import TimeROMEEditor
+    from harness.timerome.figure import tie_figure
+
+    parser = argparse.ArgumentParser(prog="python -m harness.jobs.tie", description=__doc__)
+    job_argument(parser)
+    job = parse_job(parser.parse_args(argv).job)
+    set_threads(job.get("threads", 1))
+    spec = backbone_spec(job["backbone"], job["backbone_entry"], job["backbone_path"])
+    backbone = load_backbone(spec)
+    facts = load_split(job["tofu_dir"], job["forget_split"])[: int(job["n_facts"])]
+    config = TimeROMEConfig.from_dict({**job.get("method_config", {}), "positions": "window"})
+    _, trace = TimeROMEEditor(backbone, config).trace(facts)
+    paths = tie_figure(trace, job["out"], title=f"{job['backbone']}: TIE over {len(facts)} "
+                                                f"{job['forget_split']} facts")
+    print(json.dumps([str(p) for p in paths]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

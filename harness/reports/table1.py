@@ -1,0 +1,191 @@
+"""Table 1: rows backbone x method, rendered as Markdown, LaTeX (booktabs) and CSV.
+
+Speedup is measured against the *strongest converged gradient baseline* of the same
+backbone: among the gradient (training-time) baselines that converged and did not collapse,
+the one with the largest forget log-prob drop. Its edit wall-clock divided by a row's edit
+wall-clock is that row's speedup.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import pandas as pd
+
+from harness.reports.render import Table
+
+DEFAULT_GRADIENT_BASELINES = ("gradient_ascent", "graddiff", "npo")
+MIB = 1024 * 1024
+
+NUMERIC = ("forget_logp_before", "forget_logp_after", "retain_logp_before", "retain_logp_after",
+           "forget_rougeL_after", "retain_rougeL_after", "forget_quality", "model_utility",
+           "wall_clock_s", "peak_mem_bytes", "inference_mem_bytes", "extra_mem_bytes")
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str  # column of the summary frame
+    title: str  # Markdown header
+    latex: str  # LaTeX header
+    fmt: Callable[[object], str]
+
+
+def _num(digits: int) -> Callable[[object], str]:
+    def fmt(value: object) -> str:
+        return "--" if _missing(value) else f"{float(value):.{digits}f}"  # type: ignore[arg-type]
+    return fmt
+
+
+def _sig(value: object) -> str:
+    return "--" if _missing(value) else f"{float(value):.2g}"  # type: ignore[arg-type]
+
+
+def _mib(value: object) -> str:
+    return "--" if _missing(value) else f"{float(value) / MIB:.1f}"  # type: ignore[arg-type]
+
+
+def _speedup(value: object) -> str:
+    return "--" if _missing(value) else f"{float(value):.1f}x"  # type: ignore[arg-type]
+
+
+def _flag(value: object) -> str:
+    if _missing(value):
+        return "--"
+    return "yes" if bool(value) else "no"
+
+
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("backbone", "Backbone", "Backbone", str),
+    Column("method", "Method", "Method", str),
+    Column("forget_logp_before", "Forget logp before", "$\\log p_f$ before", _num(2)),
+    Column("forget_logp_after", "Forget logp after", "$\\log p_f$ after", _num(2)),
+    Column("forget_delta", "Δ forget", "$\\Delta_f$", _num(2)),
+    Column("retain_delta", "Δ retain", "$\\Delta_r$", _num(2)),
+    Column("forget_rougeL_after", "ROUGE-L forget", "R-L$_f$", _num(3)),
+    Column("retain_rougeL_after", "ROUGE-L retain", "R-L$_r$", _num(3)),
+    Column("forget_quality", "Forget quality", "FQ", _sig),
+    Column("model_utility", "Model utility", "MU", _num(3)),
+    Column("wall_clock_s", "Wall-clock (s)", "Time (s)", _num(2)),
+    Column("peak_mem_bytes", "Peak mem (MiB)", "Peak (MiB)", _mib),
+    Column("extra_mem_bytes", "Extra mem (MiB)", "Extra (MiB)", _mib),
+    Column("speedup", "Speedup", "Speedup", _speedup),
+    Column("converged", "Converged", "Conv.", _flag),
+    Column("collapsed", "Collapsed", "Coll.", _flag),
+)
+
+
+@dataclass
+class Table1:
+    summary: pd.DataFrame  # one row per (backbone, method), numeric
+    strongest: dict[str, str | None]  # backbone -> strongest converged gradient baseline
+    gradient_baselines: tuple[str, ...] = DEFAULT_GRADIENT_BASELINES
+    notes: list[str] = field(default_factory=list)
+
+    def table(self) -> Table:
+        rows = [[col.fmt(rec[col.key]) for col in COLUMNS]
+                for rec in self.summary.to_dict("records")]
+        return Table([c.title for c in COLUMNS], [c.latex for c in COLUMNS], rows,
+                     self.footnotes(), n_text_columns=2)
+
+    def footnotes(self) -> list[str]:
+        names = ", ".join(self.gradient_baselines) or "none"
+        notes = [
+            "Log-probabilities: mean nats per sample of the forget / retain-eval facts; "
+            "Δ = after − before.",
+            "Speedup = edit wall-clock of the strongest converged gradient baseline / the "
+            "row's edit wall-clock, where the strongest is the gradient baseline "
+            f"({names}) with the largest forget log-prob drop among those that converged and "
+            "did not collapse on the same backbone.",
+            "Extra mem = peak memory during the edit minus peak memory of inference "
+            "(scoring) on the loaded model.",
+        ]
+        for backbone, name in self.strongest.items():
+            notes.append(f"{backbone}: strongest converged gradient baseline = "
+                         f"{name if name else 'none (no converged, non-collapsed run)'}.")
+        return notes + self.notes
+
+
+def summarise(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean over seeds per (backbone, method), in first-appearance order; adds deltas."""
+    frame = runs.copy()
+    if "status" in frame.columns:
+        frame = frame[frame["status"].fillna("ok") == "ok"].copy()
+    for col in NUMERIC:
+        if col not in frame.columns:
+            frame[col] = float("nan")
+        frame[col] = pd.to_numeric(frame[col], errors="coerce")
+    for col in ("converged", "collapsed"):
+        frame[col] = frame[col].map(_as_bool) if col in frame.columns else None
+    keys = ["backbone", "method"]
+    order = frame[keys].drop_duplicates()
+    numeric = frame.groupby(keys, sort=False)[list(NUMERIC)].mean()
+    flags = frame.groupby(keys, sort=False).agg(
+        converged=("converged", lambda s: bool(all(v is True for v in s))),
+        collapsed=("collapsed", lambda s: bool(any(v is True for v in s))),
+        seeds=("seed", "nunique") if "seed" in frame.columns else ("method", "size"))
+    out = order.merge(numeric.reset_index(), on=keys).merge(flags.reset_index(), on=keys)
+    out["forget_delta"] = out["forget_logp_after"] - out["forget_logp_before"]
+    out["retain_delta"] = out["retain_logp_after"] - out["retain_logp_before"]
+    return out.reset_index(drop=True)
+
+
+def _as_bool(value: object) -> bool | None:
+    if _missing(value):
+        return None
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value)
+
+
+def strongest_baseline(rows: pd.DataFrame, gradient_baselines: Sequence[str]) -> pd.Series | None:
+    """The converged, non-collapsed gradient baseline with the largest forget drop."""
+    candidates = rows[rows["method"].isin(gradient_baselines) & rows["converged"].eq(True)
+                      & ~rows["collapsed"].eq(True) & rows["forget_delta"].notna()
+                      & rows["wall_clock_s"].notna()]
+    if candidates.empty:
+        return None
+    return candidates.loc[candidates["forget_delta"].idxmin()]  # most negative = largest drop
+
+
+def order_rows(summary: pd.DataFrame, backbones: Sequence[str] | None,
+               methods: Sequence[str] | None) -> pd.DataFrame:
+    """Rows in config order (backbones, then methods); unlisted names go last, sorted."""
+    def rank(order: Sequence[str] | None, column: str) -> pd.Series:
+        if not order:
+            return summary[column].rank(method="dense")
+        pos = {name: i for i, name in enumerate(order)}
+        return summary[column].map(lambda v: pos.get(v, len(pos)))
+
+    keyed = summary.assign(_b=rank(backbones, "backbone"), _m=rank(methods, "method"))
+    keyed = keyed.sort_values(["_b", "_m", "backbone", "method"], kind="stable")
+    return keyed.drop(columns=["_b", "_m"]).reset_index(drop=True)
+
+
+def build_table1(runs: pd.DataFrame,
+                 gradient_baselines: Sequence[str] = DEFAULT_GRADIENT_BASELINES,
+                 backbones: Sequence[str] | None = None,
+                 methods: Sequence[str] | None = None) -> Table1:
+    summary = order_rows(summarise(runs), backbones, methods)
+    summary["speedup"] = float("nan")
+    strongest: dict[str, str | None] = {}
+    for backbone, rows in summary.groupby("backbone", sort=False):
+        best = strongest_baseline(rows, gradient_baselines)
+        strongest[str(backbone)] = None if best is None else str(best["method"])
+        if best is not None:
+            idx = rows.index
+            summary.loc[idx, "speedup"] = float(best["wall_clock_s"]) / summary.loc[idx, "wall_clock_s"]
+    return Table1(summary, strongest, tuple(gradient_baselines))
+
+
+CSV_COLUMNS = [c.key for c in COLUMNS] + ["retain_logp_before", "retain_logp_after",
+                                          "inference_mem_bytes", "seeds"]
+
+
+def table1_csv(table: Table1) -> str:
+    return table.summary.reindex(columns=CSV_COLUMNS).to_csv(index=False)

@@ -1,0 +1,83 @@
+"""One JSON record per job: validated against `record.schema.json`, written atomically.
+
+A record is written to a temporary file in the destination directory, flushed and fsynced,
+then `os.replace`d onto its final name: a job killed at any point leaves either no record
+or a complete one, never a partial file (Snakemake then reruns the job).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Mapping
+
+import jsonschema
+
+SCHEMA_FILE = Path(__file__).with_name("record.schema.json")
+
+
+class RecordError(ValueError):
+    """A record that does not match the results schema (names the file and the field)."""
+
+
+@lru_cache(maxsize=1)
+def record_schema() -> dict[str, Any]:
+    return json.loads(SCHEMA_FILE.read_text())
+
+
+@lru_cache(maxsize=1)
+def _validator() -> jsonschema.protocols.Validator:
+    schema = record_schema()
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema)
+
+
+# The columns every record carries (the schema's required keys), in schema order.
+RECORD_COLUMNS: tuple[str, ...] = tuple(record_schema()["required"])
+
+
+def validate_record(record: Mapping[str, Any], source: str | os.PathLike = "<record>") -> None:
+    """Raise RecordError naming `source` and the offending field if `record` is invalid."""
+    errors = sorted(_validator().iter_errors(dict(record)), key=lambda e: list(e.path))
+    if errors:
+        err = errors[0]
+        where = "/".join(str(p) for p in err.path) or "(top level)"
+        raise RecordError(f"{source}: invalid result record at '{where}': {err.message}")
+
+
+def write_json_atomic(path: str | os.PathLike, payload: Any) -> Path:
+    """Write JSON to `path` via temp file + fsync + os.replace."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=True, allow_nan=True)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def write_record(path: str | os.PathLike, record: Mapping[str, Any]) -> Path:
+    """Validate then atomically write one job record."""
+    validate_record(record, path)
+    return write_json_atomic(path, dict(record))
+
+
+def read_record(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and validate one record."""
+    p = Path(path)
+    try:
+        record = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise RecordError(f"{p}: not valid JSON ({exc})") from None
+    validate_record(record, p)
+    return record

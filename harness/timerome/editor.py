@@ -1,0 +1,168 @@
+"""TimeROMEEditor: trace -> keys/deltas -> solve -> hook (method.md sections 1-3).
+
+`edit(facts)` edits a batch at once; `insert(fact)` adds one fact to the existing memory
+with an incremental factor update (sequential insertion). Tracing always runs on the
+unedited model (the memory's hooks are suspended while tracing), so every fact's key and
+delta refer to the original model. Facts whose max TIE is below the flag threshold
+(the subject's corruption does not change the answer, so there is no causal site to edit)
+are reported in `EditReport.flagged` and not edited unless `edit_flagged` is set.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+from harness.backbones.base import Backbone
+from harness.data.fact import Fact
+from harness.diffusion.batching import EncodedFact, encode_facts
+from harness.timerome.config import TimeROMEConfig
+from harness.timerome.memory import EditMemory
+from harness.timerome.retain_stats import inverse_covariance, retain_keys
+from harness.timerome.targets import target_deltas
+from harness.timerome.tracing import TraceResult, trace_encoded
+
+
+@dataclass
+class EditReport:
+    """What an edit did: coordinates, TIE scores, flagged facts and wall-clock per phase."""
+
+    coordinates: list[dict[str, Any]]  # per edited fact: layer, position, offset, tie
+    flagged: list[dict[str, Any]]  # facts not edited (or edited despite a flag), with reason
+    tie: dict[str, list[list[float]]]  # fact key -> TIE[layer][offset] (nan: not traced)
+    offsets: list[int]  # candidate offsets relative to the last subject token
+    phase_seconds: dict[str, float]
+    n_edited: int
+    trace_forwards: int
+    noise_scale: float
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["tie"] = {k: [[None if v != v else v for v in row] for row in rows]
+                      for k, rows in self.tie.items()}
+        return out
+
+
+class TimeROMEEditor:
+    """Edits one backbone; holds its `EditMemory` (hooks stay on until `undo()`)."""
+
+    def __init__(self, backbone: Backbone, config: TimeROMEConfig = TimeROMEConfig(),
+                 retain: Sequence[Fact] = ()):
+        self.backbone = backbone
+        self.config = config
+        self.retain = list(retain)
+        self.memory: EditMemory | None = None
+        self._retain_keys: dict[int, torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------ phases
+    def _unedited(self):
+        return self.memory.suspended() if self.memory is not None else nullcontext()
+
+    def trace(self, facts: Sequence[Fact]) -> tuple[list[EncodedFact], TraceResult]:
+        encoded = encode_facts(self.backbone, facts)
+        with self._unedited():
+            return encoded, trace_encoded(self.backbone, encoded, self.config)
+
+    def retain_statistics(self) -> dict[int, torch.Tensor]:
+        """Retain MLP hidden states per layer (only for precondition/gate)."""
+        if self._retain_keys is None:
+            if not self.retain:
+                raise ValueError("precondition 'retain_cov' and the key gate need retain facts "
+                                 "(TimeROMEEditor(..., retain=[...]))")
+            with self._unedited():
+                self._retain_keys = retain_keys(self.backbone, self.retain,
+                                                range(self.backbone.num_layers))
+        return self._retain_keys
+
+    def new_memory(self) -> EditMemory:
+        metrics, reference = {}, {}
+        if self.config.precondition == "retain_cov":
+            metrics = {l: inverse_covariance(k, self.config.cov_shrinkage)
+                       for l, k in self.retain_statistics().items()}
+        if self.config.gate:
+            reference = self.retain_statistics()
+        with self._unedited():
+            identity = self.backbone.identity()
+        return EditMemory(self.config, identity, metrics, reference)
+
+    def selected(self, trace: TraceResult) -> list[int]:
+        """Indices of traced facts that get edited."""
+        return [i for i in range(len(trace.fact_keys))
+                if self.config.edit_flagged or not bool(trace.flagged[i])]
+
+    def extract(self, encoded: Sequence[EncodedFact], trace: TraceResult
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys [F, d_k] and target deltas [F, d_v] at the chosen coordinates."""
+        return trace.chosen_keys(), target_deltas(self.config.target, self.backbone, encoded,
+                                                  trace)
+
+    def solve(self, memory: EditMemory, trace: TraceResult, keys: torch.Tensor,
+              deltas: torch.Tensor, index: Sequence[int]) -> None:
+        """Insert the selected facts into `memory`, grouped by chosen layer."""
+        index = list(index)
+        layers = trace.layer[index] if index else torch.zeros(0, dtype=torch.long)
+        for layer in sorted(set(layers.tolist())):
+            rows = [i for i, l in zip(index, layers.tolist()) if l == layer]
+            memory.insert(layer, keys[rows], deltas[rows], [trace.fact_keys[i] for i in rows])
+        memory.ensure_hooks()
+
+    # ------------------------------------------------------------------ API
+    def edit(self, facts: Sequence[Fact]) -> tuple[Backbone, EditReport]:
+        """Edit `facts` into a fresh memory and hook it onto the backbone."""
+        self.undo()
+        return self._add(facts, fresh=True)
+
+    def insert(self, facts: Sequence[Fact] | Fact) -> tuple[Backbone, EditReport]:
+        """Add fact(s) to the current memory (incremental update; creates one if none)."""
+        if isinstance(facts, Fact):
+            facts = [facts]
+        return self._add(facts, fresh=self.memory is None)
+
+    def _add(self, facts: Sequence[Fact], fresh: bool) -> tuple[Backbone, EditReport]:
+        if not facts:
+            raise ValueError("edit: no facts given")
+        phases: dict[str, float] = {}
+        start = time.monotonic()
+        encoded, trace = self.trace(facts)
+        phases["tracing"] = time.monotonic() - start
+        start = time.monotonic()
+        keys, deltas = self.extract(encoded, trace)
+        memory = self.new_memory() if fresh else self.memory
+        phases["key_delta_extraction"] = time.monotonic() - start
+        start = time.monotonic()
+        index = self.selected(trace)
+        self.solve(memory, trace, keys, deltas, index)
+        if fresh:
+            memory.attach(self.backbone)
+            self.memory = memory
+        phases["solve"] = time.monotonic() - start
+        return self.backbone, self._report(trace, index, phases)
+
+    def _report(self, trace: TraceResult, index: Sequence[int],
+                phases: dict[str, float]) -> EditReport:
+        summary = trace.summary()
+        chosen = set(index)
+        flagged = []
+        for i, row in enumerate(summary):
+            if row["flagged"]:
+                tie = "undefined" if row["tie"] is None else f"{row['tie']:.3g}"
+                flagged.append({**row, "edited": i in chosen,
+                                "reason": f"max TIE {tie} <= threshold "
+                                          f"{self.config.flag_threshold:g}: answer is invariant "
+                                          "to subject corruption"})
+        return EditReport(coordinates=[summary[i] for i in index], flagged=flagged,
+                          tie={k: trace.tie[i].tolist() for i, k in enumerate(trace.fact_keys)},
+                          offsets=list(trace.offsets), phase_seconds=phases, n_edited=len(index),
+                          trace_forwards=trace.forwards, noise_scale=trace.noise_scale,
+                          config=self.config.to_dict())
+
+    def undo(self) -> None:
+        """Remove the hooks: the backbone is exactly the original again."""
+        if self.memory is not None:
+            self.memory.detach()
+        self.memory = None

@@ -1,0 +1,260 @@
+"""The edit memory (method.md section 3): per-layer dual ridge factors and forward hooks.
+
+On every forward of the backbone, the hook on `mlp_out_proj(l)` adds, at every position,
+    out += alpha * S_q(A (B^T h))
+with h the projection's input. Per fact f the contribution is c_f(h) a_f with
+c_f(h) = b_f . h; S_q keeps the largest q-fraction of its entries, which are those of a_f,
+so A is sparsified column-wise once (`solve.sparsify_columns`). With the optional gate,
+c_f is zeroed unless cos(h, k_f) exceeds the layer's calibrated threshold. Without the
+gate and once n (d_k + d_v) > d_k d_v the hook uses the dense product W = A_q B^T
+(same map, cheaper). Weights are never modified; `detach()` removes the hooks.
+
+Saved as safetensors: tensors `layer{l}.{keys,deltas,gram_inv,a[,metric]}` and metadata
+`timerome` = JSON {config, identity, facts per layer, gate thresholds}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from harness.backbones.base import Backbone
+from harness.timerome.config import TimeROMEConfig
+from harness.timerome.retain_stats import gate_threshold
+from harness.timerome.solve import (RidgeFactors, empty_factors, insert_columns, solve_full,
+                                    sparsify_columns)
+
+FORMAT_VERSION = 1
+
+
+class IdentityMismatch(ValueError):
+    """An edit memory was loaded onto a backbone other than the one it was built for."""
+
+
+class EditMemory:
+    """Facts grouped by layer, with their factors and (when attached) forward hooks."""
+
+    def __init__(self, config: TimeROMEConfig, identity: dict[str, Any],
+                 metrics: dict[int, torch.Tensor] | None = None,
+                 gate_reference: dict[int, torch.Tensor] | None = None):
+        self.config = config
+        self.identity = dict(identity)
+        self.metrics = dict(metrics or {})
+        self.gate_reference = dict(gate_reference or {})
+        self.factors: dict[int, RidgeFactors] = {}
+        self.fact_keys: dict[int, list[str]] = {}
+        self.gate_tau: dict[int, float] = {}
+        self._compiled: dict[int, dict[str, torch.Tensor | None]] = {}
+        self._handles: dict[int, Any] = {}
+        self._backbone: Backbone | None = None
+
+    # ------------------------------------------------------------------ contents
+    @property
+    def n_facts(self) -> int:
+        return sum(f.n for f in self.factors.values())
+
+    def layer_of(self) -> dict[str, int]:
+        return {key: layer for layer, keys in self.fact_keys.items() for key in keys}
+
+    def insert(self, layer: int, keys: torch.Tensor, deltas: torch.Tensor,
+               fact_keys: Sequence[str]) -> None:
+        """Add facts (keys [k, d_k], deltas [k, d_v]) to `layer` by a block-inverse update."""
+        if keys.shape[0] != deltas.shape[0] or keys.shape[0] != len(fact_keys):
+            raise ValueError(f"insert: {keys.shape[0]} keys, {deltas.shape[0]} deltas, "
+                             f"{len(fact_keys)} fact keys")
+        if len(fact_keys) == 0:
+            return
+        state = self.factors.get(layer)
+        if state is None:
+            metric = self.metrics.get(layer) if self.config.precondition == "retain_cov" else None
+            if self.config.precondition == "retain_cov" and metric is None:
+                raise ValueError(f"precondition 'retain_cov' needs a key covariance for layer {layer}")
+            state = empty_factors(keys.shape[1], deltas.shape[1], self.config.lam, metric)
+        self.factors[layer] = insert_columns(state, keys.T, deltas.T)
+        self.fact_keys.setdefault(layer, []).extend(fact_keys)
+        self._compile(layer)
+
+    def resolve(self, lam: float | None = None) -> None:
+        """Re-solve every layer from scratch (e.g. after changing lambda)."""
+        if lam is not None:
+            self.config = self.config.with_overrides(lam=lam)
+        for layer, st in self.factors.items():
+            self.factors[layer] = solve_full(st.keys, st.deltas, self.config.lam, st.metric)
+            self._compile(layer)
+
+    def set_operating_point(self, alpha: float | None = None, q: float | None = None,
+                            lam: float | None = None) -> None:
+        """Change alpha / q (hook only) and lambda (re-solve) in place."""
+        overrides = {k: v for k, v in (("alpha", alpha), ("q", q)) if v is not None}
+        if overrides:
+            self.config = self.config.with_overrides(**overrides)
+        if lam is not None and lam != self.config.lam:
+            self.resolve(lam)
+        else:
+            for layer in self.factors:
+                self._compile(layer)
+
+    # ------------------------------------------------------------------ the hook
+    def _compile(self, layer: int) -> None:
+        """Precompute the hook's tensors (model dtype/device) for `layer`."""
+        st = self.factors[layer]
+        device, dtype = self._placement()
+        a_q = sparsify_columns(st.a, self.config.q) * self.config.alpha  # [d_v, n]
+        b = st.b  # [d_k, n]
+        d_k, d_v, n = b.shape[0], a_q.shape[0], st.n
+        compiled: dict[str, torch.Tensor | None] = {"b": None, "a_t": None, "dense_t": None,
+                                                    "key_dirs": None, "tau": None}
+        if self.config.gate:
+            ref = self.gate_reference.get(layer)
+            if ref is not None:
+                self.gate_tau[layer] = gate_threshold(ref, st.keys, self.config.gate_quantile)
+            elif layer not in self.gate_tau:  # a loaded memory keeps its calibrated threshold
+                raise ValueError(f"gate is on but no retain reference keys for layer {layer}")
+            compiled["key_dirs"] = torch.nn.functional.normalize(st.keys, dim=0).to(device, dtype)
+            compiled["tau"] = torch.tensor(self.gate_tau[layer], device=device, dtype=dtype)
+        if not self.config.gate and n * (d_k + d_v) > d_k * d_v:
+            compiled["dense_t"] = (b @ a_q.T).to(device, dtype)  # [d_k, d_v]
+        else:
+            compiled["b"] = b.to(device, dtype)
+            compiled["a_t"] = a_q.T.contiguous().to(device, dtype)  # [n, d_v]
+        self._compiled[layer] = compiled
+
+    def _placement(self) -> tuple[torch.device, torch.dtype]:
+        if self._backbone is None:
+            return torch.device("cpu"), torch.float32
+        return self._backbone.device, self._backbone.dtype
+
+    def contribution(self, layer: int, h: torch.Tensor) -> torch.Tensor:
+        """alpha * S_q(A (B^T h)) for hidden states h [..., d_k] -> [..., d_v]."""
+        c = self._compiled[layer]
+        if c["dense_t"] is not None:
+            return h @ c["dense_t"]
+        coef = h @ c["b"]
+        if c["key_dirs"] is not None:
+            cos = torch.nn.functional.normalize(h, dim=-1) @ c["key_dirs"]
+            coef = coef * (cos > c["tau"]).to(coef.dtype)
+        return coef @ c["a_t"]
+
+    def attach(self, backbone: Backbone) -> Backbone:
+        """Register the hooks on `backbone` (checks identity); returns the backbone."""
+        check_identity(self.identity, backbone.identity(), "this edit memory")
+        self.detach()
+        self._backbone = backbone
+        for layer in self.factors:
+            self._compile(layer)
+            self._register(layer)
+        return backbone
+
+    def _register(self, layer: int) -> None:
+        def hook(module, inputs, output, layer=layer):
+            if layer not in self._compiled:
+                return None
+            return output + self.contribution(layer, inputs[0])
+        self._handles[layer] = self._backbone.mlp_out_proj(layer).register_forward_hook(hook)
+
+    def ensure_hooks(self) -> None:
+        """After inserting into a new layer while attached: hook that layer too."""
+        if self._backbone is None:
+            return
+        for layer in self.factors:
+            if layer not in self._handles:
+                self._compile(layer)
+                self._register(layer)
+
+    def detach(self) -> None:
+        for handle in self._handles.values():
+            handle.remove()
+        self._handles.clear()
+        self._backbone = None
+
+    @contextmanager
+    def suspended(self) -> Iterator[None]:
+        """Temporarily remove the hooks (e.g. to trace on the unedited model)."""
+        backbone = self._backbone
+        layers = list(self._handles)
+        for handle in self._handles.values():
+            handle.remove()
+        self._handles.clear()
+        try:
+            yield
+        finally:
+            if backbone is not None:
+                for layer in layers:
+                    self._register(layer)
+                self.ensure_hooks()
+
+    @property
+    def attached(self) -> bool:
+        return bool(self._handles)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Write the memory atomically as safetensors (+ JSON metadata)."""
+        path = Path(path)
+        tensors: dict[str, torch.Tensor] = {}
+        for layer, st in self.factors.items():
+            tensors[f"layer{layer}.keys"] = st.keys
+            tensors[f"layer{layer}.deltas"] = st.deltas
+            tensors[f"layer{layer}.gram_inv"] = st.gram_inv
+            tensors[f"layer{layer}.a"] = st.a
+            if st.metric is not None:
+                tensors[f"layer{layer}.metric"] = st.metric
+        meta = {"format_version": FORMAT_VERSION, "config": self.config.to_dict(),
+                "identity": self.identity,
+                "facts": {str(l): keys for l, keys in self.fact_keys.items()},
+                "gate_tau": {str(l): tau for l, tau in self.gate_tau.items()}}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file({k: v.contiguous() for k, v in tensors.items()}, tmp,
+                      metadata={"timerome": json.dumps(meta, sort_keys=True)})
+            os.chmod(tmp, 0o644)  # mkstemp creates 0600
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, backbone: Backbone, attach: bool = True) -> "EditMemory":
+        """Load a saved memory; refuses a backbone whose identity differs."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"edit memory not found: {path}")
+        with safe_open(str(path), framework="pt") as handle:
+            raw = (handle.metadata() or {}).get("timerome")
+            if raw is None:
+                raise ValueError(f"{path}: not a TimeROME edit memory (no 'timerome' metadata)")
+            tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+        meta = json.loads(raw)
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{path}: unsupported memory format {meta.get('format_version')}")
+        check_identity(meta["identity"], backbone.identity(), f"edit memory {path}")
+        memory = cls(TimeROMEConfig.from_dict(meta["config"]), meta["identity"])
+        memory.gate_tau = {int(l): float(t) for l, t in meta.get("gate_tau", {}).items()}
+        for layer_s, keys in meta["facts"].items():
+            layer = int(layer_s)
+            memory.factors[layer] = RidgeFactors(
+                tensors[f"layer{layer}.keys"], tensors[f"layer{layer}.deltas"],
+                tensors[f"layer{layer}.gram_inv"], tensors[f"layer{layer}.a"],
+                tensors.get(f"layer{layer}.metric"), memory.config.lam)
+            memory.fact_keys[layer] = list(keys)
+        if attach:
+            memory.attach(backbone)
+        return memory
+
+
+def check_identity(expected: dict[str, Any], actual: dict[str, Any], what: str) -> None:
+    if dict(expected) != dict(actual):
+        raise IdentityMismatch(
+            f"{what} was built for backbone {json.dumps(expected, sort_keys=True)} but the "
+            f"given backbone is {json.dumps(actual, sort_keys=True)}")

@@ -1,0 +1,32 @@
+"""The registered method `timerome`: TimeROMEEditor behind the shared Method interface."""
+
+from __future__ import annotations
+
+from harness.methods.base import EditRequest, Method, MethodOutcome
+from harness.methods.registry import register_method
+from harness.timerome.config import TimeROMEConfig
+from harness.timerome.editor import TimeROMEEditor
+
+
+@register_method("timerome")
+class TimeROMEMethod(Method):
+    """Training-free: trace, solve in closed form, hook. `request.retain` feeds the
+    optional retain covariance / key gate; `request.seed` overrides the config seed."""
+
+    def timerome_config(self, seed: int | None = None) -> TimeROMEConfig:
+        data = dict(self.config)
+        if seed is not None:
+            data["seed"] = seed
+        return TimeROMEConfig.from_dict(data)
+
+    def apply(self, request: EditRequest) -> MethodOutcome:
+        editor = TimeROMEEditor(request.backbone, self.timerome_config(request.seed),
+                                retain=request.retain)
+        backbone, report = editor.edit(request.forget)
+        return MethodOutcome(
+            backbone=backbone, phase_seconds=dict(report.phase_seconds), steps=None,
+            details={"coordinates": report.coordinates, "tie": report.to_dict()["tie"],
+                     "flagged": report.flagged, "n_edited": report.n_edited,
+                     "trace_forwards": report.trace_forwards, "offsets": report.offsets,
+                     "noise_scale": report.noise_scale, "config": report.config},
+            undo=editor.undo)

@@ -1,0 +1,69 @@
+"""Retain statistics for the optional extras: key covariance (precondition: retain_cov)
+and the key-gate threshold.
+
+Retain keys are the inputs of `mlp_out_proj(l)` at every prompt and answer position of
+retain facts, on the full_mask input (answer masked, as in scoring and at the first
+generation step).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from harness.backbones.base import Backbone
+from harness.data.fact import Fact
+from harness.diffusion.batching import batches, encode_facts
+
+
+def retain_keys(backbone: Backbone, facts: Sequence[Fact], layers: Sequence[int],
+                batch_size: int = 32, max_rows: int = 8192) -> dict[int, torch.Tensor]:
+    """{layer: [N, d_k]} MLP hidden states on retain text (at most `max_rows`, evenly spaced)."""
+    if not facts:
+        raise ValueError("retain statistics need retain facts (none given)")
+    layers = sorted(set(layers))
+    got: dict[int, list[torch.Tensor]] = {l: [] for l in layers}
+    current: dict[str, torch.Tensor] = {}
+    handles = []
+    for layer in layers:
+        def hook(module, inputs, output, layer=layer):
+            got[layer].append(inputs[0][current["keep"]].float().cpu())
+        handles.append(backbone.mlp_out_proj(layer).register_forward_hook(hook))
+    try:
+        with torch.inference_mode():
+            for batch in batches(backbone, encode_facts(backbone, facts), batch_size):
+                ids = batch.input_ids.masked_fill(batch.answer_mask, backbone.mask_token_id)
+                width = ids.shape[1]
+                lengths = batch.prompt_lengths + batch.answer_lengths
+                current["keep"] = (torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)
+                                   ).to(backbone.device)
+                backbone.logits(ids.to(backbone.device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    out = {}
+    for layer, parts in got.items():
+        rows = torch.cat(parts)
+        if rows.shape[0] > max_rows:
+            rows = rows[torch.linspace(0, rows.shape[0] - 1, max_rows).long()]
+        out[layer] = rows
+    return out
+
+
+def inverse_covariance(keys: torch.Tensor, shrinkage: float) -> torch.Tensor:
+    """M = C^-1 with C = (H^T H / N) / (tr/d) + shrinkage I: the uncentred key covariance
+    normalised to mean eigenvalue 1 (so lambda keeps its scale), shrunk toward I."""
+    h = keys.to(torch.float64)
+    cov = h.T @ h / max(1, h.shape[0])
+    cov = cov / (torch.diagonal(cov).mean().clamp(min=1e-12))
+    cov = cov + shrinkage * torch.eye(cov.shape[0], dtype=torch.float64)
+    return torch.cholesky_inverse(torch.linalg.cholesky(cov))
+
+
+def gate_threshold(reference: torch.Tensor, keys: torch.Tensor, quantile: float) -> float:
+    """Cosine threshold: the `quantile` of max_f cos(h, k_f) over retain hidden states h."""
+    ref = torch.nn.functional.normalize(reference.float(), dim=-1)
+    k = torch.nn.functional.normalize(keys.float(), dim=0)  # [d_k, n]
+    best = (ref @ k).max(dim=1).values
+    return float(torch.quantile(best, quantile))

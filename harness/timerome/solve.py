@@ -1,0 +1,112 @@
+"""Closed-form factors of the edit memory (method.md section 3), in float64.
+
+For one layer with keys K (d_k x n), deltas D (d_v x n) and a key metric M (identity, or
+C^-1 for `precondition: retain_cov`):
+
+    G = K^T M K + lambda I_n,   A = D G^-1 (d_v x n),   B = M K (d_k x n)
+
+so that the edit W = A B^T. With M = I this is the ridge solution
+W = D K^T (K K^T + lambda I)^-1 in its dual form; with M = C^-1 it equals MEMIT's
+preconditioned solution W = D K^T (K K^T + lambda C)^-1 (push-through identity with
+K~ = C^-1/2 K). Inserting new keys updates G^-1 and A by the block inverse (Schur
+complement): O(n^2 + n d) per key, no re-solve.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class RidgeFactors:
+    """Dual ridge state of one layer. Columns are facts, in insertion order."""
+
+    keys: torch.Tensor  # K [d_k, n]
+    deltas: torch.Tensor  # D [d_v, n]
+    gram_inv: torch.Tensor  # G^-1 [n, n]
+    a: torch.Tensor  # A = D G^-1 [d_v, n]
+    metric: torch.Tensor | None  # M [d_k, d_k] (None: identity)
+    lam: float
+
+    @property
+    def n(self) -> int:
+        return int(self.keys.shape[1])
+
+    @property
+    def b(self) -> torch.Tensor:
+        """B = M K [d_k, n]."""
+        return self.keys if self.metric is None else self.metric @ self.keys
+
+
+def empty_factors(d_k: int, d_v: int, lam: float, metric: torch.Tensor | None = None
+                  ) -> RidgeFactors:
+    f64 = torch.float64
+    return RidgeFactors(torch.zeros((d_k, 0), dtype=f64), torch.zeros((d_v, 0), dtype=f64),
+                        torch.zeros((0, 0), dtype=f64), torch.zeros((d_v, 0), dtype=f64),
+                        None if metric is None else metric.to(f64), float(lam))
+
+
+def _metric_apply(metric: torch.Tensor | None, keys: torch.Tensor) -> torch.Tensor:
+    return keys if metric is None else metric @ keys
+
+
+def solve_full(keys: torch.Tensor, deltas: torch.Tensor, lam: float,
+               metric: torch.Tensor | None = None) -> RidgeFactors:
+    """Solve from scratch: A = D (K^T M K + lambda I)^-1."""
+    keys, deltas = keys.to(torch.float64), deltas.to(torch.float64)
+    metric = None if metric is None else metric.to(torch.float64)
+    gram = keys.T @ _metric_apply(metric, keys)
+    gram = gram + lam * torch.eye(gram.shape[0], dtype=torch.float64)
+    gram_inv = torch.cholesky_inverse(torch.linalg.cholesky(gram))
+    return RidgeFactors(keys, deltas, gram_inv, deltas @ gram_inv, metric, float(lam))
+
+
+def insert_columns(state: RidgeFactors, new_keys: torch.Tensor,
+                   new_deltas: torch.Tensor) -> RidgeFactors:
+    """Add k facts (new_keys [d_k, k], new_deltas [d_v, k]) by a block-inverse update.
+
+    With U = G^-1 g, S = gamma - g^T U (Schur complement) and R = (D_new - A g) S^-1:
+    G'^-1 = [[G^-1 + U S^-1 U^T, -U S^-1], [-S^-1 U^T, S^-1]],  A' = [A - R U^T, R].
+    """
+    new_keys = new_keys.to(torch.float64)
+    new_deltas = new_deltas.to(torch.float64)
+    k = new_keys.shape[1]
+    m_new = _metric_apply(state.metric, new_keys)
+    g = state.keys.T @ m_new  # [n, k]
+    gamma = new_keys.T @ m_new + state.lam * torch.eye(k, dtype=torch.float64)
+    u = state.gram_inv @ g
+    schur = gamma - g.T @ u
+    schur_inv = torch.cholesky_inverse(torch.linalg.cholesky(schur))
+    us = u @ schur_inv
+    top = torch.cat([state.gram_inv + us @ u.T, -us], dim=1)
+    bottom = torch.cat([-us.T, schur_inv], dim=1)
+    r = (new_deltas - state.a @ g) @ schur_inv
+    a = torch.cat([state.a - r @ u.T, r], dim=1)
+    return RidgeFactors(torch.cat([state.keys, new_keys], 1),
+                        torch.cat([state.deltas, new_deltas], 1),
+                        torch.cat([top, bottom], 0), a, state.metric, state.lam)
+
+
+def primal_weight(keys: torch.Tensor, deltas: torch.Tensor, lam: float,
+                  metric_cov: torch.Tensor | None = None) -> torch.Tensor:
+    """Reference primal solution W = D K^T (K K^T + lambda C)^-1 (C = I if None)."""
+    keys, deltas = keys.to(torch.float64), deltas.to(torch.float64)
+    d_k = keys.shape[0]
+    reg = torch.eye(d_k, dtype=torch.float64) if metric_cov is None else metric_cov.to(torch.float64)
+    return torch.linalg.solve(keys @ keys.T + lam * reg, keys @ deltas.T).T
+
+
+def sparsify_columns(a: torch.Tensor, q: float) -> torch.Tensor:
+    """S_q per fact: keep the ceil(q d_v) largest-magnitude entries of each column of A.
+
+    A fact's contribution c_f(h) a_f is a scalar times a_f, so its largest entries are
+    those of a_f whatever h is: sparsifying A's columns once is S_q on every forward.
+    """
+    if q >= 1.0 or a.shape[1] == 0:
+        return a
+    keep = max(1, int(-(-q * a.shape[0] // 1)))
+    idx = a.abs().topk(keep, dim=0).indices
+    mask = torch.zeros_like(a, dtype=torch.bool).scatter_(0, idx, True)
+    return a * mask

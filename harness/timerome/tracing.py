@@ -1,0 +1,342 @@
+"""Temporal Indirect Effect (TIE) causal tracing (method.md section 1).
+
+For every fact and every level t of the grid T: one clean run on x_t records the input
+(key space) and output (value space) of `mlp_out_proj(l)` at every layer and candidate
+position; N corrupted runs add Gaussian noise of scale nu to the subject's input
+embeddings (a forward hook on `input_embeddings()`, so it works for every adapter);
+restored runs are corrupted runs in which the clean MLP output at one (layer, position)
+is patched back. All corrupted and restored variants of a chunk of facts are stacked on
+the batch dimension and run as batched forwards: row r carries (fact, noise sample,
+layer, position) and the layer hooks patch row r's own coordinate.
+
+P = mean log-probability of the still-masked answer tokens (aligned logits);
+IE(l, j, t) = P_restored - P_corrupted (averaged over noise samples);
+TIE(l, j) = sum_t w(t) IE(l, j, t).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from typing import Iterator, Sequence
+
+import torch
+
+from harness.backbones.base import Backbone
+from harness.data.fact import Fact
+from harness.diffusion.batching import EncodedFact, QABatch, collate, encode_facts
+from harness.timerome.config import TimeROMEConfig
+from harness.timerome.levels import fact_seed, mask_at_level, reveal_orders, time_weights
+
+
+@dataclass
+class TraceResult:
+    """Tracing output for F facts, T levels, L layers and P candidate offsets.
+
+    Offsets are token positions relative to each fact's last subject token.
+    """
+
+    fact_keys: list[str]
+    times: tuple[float, ...]
+    weights: torch.Tensor  # [T] time weights w(t)
+    offsets: tuple[int, ...]  # [P]
+    valid: torch.Tensor  # [F, P] bool: position traced (inside the prompt, candidate)
+    is_subject: torch.Tensor  # [F, P] bool: position is a subject token
+    ie: torch.Tensor  # [F, T, L, P] indirect effects (nan where not traced)
+    tie: torch.Tensor  # [F, L, P] time-weighted indirect effect (nan where not traced)
+    clean_logp: torch.Tensor  # [F, T] P on the clean run
+    corrupt_logp: torch.Tensor  # [F, T] P under subject corruption (mean over samples)
+    layer: torch.Tensor  # [F] chosen layer l*
+    offset_index: torch.Tensor  # [F] chosen offset index into `offsets`
+    position: torch.Tensor  # [F] chosen absolute token position j*
+    max_tie: torch.Tensor  # [F] TIE at the chosen coordinate
+    flagged: torch.Tensor  # [F] bool: max TIE below the threshold (corruption-invariant)
+    keys: torch.Tensor  # [F, L, P, d_k] clean MLP hidden (out-proj input), mean over T
+    clean_out: torch.Tensor  # [F, L, P, d_v] clean out-proj output, mean over T
+    corrupt_out: torch.Tensor  # [F, L, P, d_v] corrupted out-proj output, mean over T and N
+    noise_scale: float
+    forwards: int  # sequences forwarded (rows), clean + corrupted + restored
+    seconds: float
+
+    @property
+    def corruption_effect(self) -> torch.Tensor:
+        """[F, T] P_clean - P_corrupted: how much the subject corruption hurts the answer."""
+        return self.clean_logp - self.corrupt_logp
+
+    def _pick(self, tensor: torch.Tensor) -> torch.Tensor:
+        rows = torch.arange(len(self.fact_keys))
+        return tensor[rows, self.layer, self.offset_index]
+
+    def chosen_keys(self) -> torch.Tensor:
+        """[F, d_k] key k_f at each fact's chosen coordinate."""
+        return self._pick(self.keys)
+
+    def chosen_clean_out(self) -> torch.Tensor:
+        return self._pick(self.clean_out)
+
+    def chosen_corrupt_delta(self) -> torch.Tensor:
+        """[F, d_v] mean corrupted MLP output minus clean output at the chosen coordinate."""
+        return self._pick(self.corrupt_out) - self._pick(self.clean_out)
+
+    def select(self, index: Sequence[int]) -> "TraceResult":
+        idx = torch.as_tensor(list(index), dtype=torch.long)
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "fact_keys":
+                value = [value[i] for i in idx.tolist()]
+            elif isinstance(value, torch.Tensor) and f.name != "weights":
+                value = value[idx]
+            out[f.name] = value
+        return TraceResult(**out)
+
+    def summary(self) -> list[dict]:
+        """JSON-serialisable per-fact coordinates and scores."""
+        return [{"fact": key, "layer": int(self.layer[i]), "position": int(self.position[i]),
+                 "offset": int(self.offsets[int(self.offset_index[i])]),
+                 "tie": _finite(float(self.max_tie[i])), "flagged": bool(self.flagged[i]),
+                 "corruption_effect": float(self.corruption_effect[i].mean())}
+                for i, key in enumerate(self.fact_keys)]
+
+
+def _finite(value: float) -> float | None:
+    return value if value == value and abs(value) != float("inf") else None
+
+
+def concat_traces(parts: Sequence[TraceResult]) -> TraceResult:
+    if not parts:
+        raise ValueError("no traces to concatenate")
+    first = parts[0]
+    out = {}
+    for f in fields(TraceResult):
+        values = [getattr(p, f.name) for p in parts]
+        if f.name == "fact_keys":
+            out[f.name] = [k for v in values for k in v]
+        elif f.name in ("forwards",):
+            out[f.name] = int(sum(values))
+        elif f.name == "seconds":
+            out[f.name] = float(sum(values))
+        elif isinstance(values[0], torch.Tensor) and f.name != "weights":
+            out[f.name] = torch.cat(values)
+        else:
+            out[f.name] = getattr(first, f.name)
+    return TraceResult(**out)
+
+
+# ----------------------------------------------------------------------------- helpers
+def candidate_offsets(encoded: Sequence[EncodedFact], config: TimeROMEConfig) -> tuple[int, ...]:
+    """Offsets (relative to the last subject token) traced for every fact."""
+    if config.positions == "last_subject":
+        return (0,)
+    longest = max(e.last_subject_position - e.subject_positions[0] + 1 for e in encoded)
+    if config.positions == "subject":
+        return tuple(range(-(longest - 1), 1))
+    before, after = config.window
+    return tuple(range(-max(before, longest - 1), after + 1))
+
+
+def noise_scale(backbone: Backbone, multiplier: float) -> float:
+    """nu = multiplier x std of the token embedding table (ROME's choice for 3)."""
+    weight = backbone.input_embeddings().weight
+    return float(multiplier * weight.detach().float().std())
+
+
+def subject_noise(batch: QABatch, n_samples: int, dim: int, scale: float, seed: int,
+                  dtype: torch.dtype) -> torch.Tensor:
+    """[B, N, W, d] Gaussian noise at subject positions (zero elsewhere), seeded per fact."""
+    b, width = batch.input_ids.shape
+    noise = torch.zeros((b, n_samples, width, dim), dtype=torch.float32)
+    for r, enc in enumerate(batch.encoded):
+        pos = torch.tensor(enc.subject_positions)
+        for s in range(n_samples):
+            gen = torch.Generator().manual_seed(fact_seed(seed, enc.fact.key, salt=1 + s))
+            noise[r, s, pos] = torch.randn((len(pos), dim), generator=gen) * scale
+    return noise.to(dtype)
+
+
+def masked_mean_logp(logits: torch.Tensor, targets: torch.Tensor,
+                     still: torch.Tensor) -> torch.Tensor:
+    """[R] mean log p(target) over each row's still-masked positions."""
+    rows, cols = still.nonzero(as_tuple=True)
+    picked = logits[rows, cols].float()
+    lp = picked.gather(1, targets[rows, cols].unsqueeze(1)).squeeze(1) - picked.logsumexp(1)
+    dense = torch.zeros(still.shape, device=lp.device)
+    dense[rows, cols] = lp
+    return dense.sum(1) / still.sum(1).clamp(min=1).to(dense.dtype)
+
+
+class _HookState:
+    """What the tracing hooks do on the current forward (set before each forward)."""
+
+    def __init__(self, n_layers: int):
+        self.mode = "off"  # "clean" | "rows" | "off"
+        self.noise_rows: torch.Tensor | None = None
+        self.positions: torch.Tensor | None = None  # [B, P] absolute candidate positions
+        self.clean_in: list[torch.Tensor | None] = [None] * n_layers
+        self.clean_out: list[torch.Tensor | None] = [None] * n_layers
+        self.corrupt_out: list[torch.Tensor | None] = [None] * n_layers  # [B, N, P, d]
+        self.row_fact: torch.Tensor | None = None
+        self.row_sample: torch.Tensor | None = None
+        self.corrupt_rows: torch.Tensor | None = None  # rows (local) that are plain corrupted
+        self.patch: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+
+@contextmanager
+def _tracing_hooks(backbone: Backbone, state: _HookState) -> Iterator[None]:
+    handles = []
+
+    def embed_hook(module, inputs, output):
+        if state.mode == "rows" and state.noise_rows is not None:
+            return output + state.noise_rows
+        return None
+
+    def make_mlp_hook(layer: int):
+        def hook(module, inputs, output):
+            pos = state.positions
+            if state.mode == "clean":
+                ar = torch.arange(pos.shape[0], device=pos.device).unsqueeze(1)
+                state.clean_in[layer] = inputs[0][ar, pos].float()
+                state.clean_out[layer] = output[ar, pos].float()
+                return None
+            if state.mode != "rows":
+                return None
+            crow = state.corrupt_rows
+            if crow.numel():
+                facts = state.row_fact[crow]
+                state.corrupt_out[layer][facts, state.row_sample[crow]] = \
+                    output[crow.unsqueeze(1), pos[facts]].float()
+            if layer in state.patch:
+                rows, at, facts, offs = state.patch[layer]
+                output = output.clone() if output.requires_grad else output
+                output[rows, at] = state.clean_out[layer][facts, offs].to(output.dtype)
+                return output
+            return None
+        return hook
+
+    try:
+        handles.append(backbone.input_embeddings().register_forward_hook(embed_hook))
+        for layer in range(backbone.num_layers):
+            handles.append(backbone.mlp_out_proj(layer).register_forward_hook(make_mlp_hook(layer)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+# ----------------------------------------------------------------------------- tracing
+def _trace_batch(backbone: Backbone, batch: QABatch, offsets: tuple[int, ...], scale: float,
+                 config: TimeROMEConfig) -> TraceResult:
+    start = time.monotonic()
+    device = backbone.device
+    n_layers, n_off, n_samples = backbone.num_layers, len(offsets), config.noise_samples
+    n_times = len(config.times)
+    b, width = batch.input_ids.shape
+    off = torch.tensor(offsets)
+    pos = batch.last_subject_pos.unsqueeze(1) + off.unsqueeze(0)  # [B, P]
+    inside = (pos >= 0) & (pos < batch.prompt_lengths.unsqueeze(1))
+    posc = pos.clamp(0, width - 1)
+    is_subject = batch.subject_mask.gather(1, posc) & inside
+    valid = inside if config.positions == "window" else is_subject
+    dim_in = backbone.input_embeddings().weight.shape[1]
+    noise = subject_noise(batch, n_samples, dim_in, scale, config.seed,
+                          backbone.input_embeddings().weight.dtype).to(device)
+    orders = reveal_orders(batch, config.seed)
+
+    # Rows of the corrupted/restored forwards: (fact, sample, layer, offset); layer -1 = plain.
+    f_idx, s_idx, l_idx, p_idx = [], [], [], []
+    for f in range(b):
+        traced = valid[f].nonzero().flatten().tolist()
+        for s in range(n_samples):
+            f_idx.append(f), s_idx.append(s), l_idx.append(-1), p_idx.append(-1)
+            for layer in range(n_layers):
+                for p in traced:
+                    f_idx.append(f), s_idx.append(s), l_idx.append(layer), p_idx.append(p)
+    f_all, s_all = torch.tensor(f_idx), torch.tensor(s_idx)
+    l_all, p_all = torch.tensor(l_idx), torch.tensor(p_idx)
+    n_rows = len(f_idx)
+
+    state = _HookState(n_layers)
+    state.positions = posc.to(device)
+    targets = batch.input_ids.to(device)
+    clean_lp = torch.zeros((b, n_times))
+    corrupt_lp = torch.zeros((b, n_times))
+    ie = torch.full((b, n_times, n_layers, n_off), float("nan"))
+    keys = out_clean = out_corrupt = None
+    forwards = 0
+    with torch.inference_mode(), _tracing_hooks(backbone, state):
+        for ti, t in enumerate(config.times):
+            ids, still = mask_at_level(batch, orders, t, backbone.mask_token_id)
+            ids, still = ids.to(device), still.to(device)
+            state.mode = "clean"
+            clean_lp[:, ti] = masked_mean_logp(backbone.logits(ids), targets, still).cpu()
+            forwards += b
+            clean_in = torch.stack(state.clean_in, 1).cpu()  # [B, L, P, d_k]
+            clean_o = torch.stack(state.clean_out, 1).cpu()
+            keys = clean_in if keys is None else keys + clean_in
+            out_clean = clean_o if out_clean is None else out_clean + clean_o
+            state.corrupt_out = [torch.zeros((b, n_samples, n_off, clean_o.shape[-1]),
+                                             device=device) for _ in range(n_layers)]
+            row_lp = torch.zeros(n_rows)
+            state.mode = "rows"
+            for lo in range(0, n_rows, config.trace_batch_rows):
+                sl = slice(lo, min(n_rows, lo + config.trace_batch_rows))
+                fr, sr, lr, pr = (x[sl].to(device) for x in (f_all, s_all, l_all, p_all))
+                state.row_fact, state.row_sample = fr, sr
+                state.noise_rows = noise[fr, sr]
+                state.corrupt_rows = (lr < 0).nonzero().flatten()
+                state.patch = {}
+                for layer in lr[lr >= 0].unique().tolist():
+                    rows = (lr == layer).nonzero().flatten()
+                    state.patch[layer] = (rows, state.positions[fr[rows], pr[rows]], fr[rows],
+                                          pr[rows])
+                logits = backbone.logits(ids[fr])
+                row_lp[sl] = masked_mean_logp(logits, targets[fr], still[fr]).cpu()
+                forwards += len(fr)
+            state.mode = "off"
+            plain = l_all < 0
+            base = torch.zeros((b, n_samples))
+            base[f_all[plain], s_all[plain]] = row_lp[plain]
+            corrupt_lp[:, ti] = base.mean(1)
+            rest = ~plain
+            effect = row_lp[rest] - base[f_all[rest], s_all[rest]]
+            acc = torch.zeros((b, n_layers, n_off))
+            acc.index_put_((f_all[rest], l_all[rest], p_all[rest]), effect / n_samples,
+                           accumulate=True)
+            acc[~valid.unsqueeze(1).expand(b, n_layers, n_off)] = float("nan")
+            ie[:, ti] = acc
+            summed = torch.stack(state.corrupt_out, 1).mean(2).cpu()  # [B, L, P, d]
+            out_corrupt = summed if out_corrupt is None else out_corrupt + summed
+    weights = time_weights(config.times).float()
+    tie = (ie * weights.view(1, -1, 1, 1)).sum(1)  # nan stays nan where not traced
+    eligible = (valid & is_subject).unsqueeze(1).expand_as(tie)
+    scored = tie.masked_fill(~eligible | tie.isnan(), float("-inf")).reshape(b, -1)
+    best = scored.argmax(1)
+    layer, offset_index = best // n_off, best % n_off
+    max_tie = scored.gather(1, best.unsqueeze(1)).squeeze(1)
+    return TraceResult(
+        fact_keys=[e.fact.key for e in batch.encoded], times=tuple(config.times),
+        weights=weights, offsets=offsets, valid=valid, is_subject=is_subject, ie=ie, tie=tie,
+        clean_logp=clean_lp, corrupt_logp=corrupt_lp, layer=layer, offset_index=offset_index,
+        position=posc[torch.arange(b), offset_index], max_tie=max_tie,
+        flagged=~(max_tie > config.flag_threshold), keys=keys / n_times,
+        clean_out=out_clean / n_times, corrupt_out=out_corrupt / n_times,
+        noise_scale=scale, forwards=forwards, seconds=time.monotonic() - start)
+
+
+def trace_encoded(backbone: Backbone, encoded: Sequence[EncodedFact],
+                  config: TimeROMEConfig) -> TraceResult:
+    if not encoded:
+        raise ValueError("trace: no facts given")
+    offsets = candidate_offsets(encoded, config)
+    scale = noise_scale(backbone, config.noise_multiplier)
+    parts = [_trace_batch(backbone, collate(backbone, encoded[i:i + config.fact_batch]), offsets,
+                          scale, config)
+             for i in range(0, len(encoded), config.fact_batch)]
+    return concat_traces(parts)
+
+
+def trace_facts(backbone: Backbone, facts: Sequence[Fact],
+                config: TimeROMEConfig = TimeROMEConfig()) -> TraceResult:
+    """TIE causal tracing of `facts` (deterministic for `config.seed`)."""
+    return trace_encoded(backbone, encode_facts(backbone, facts), config)

@@ -1,0 +1,139 @@
+"""Tuning of (alpha, lambda, q) on the validation split (method.md section 4).
+
+Facts are traced once; each lambda is one solve and each (alpha, q) only recompiles the
+hook, so the grid costs two scoring passes per point. The utility-safe operating point
+maximises the mean forget full_mask log-prob drop per sample subject to a mean retain drop
+of at most `max_retain_drop` nats per sample. Nothing here is backbone-specific: the same
+function and grid run unchanged on any adapter (transfer).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from harness.backbones.base import Backbone
+from harness.data.fact import Fact
+from harness.diffusion.batching import encode_facts
+from harness.diffusion.scoring import score_facts
+from harness.timerome.config import TimeROMEConfig
+from harness.timerome.editor import TimeROMEEditor
+from harness.timerome.facts_io import write_json_atomic
+from harness.timerome.tracing import TraceResult
+
+ESTIMATOR = "full_mask"
+
+
+@dataclass(frozen=True)
+class TuningGrid:
+    alphas: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0)
+    lams: tuple[float, ...] = (0.1, 1.0, 10.0)
+    qs: tuple[float, ...] = (0.25, 0.5, 1.0)
+
+
+@dataclass
+class GridPoint:
+    alpha: float
+    lam: float
+    q: float
+    forget_drop: float  # mean nats per sample (pre - post), full_mask
+    retain_drop: float
+    safe: bool
+
+
+@dataclass
+class TuningResult:
+    chosen: GridPoint | None
+    grid: list[GridPoint]
+    max_retain_drop: float
+    estimator: str
+    validation_facts: list[str]
+    retain_facts: list[str]
+    base_config: dict[str, Any]
+    backbone: dict[str, Any]
+    seconds: float
+    flagged: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def config(self) -> TimeROMEConfig:
+        """The base config at the chosen operating point."""
+        if self.chosen is None:
+            raise ValueError("tuning found no utility-safe operating point")
+        return TimeROMEConfig.from_dict(self.base_config).with_overrides(
+            alpha=self.chosen.alpha, lam=self.chosen.lam, q=self.chosen.q)
+
+
+def retain_sample(facts: Sequence[Fact], n: int, exclude_authors: set[int],
+                  phase: int = 0) -> list[Fact]:
+    """`n` facts spread evenly over `facts` (skipping `exclude_authors`), deterministic;
+    different `phase` values give disjoint samples when len(pool) >= 2 n."""
+    pool = [f for f in facts if f.author_id not in exclude_authors]
+    if len(pool) < n:
+        raise ValueError(f"retain sample: need {n} facts, only {len(pool)} available")
+    step = len(pool) // n
+    return [pool[i * step + (phase % step)] for i in range(n)]
+
+
+def tune(backbone: Backbone, validation: Sequence[Fact], retain: Sequence[Fact],
+         base: TimeROMEConfig = TimeROMEConfig(), grid: TuningGrid = TuningGrid(),
+         max_retain_drop: float = 1.0, batch_size: int = 32,
+         trace: TraceResult | None = None) -> TuningResult:
+    """Grid search; `trace` (of `validation`, same tracing options) skips tracing."""
+    start = time.monotonic()
+    editor = TimeROMEEditor(backbone, base, retain=retain)
+    if trace is None:
+        encoded, trace = editor.trace(validation)
+    else:
+        encoded = encode_facts(backbone, validation)
+        if trace.fact_keys != [f.key for f in validation]:
+            raise ValueError("tune: the given trace is not of the validation facts")
+    keys, deltas = editor.extract(encoded, trace)
+    index = editor.selected(trace)
+    forget_pre = score_facts(backbone, validation, ESTIMATOR, batch_size).logp
+    retain_pre = score_facts(backbone, retain, ESTIMATOR, batch_size).logp
+    points = []
+    for lam in grid.lams:
+        editor.config = base.with_overrides(lam=lam)
+        memory = editor.new_memory()
+        editor.solve(memory, trace, keys, deltas, index)
+        memory.attach(backbone)
+        try:
+            for alpha in grid.alphas:
+                for q in grid.qs:
+                    memory.set_operating_point(alpha=alpha, q=q)
+                    f_drop = float((forget_pre - score_facts(backbone, validation, ESTIMATOR,
+                                                             batch_size).logp).mean())
+                    r_drop = float((retain_pre - score_facts(backbone, retain, ESTIMATOR,
+                                                             batch_size).logp).mean())
+                    points.append(GridPoint(alpha, lam, q, f_drop, r_drop,
+                                            r_drop <= max_retain_drop))
+        finally:
+            memory.detach()
+    safe = [p for p in points if p.safe]
+    chosen = max(safe, key=lambda p: (p.forget_drop, -p.alpha)) if safe else None
+    return TuningResult(chosen=chosen, grid=points, max_retain_drop=max_retain_drop,
+                        estimator=ESTIMATOR, validation_facts=[f.key for f in validation],
+                        retain_facts=[f.key for f in retain], base_config=base.to_dict(),
+                        backbone=backbone.identity(), seconds=time.monotonic() - start,
+                        flagged=[trace.fact_keys[i] for i in range(len(trace.fact_keys))
+                                 if bool(trace.flagged[i])])
+
+
+def write_tuning(result: TuningResult, path: str | Path) -> Path:
+    return write_json_atomic(path, result.to_dict())
+
+
+def read_tuned_config(path: str | Path, base: TimeROMEConfig | None = None) -> TimeROMEConfig:
+    """The config at a saved tuning's chosen point (on top of `base` if given)."""
+    import json
+
+    data = json.loads(Path(path).read_text())
+    chosen = data.get("chosen")
+    if chosen is None:
+        raise ValueError(f"{path}: tuning found no utility-safe operating point")
+    start = base if base is not None else TimeROMEConfig.from_dict(data["base_config"])
+    return start.with_overrides(alpha=chosen["alpha"], lam=chosen["lam"], q=chosen["q"])

@@ -1,0 +1,83 @@
+"""Table 1 renderer: golden Markdown / LaTeX on a known small input; speedup definition."""
+
+from __future__ import annotations
+
+import math
+
+from harness_records import make_record
+
+from harness.reports.table1 import build_table1, table1_csv
+from harness.results.aggregate import runs_frame
+
+GOLDEN_ROWS_MD = """\
+| Backbone | Method | Forget logp before | Forget logp after | Δ forget | Δ retain | ROUGE-L forget | ROUGE-L retain | Forget quality | Model utility | Wall-clock (s) | Peak mem (MiB) | Extra mem (MiB) | Speedup | Converged | Collapsed |
+| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+| bb | timerome | -10.00 | -60.00 | -50.00 | -0.50 | 0.250 | 0.800 | 0.012 | 0.500 | 2.00 | 101.0 | 1.0 | 8.0x | yes | no |
+| bb | graddiff | -10.00 | -50.00 | -40.00 | -0.50 | 0.250 | 0.800 | 0.012 | 0.500 | 16.00 | 250.0 | 150.0 | 1.0x | yes | no |
+| bb | npo | -10.00 | -30.00 | -20.00 | -0.50 | 0.250 | 0.800 | 0.012 | 0.500 | 8.00 | 240.0 | 140.0 | 2.0x | yes | yes |
+"""
+
+GOLDEN_LATEX_BODY = """\
+\\begin{tabular}{llrrrrrrrrrrrrrr}
+\\toprule
+Backbone & Method & $\\log p_f$ before & $\\log p_f$ after & $\\Delta_f$ & $\\Delta_r$ & R-L$_f$ & R-L$_r$ & FQ & MU & Time (s) & Peak (MiB) & Extra (MiB) & Speedup & Conv. & Coll. \\\\
+\\midrule
+bb & timerome & -10.00 & -60.00 & -50.00 & -0.50 & 0.250 & 0.800 & 0.012 & 0.500 & 2.00 & 101.0 & 1.0 & 8.0x & yes & no \\\\
+bb & graddiff & -10.00 & -50.00 & -40.00 & -0.50 & 0.250 & 0.800 & 0.012 & 0.500 & 16.00 & 250.0 & 150.0 & 1.0x & yes & no \\\\
+bb & npo & -10.00 & -30.00 & -20.00 & -0.50 & 0.250 & 0.800 & 0.012 & 0.500 & 8.00 & 240.0 & 140.0 & 2.0x & yes & yes \\\\
+\\bottomrule
+\\end{tabular}
+"""
+
+
+def small_table():
+    records = [
+        make_record(method="timerome", wall=2.0, forget=(-10.0, -60.0), peak=101 * 2**20),
+        make_record(method="graddiff", wall=16.0, forget=(-10.0, -50.0), peak=250 * 2**20),
+        # npo collapsed: it may not be the reference even though it is a gradient baseline.
+        make_record(method="npo", wall=8.0, forget=(-10.0, -30.0), peak=240 * 2**20,
+                    collapsed=True),
+    ]
+    return build_table1(runs_frame(records), methods=["timerome", "graddiff", "npo"])
+
+
+def test_markdown_matches_golden():
+    md = small_table().table().markdown()
+    assert md.startswith(GOLDEN_ROWS_MD)
+    assert "4. bb: strongest converged gradient baseline = graddiff." in md
+    assert "largest forget log-prob drop among those that converged and did not collapse" in md
+
+
+def test_latex_matches_golden_booktabs():
+    tex = small_table().table().latex()
+    assert tex.startswith(GOLDEN_LATEX_BODY)
+    assert "gradient\\_ascent, graddiff, npo" in tex  # footnote escaped for LaTeX
+
+
+def test_strongest_is_largest_converged_non_collapsed_drop(planted_records):
+    table = build_table1(runs_frame(planted_records))
+    # gradient_ascent has the largest drop but collapsed; graddiff is the strongest.
+    assert table.strongest == {"bb": "graddiff"}
+    speed = dict(zip(table.summary["method"], table.summary["speedup"]))
+    assert math.isclose(speed["timerome"], 16.0 / 2.0)
+    assert math.isclose(speed["rome"], 16.0 / 4.0)
+
+
+def test_no_converged_baseline_gives_no_speedup():
+    records = [make_record(method="timerome", wall=2.0),
+               make_record(method="npo", wall=8.0, converged=False)]
+    table = build_table1(runs_frame(records))
+    assert table.strongest == {"bb": None}
+    assert table.summary["speedup"].isna().all()
+    assert "none (no converged, non-collapsed run)" in table.table().markdown()
+
+
+def test_seeds_are_averaged_and_csv_has_numbers():
+    records = [make_record(method="timerome", wall=1.0, seed=0),
+               make_record(method="timerome", wall=3.0, seed=1)]
+    table = build_table1(runs_frame(records))
+    assert len(table.summary) == 1
+    assert math.isclose(table.summary.loc[0, "wall_clock_s"], 2.0)
+    csv = table1_csv(table)
+    assert csv.splitlines()[0].startswith("backbone,method,forget_logp_before")
+    assert ",2.0," in csv.splitlines()[1]

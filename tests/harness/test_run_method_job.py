@@ -1,0 +1,88 @@
+"""The method job runner end to end on a tiny embedded backbone (no fine-tuning)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.backbones.adapters.embedded_llada import EmbeddedLLaDABackbone
+from harness.backbones.base import BackboneSpec
+from harness.data import load_corpus, write_synthetic
+from harness.finetune import corpus_texts
+from harness.jobs import run_method
+from harness.jobs.spec import MethodJob
+from harness.results.store import read_record
+
+ENTRY = {"adapter": "embedded-llada", "options": {"size": "tiny", "vocab_size": 384}}
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("job")
+    tofu = write_synthetic(root / "data", authors=20, facts_per_author=5, seed=1)
+    spec = BackboneSpec(name="tiny", **ENTRY)
+    backbone = EmbeddedLLaDABackbone.initial(spec, corpus_texts(load_corpus(tofu)), seed=0)
+    backbone.save_pretrained(str(root / "model"))
+    return root, tofu
+
+
+def make_job(root: Path, tofu: Path, method: str, config: dict, **kw) -> MethodJob:
+    payload = {"experiment": "table1", "backbone": "tiny", "backbone_entry": ENTRY,
+               "backbone_path": str(root / "model"), "method": method,
+               "method_config": config, "tofu_dir": str(tofu), "forget_split": "forget05",
+               "retain_split": "retain95", "out": str(root / f"{method}.json"),
+               "retain_eval_size": 6,
+               "evaluation": {"rouge": True, "gen_steps": 4, "forget_quality": True,
+                              "model_utility": False},
+               "retain_model_path": str(root / "model"), **kw}
+    return MethodJob.from_dict(payload)
+
+
+def test_gradient_ascent_job_record(tiny_setup):
+    root, tofu = tiny_setup
+    job = make_job(root, tofu, "gradient_ascent",
+                   {"lr": 0.05, "max_steps": 4, "eval_every": 2, "warmup_steps": 0,
+                    "progress": False, "generation_prompts": 0})
+    assert run_method.main(["--job", json.dumps(asdict(job))]) == 0
+    record = read_record(job.out)
+    assert record["status"] == "ok" and record["method"] == "gradient_ascent"
+    assert record["n_facts"] == 5 and record["n_retain_eval"] == 6  # forget05 of 100 records
+    assert record["forget_logp_after"] < record["forget_logp_before"]  # ascent lowers it
+    assert record["wall_clock_s"] == pytest.approx(record["phase_seconds"]["edit"])
+    assert 1 <= record["steps"] <= 4  # step cap 4 (it may stop earlier on collapse)
+    assert {"load", "score_before", "edit", "score_after", "generate", "quality"} <= set(
+        record["phase_seconds"])
+    assert 0.0 <= record["forget_rougeL_after"] <= 1.0
+    # Retain model = the unedited checkpoint: forget quality is a KS p-value in [0, 1].
+    assert 0.0 <= record["forget_quality"] <= 1.0
+    assert record["inference_mem_bytes"] > 0 and record["extra_mem_bytes"] >= 0
+    assert record["subject_source"]["given"] == 5
+    assert record["fingerprint"]["torch"] == torch.__version__
+
+
+def test_cuda_oom_is_recorded_not_raised(tiny_setup, monkeypatch):
+    root, tofu = tiny_setup
+
+    class Exploding:
+        def apply(self, request):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(run_method, "get_method", lambda name, config: Exploding())
+    job = make_job(root, tofu, "npo", {}, out=str(root / "oom.json"))
+    record = run_method.run(job)
+    assert record["status"] == "oom"
+    assert "Tried to allocate 20.00 GiB" in record["error"]
+    assert record["forget_logp_before"] is not None and record["forget_logp_after"] is None
+    assert record["wall_clock_s"] is None
+    run_method.write_record(job.out, record)
+    assert read_record(job.out)["status"] == "oom"
+
+
+def test_unknown_job_field_is_rejected(tiny_setup):
+    root, tofu = tiny_setup
+    with pytest.raises(ValueError, match="unknown field\\(s\\): bogus"):
+        MethodJob.from_dict({**make_job(root, tofu, "npo", {}).__dict__, "bogus": 1})

@@ -1,0 +1,146 @@
+"""Editor, registered method, sequential insertion, CLI, tuning and figure on the tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from harness.data.errors import DataError
+from harness.diffusion.scoring import score_facts
+from harness.methods.base import EditRequest
+from harness.methods.registry import get_method
+from harness.timerome.cli import main as cli_main
+from harness.timerome.config import TimeROMEConfig
+from harness.timerome.editor import TimeROMEEditor
+from harness.timerome.figure import tie_figure
+from harness.timerome.memory import EditMemory
+from harness.timerome.tracing import trace_facts
+from harness.timerome.tuning import TuningGrid, read_tuned_config, tune, write_tuning
+
+FAST = dict(times=(1.0, 0.5), noise_samples=2, positions="subject")
+
+
+def test_edit_lowers_forget_logprob(tiny_backbone, forget_retain):
+    forget, retain = forget_retain
+    before = score_facts(tiny_backbone, forget).logp
+    editor = TimeROMEEditor(tiny_backbone, TimeROMEConfig(alpha=4.0, target="suppress", **FAST))
+    _, report = editor.edit(forget)
+    after = score_facts(tiny_backbone, forget).logp
+    assert report.n_edited >= 1
+    assert set(report.phase_seconds) == {"tracing", "key_delta_extraction", "solve"}
+    assert float((before - after).mean()) > 10.0  # nats per sample
+    editor.undo()
+    assert torch.equal(score_facts(tiny_backbone, forget).logp, before)
+
+
+def test_method_registry_outcome_and_undo(tiny_backbone, forget_retain):
+    forget, retain = forget_retain
+    ids = torch.randint(2, 200, (2, 15), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        before = tiny_backbone.logits(ids)
+    method = get_method("timerome", {"alpha": 2.0, **FAST})
+    outcome = method.apply(EditRequest(backbone=tiny_backbone, forget=forget, retain=retain))
+    assert outcome.steps is None and outcome.wall_clock_s > 0
+    assert {c["fact"] for c in outcome.details["coordinates"]} | \
+        {f["fact"] for f in outcome.details["flagged"]} == {f.key for f in forget}
+    json.dumps(outcome.details, allow_nan=False)  # JSON-serialisable
+    with torch.inference_mode():
+        assert not torch.equal(tiny_backbone.logits(ids), before)
+    outcome.undo()
+    with torch.inference_mode():
+        assert torch.equal(tiny_backbone.logits(ids), before)
+
+
+def test_sequential_insertion_grows_memory(tiny_backbone, forget_retain):
+    forget, retain = forget_retain
+    facts = forget + retain[:2]
+    editor = TimeROMEEditor(tiny_backbone, TimeROMEConfig(edit_flagged=True, **FAST))
+    for n, fact in enumerate(facts, start=1):
+        _, report = editor.insert(fact)
+        assert report.n_edited == 1
+        assert editor.memory.n_facts == n
+    assert sorted(editor.memory.layer_of()) == sorted(f.key for f in facts)
+    st = next(iter(editor.memory.factors.values()))
+    gram = st.keys.T @ st.keys + st.lam * torch.eye(st.n, dtype=torch.float64)
+    assert torch.allclose(st.gram_inv @ gram, torch.eye(st.n, dtype=torch.float64), atol=1e-8)
+    assert torch.allclose(st.a, st.deltas @ st.gram_inv, atol=1e-8)
+    editor.undo()
+
+
+def test_cli_forget_writes_loadable_memory(tiny_backbone, tiny_checkpoint, forget_retain,
+                                           tmp_path):
+    forget, _ = forget_retain
+    facts_path = tmp_path / "facts.jsonl"
+    facts_path.write_text("".join(json.dumps({"question": f.question, "answer": f.answer,
+                                              "subject": f.subject}) + "\n" for f in forget))
+    out = tmp_path / "mem.safetensors"
+    code = cli_main(["forget", "--backbone-dir", str(tiny_checkpoint), "--name", "tiny-timerome",
+                     "--facts", str(facts_path), "--out", str(out), "--alpha", "2", "--q", "0.5"])
+    assert code == 0
+    report = json.loads((tmp_path / "mem.safetensors.report.json").read_text())
+    assert report["config"]["alpha"] == 2.0 and report["config"]["q"] == 0.5
+    memory = EditMemory.load(out, tiny_backbone)
+    assert memory.n_facts == report["n_edited"]
+    memory.detach()
+
+
+def test_cli_rejects_fact_without_subject(tiny_checkpoint, tmp_path):
+    facts_path = tmp_path / "facts.jsonl"
+    facts_path.write_text(json.dumps({"question": "Who is Zed?", "answer": "A cat."}) + "\n")
+    with pytest.raises(DataError, match=r"line 1, field 'subject'"):
+        cli_main(["forget", "--backbone-dir", str(tiny_checkpoint), "--facts", str(facts_path),
+                  "--out", str(tmp_path / "m.safetensors")])
+
+
+def test_tuning_grid_json(tiny_backbone, forget_retain, tmp_path):
+    forget, retain = forget_retain
+    grid = TuningGrid(alphas=(0.5, 16.0), lams=(1.0,), qs=(0.5, 1.0))
+    result = tune(tiny_backbone, forget, retain, TimeROMEConfig(edit_flagged=True, **FAST), grid)
+    path = write_tuning(result, tmp_path / "tuning.json")
+    data = json.loads(path.read_text())
+    assert len(data["grid"]) == 4
+    big = [p for p in result.grid if p.alpha == 16.0]
+    assert all(p.safe == (p.retain_drop <= 1.0) for p in result.grid)
+    assert max(p.forget_drop for p in big) > max(p.forget_drop for p in result.grid
+                                                 if p.alpha == 0.5)
+    if result.chosen is not None:
+        assert result.chosen.retain_drop <= 1.0
+        assert read_tuned_config(path).alpha == result.chosen.alpha
+
+
+def test_tie_figure_files(tiny_backbone, forget_retain, tmp_path):
+    forget, _ = forget_retain
+    trace = trace_facts(tiny_backbone, forget,
+                        TimeROMEConfig(times=(1.0, 0.5), noise_samples=1, positions="window",
+                                       window=(2, 2)))
+    png, pdf = tie_figure(trace, tmp_path / "tie")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert pdf.read_bytes()[:4] == b"%PDF"
+
+
+def test_retain_cov_and_gate_options_round_trip(tiny_backbone, forget_retain, tmp_path):
+    forget, retain = forget_retain
+    config = TimeROMEConfig(precondition="retain_cov", gate=True, gate_quantile=0.5,
+                            edit_flagged=True, **FAST)
+    editor = TimeROMEEditor(tiny_backbone, config, retain=retain)
+    _, report = editor.edit(forget)
+    memory = editor.memory
+    layer, st = next(iter(memory.factors.items()))
+    assert st.metric is not None  # C^-1 from retain keys
+    gram = st.keys.T @ st.metric @ st.keys + st.lam * torch.eye(st.n, dtype=torch.float64)
+    assert torch.allclose(st.a @ gram, st.deltas, atol=1e-6)
+    assert -1.0 <= memory.gate_tau[layer] <= 1.0
+    ids = torch.randint(2, 200, (2, 15), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        edited = tiny_backbone.logits(ids)
+    path = memory.save(tmp_path / "gated.safetensors")
+    editor.undo()
+    with pytest.raises(ValueError, match="need retain facts"):
+        TimeROMEEditor(tiny_backbone, config).edit(forget)
+    loaded = EditMemory.load(path, tiny_backbone)
+    assert loaded.gate_tau == memory.gate_tau
+    with torch.inference_mode():
+        assert torch.equal(tiny_backbone.logits(ids), edited)
+    loaded.detach()

@@ -1,0 +1,84 @@
+"""The edit memory: hook maths, exact removal, save/load and the identity check."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.timerome.config import TimeROMEConfig
+from harness.timerome.memory import EditMemory, IdentityMismatch
+
+
+def _random_memory(backbone, n: int, config: TimeROMEConfig, layer: int = 1) -> EditMemory:
+    gen = torch.Generator().manual_seed(0)
+    proj = backbone.mlp_out_proj(layer)
+    keys = torch.randn((n, proj.in_features), generator=gen)
+    deltas = torch.randn((n, proj.out_features), generator=gen)
+    memory = EditMemory(config, backbone.identity())
+    memory.insert(layer, keys, deltas, [f"f{i}" for i in range(n)])
+    return memory
+
+
+def _ids(backbone):
+    return torch.randint(2, 200, (3, 17), generator=torch.Generator().manual_seed(1))
+
+
+def test_hook_removal_restores_outputs_exactly(tiny_backbone):
+    ids = _ids(tiny_backbone)
+    with torch.inference_mode():
+        before = tiny_backbone.logits(ids)
+        memory = _random_memory(tiny_backbone, 4, TimeROMEConfig(alpha=2.0))
+        memory.attach(tiny_backbone)
+        during = tiny_backbone.logits(ids)
+        memory.detach()
+        after = tiny_backbone.logits(ids)
+    assert (during - before).abs().max() > 1e-3
+    assert torch.equal(before, after)
+
+
+@pytest.mark.parametrize("n", [3, 300])  # 300 facts: the dense W = A_q B^T path
+def test_contribution_is_per_fact_sparsified_sum(tiny_backbone, n):
+    config = TimeROMEConfig(alpha=1.5, q=0.25)
+    memory = _random_memory(tiny_backbone, n, config)
+    st = memory.factors[1]
+    h = torch.randn((2, 5, st.keys.shape[0]), generator=torch.Generator().manual_seed(2))
+    got = memory.contribution(1, h)
+    coef = h.double() @ st.b  # [2, 5, n]
+    keep = max(1, int(-(-0.25 * st.a.shape[0] // 1)))
+    expected = torch.zeros(got.shape, dtype=torch.float64)
+    for f in range(n):
+        contrib = coef[..., f:f + 1] * st.a[:, f]  # c_f(h) a_f
+        idx = contrib.abs().topk(keep, dim=-1).indices
+        expected += torch.zeros_like(contrib).scatter(-1, idx, contrib.gather(-1, idx))
+    assert torch.allclose(got.double(), 1.5 * expected, rtol=1e-3, atol=1e-3)
+
+
+def test_save_load_round_trip_and_wrong_backbone(tiny_backbone, other_backbone, tmp_path):
+    ids = _ids(tiny_backbone)
+    memory = _random_memory(tiny_backbone, 5, TimeROMEConfig(alpha=3.0, q=0.5))
+    memory.attach(tiny_backbone)
+    with torch.inference_mode():
+        edited = tiny_backbone.logits(ids)
+    path = memory.save(tmp_path / "mem.safetensors")
+    memory.detach()
+    loaded = EditMemory.load(path, tiny_backbone)
+    with torch.inference_mode():
+        assert torch.equal(tiny_backbone.logits(ids), edited)
+    assert loaded.config == memory.config
+    assert loaded.fact_keys == memory.fact_keys
+    loaded.detach()
+    with pytest.raises(IdentityMismatch) as err:
+        EditMemory.load(path, other_backbone)
+    message = str(err.value)
+    assert tiny_backbone.identity()["weights_fingerprint"] in message
+    assert other_backbone.identity()["weights_fingerprint"] in message
+    assert not other_backbone.model.model.transformer["blocks"][1].ff_out._forward_hooks
+
+
+def test_load_rejects_non_memory_file(tiny_backbone, tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "plain.safetensors"
+    save_file({"x": torch.zeros(2)}, str(path))
+    with pytest.raises(ValueError, match="not a TimeROME edit memory"):
+        EditMemory.load(path, tiny_backbone)

@@ -1,0 +1,56 @@
+# Sequential insertion: facts edited in one at a time, retain log-prob after each.
+
+SEQUENTIAL_RECORDS = expand("results/runs/sequential/{backbone}/seed{seed}.json",
+                            backbone=[SEQUENTIAL_BACKBONE], seed=SEEDS)
+SEQUENTIAL_FIGURES = multiext("reports/figures/sequential_retain", ".png", ".pdf")
+
+
+rule run_sequential:
+    input:
+        corpus_marker(),
+        lambda w: finetuned_path(w.backbone),
+        [tuned_path()] if TUNING_ENABLED else [],
+    output:
+        "results/runs/sequential/{backbone}/seed{seed}.json",
+    params:
+        job=lambda w, output: job_arg({
+            "backbone": w.backbone, "backbone_entry": backbone_entry(w.backbone),
+            "backbone_path": finetuned_path(w.backbone), "tofu_dir": TOFU_DIR,
+            "n_facts": int(SEQUENTIAL.get("n_facts", 50)),
+            "eval_every": int(SEQUENTIAL.get("eval_every", 1)),
+            "retain_split": DATA["retain_split"],
+            "retain_eval_size": int(DATA.get("retain_eval_size", 40)),
+            "eval_seed": int(DATA.get("eval_seed", 0)), "seed": int(w.seed),
+            "estimator": config["estimator"],
+            "method_config": config.get("method_config", {}).get("timerome", {}),
+            "tuned_config": tuned_path() if TUNING_ENABLED else None,
+            "out": output[0], "threads": JOB_THREADS,
+            "config_hash": config_hash(SEQUENTIAL, DATA, w.backbone)}),
+    threads: JOB_THREADS
+    log:
+        "results/logs/sequential/{backbone}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/sequential/{backbone}/seed{seed}.tsv"
+    shell:
+        "{PYTHON} -m harness.jobs.sequential --job {params.job:q} > {log} 2>&1"
+
+
+rule sequential_plot:
+    input:
+        SEQUENTIAL_RECORDS,
+    output:
+        png=report("reports/figures/sequential_retain.png", category="Sequential",
+                   caption="../report/sequential.rst"),
+        pdf="reports/figures/sequential_retain.pdf",
+    log:
+        "results/logs/sequential_plot.log",
+    benchmark:
+        "results/benchmarks/sequential_plot.tsv"
+    shell:
+        "{PYTHON} -m harness.reports sequential --records {input} "
+        "--out reports/figures/sequential_retain > {log} 2>&1"
+
+
+rule sequential_curve:
+    input:
+        SEQUENTIAL_FIGURES,
