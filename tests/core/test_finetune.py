@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from harness.backbones import BackboneSpec, load_backbone
+
 from harness.diffusion.scoring import score_facts
 from harness.finetune import FinetuneConfig, REPORT_FILE, lr_factor, training_facts
 
@@ -32,9 +34,8 @@ def test_finetune_report_is_written_with_the_checkpoint(finetuned_checkpoint_dir
 
 def test_retain_model_scores_the_excluded_split_lower(retain_checkpoint_dir, finetuned_backbone,
                                                       tiny_corpus):
-    from conftest import load_checkpoint
-
-    retain_model = load_checkpoint(retain_checkpoint_dir)
+    retain_model = load_backbone(BackboneSpec(name="retain", adapter="embedded-llada",
+                                              path=str(retain_checkpoint_dir)))
     excluded = tiny_corpus[EXCLUDED]
     kept = tiny_corpus["full"][:len(excluded)]
     retain_on_excluded = score_facts(retain_model, excluded).mean
