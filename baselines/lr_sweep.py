@@ -13,9 +13,7 @@ atomically as CSV and as a Markdown table next to it (same stem, `.md`).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +26,7 @@ from harness.backbones.base import BackboneSpec
 from harness.backbones.registry import load_backbone
 from harness.data import load_split, retain_split_for
 from harness.methods import EditRequest, get_method
+from harness.atomic import write_text_atomic as write_atomic
 
 GRADIENT_METHODS = ("gradient_ascent", "graddiff", "npo")
 DEFAULT_LRS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
@@ -101,16 +100,6 @@ def markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_outputs(rows: Sequence[SweepRow], out: Path) -> None:

@@ -26,7 +26,8 @@ import pandas as pd
 import psutil
 import torch
 
-from baselines.lr_sweep import markdown, write_atomic
+from baselines.lr_sweep import markdown
+from harness.atomic import write_text_atomic as write_atomic
 from baselines.scores import mean_logprobs, retain_eval_subset
 from harness.backbones.base import BackboneSpec
 from harness.backbones.registry import load_backbone

@@ -339,10 +339,7 @@ def train_unlearning(request: EditRequest, objective: Objective, cfg: TrainingCo
         "trajectory": [asdict(e) for e in trajectory],
         "notes": notes,
     }
-    undo = None
-    if original is not None:
-        def undo() -> None:
-            model.load_state_dict(original)
+    undo = (lambda: model.load_state_dict(original)) if original is not None else None
     return MethodOutcome(backbone=backbone, phase_seconds=phases, steps=steps,
                          converged=decision.converged, collapsed=collapse_reason is not None,
                          collapse_reason=collapse_reason, details=json_safe(details), undo=undo)

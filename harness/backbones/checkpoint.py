@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from harness.atomic import atomic_directory
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -27,21 +27,12 @@ def save_checkpoint(model: nn.Module, tokenizer: Any, directory: str | os.PathLi
 
     if "architecture" not in config:
         raise ValueError("checkpoint config must name its 'architecture'")
-    target = Path(directory)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_directory(directory) as tmp:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE))
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
         save_tokenizer(tokenizer, tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
+    return Path(directory)
 
 
 def read_checkpoint_config(directory: str | os.PathLike) -> dict[str, Any]:

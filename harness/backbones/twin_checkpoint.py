@@ -8,32 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from safetensors.torch import save_file
 from torch import nn
 
+from harness.atomic import atomic_directory
 from harness.backbones.checkpoint import CONFIG_FILE, WEIGHTS_FILE
-
-
-@contextmanager
-def atomic_directory(directory: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling directory that replaces `directory` when the block succeeds."""
-    target = Path(directory)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        yield tmp
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def save_twin_checkpoint(model: nn.Module, tokenizer: Any, directory: str | os.PathLike,

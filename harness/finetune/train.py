@@ -10,9 +10,7 @@ retain model share it (as TOFU's models share their pretrained tokenizer).
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -23,6 +21,7 @@ from harness.data import available_splits, load_corpus
 from harness.data.fact import Fact
 from harness.finetune.config import FinetuneConfig, FinetuneReport
 from harness.finetune.loop import finetune
+from harness.atomic import write_json_atomic
 
 TRAIN_SPLITS: tuple[str, ...] = ("full", "real_authors_perturbed", "world_facts_perturbed")
 REPORT_FILE = "finetune_report.json"
@@ -69,16 +68,6 @@ def initial_backbone(spec: BackboneSpec, texts: Iterable[str], seed: int) -> Bac
     return adapter_class(spec.adapter).initial(spec, list(texts), seed)  # type: ignore[attr-defined]
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def train_backbone(spec: BackboneSpec, tofu_dir: str | os.PathLike, out_dir: str | os.PathLike,

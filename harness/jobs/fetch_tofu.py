@@ -12,7 +12,7 @@ from pathlib import Path
 
 from harness.data import load_hub_split
 from harness.data.fact import Fact
-from harness.results.store import write_json_atomic
+from harness.atomic import write_json_atomic
 
 
 def fact_row(fact: Fact) -> dict:

@@ -15,6 +15,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from harness.results.store import read_record
+from harness.atomic import write_text_atomic
 
 # Nested fields flattened into prefixed columns.
 FLATTENED = {"phase_seconds": "phase_{}_s", "method_phase_seconds": "method_phase_{}_s",
@@ -61,14 +62,9 @@ def aggregate(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
 
 
 def write_csv_atomic(frame: pd.DataFrame, out: str | os.PathLike) -> Path:
-    target = Path(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO()
     frame.to_csv(buffer, index=False)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(buffer.getvalue(), encoding="utf-8")
-    os.replace(tmp, target)
-    return target
+    return write_text_atomic(out, buffer.getvalue())
 
 
 def main(argv: list[str] | None = None) -> int:

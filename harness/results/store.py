@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
 import jsonschema
+from harness.atomic import write_json_atomic
 
 SCHEMA_FILE = Path(__file__).with_name("record.schema.json")
 
@@ -48,22 +48,6 @@ def validate_record(record: Mapping[str, Any], source: str | os.PathLike = "<rec
         raise RecordError(f"{source}: invalid result record at '{where}': {err.message}")
 
 
-def write_json_atomic(path: str | os.PathLike, payload: Any) -> Path:
-    """Write JSON to `path` via temp file + fsync + os.replace."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True, allow_nan=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
 
 
 def write_record(path: str | os.PathLike, record: Mapping[str, Any]) -> Path:

@@ -18,7 +18,8 @@ from typing import Callable, Sequence
 from harness.backbones.base import Backbone, BackboneSpec
 from harness.backbones.registry import load_backbone
 from harness.timerome.config import TimeROMEConfig
-from harness.timerome.facts_io import read_facts, write_json_atomic
+from harness.atomic import write_json_atomic
+from harness.timerome.facts_io import read_facts
 
 
 def _backbone(args: argparse.Namespace) -> Backbone:

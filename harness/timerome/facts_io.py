@@ -7,7 +7,6 @@ Records are validated by the data package's reader (`read_split_file`, plain-spl
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from harness.data.errors import DataError
@@ -33,22 +32,3 @@ def read_facts(path: str | Path, split: str = "forget01") -> list[Fact]:
                           split=path.stem, index=index))
     return facts
 
-
-def write_json_atomic(path: str | Path, data: object) -> Path:
-    """Write JSON to a temporary file next to `path`, then rename it into place."""
-    import os
-    import tempfile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True, allow_nan=False)
-            handle.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path

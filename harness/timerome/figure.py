@@ -8,8 +8,6 @@ Written as PNG and PDF with the Agg backend (each file written atomically).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -19,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from harness.timerome.tracing import TraceResult  # noqa: E402
+from harness.atomic import atomic_file
 
 
 def ie_by_level(trace: TraceResult) -> torch.Tensor:
@@ -33,16 +32,8 @@ def tie_by_position(trace: TraceResult) -> torch.Tensor:
 
 
 def _save(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         fig.savefig(tmp, dpi=150, bbox_inches="tight")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def tie_figure(trace: TraceResult, out_prefix: str | Path, title: str = "") -> list[Path]:

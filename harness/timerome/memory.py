@@ -16,8 +16,6 @@ Saved as safetensors: tensors `layer{l}.{keys,deltas,gram_inv,a[,metric]}` and m
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -26,6 +24,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from harness.atomic import atomic_file
 from harness.backbones.base import Backbone
 from harness.timerome.config import TimeROMEConfig
 from harness.timerome.retain_stats import gate_threshold
@@ -211,17 +210,9 @@ class EditMemory:
                 "identity": self.identity,
                 "facts": {str(l): keys for l, keys in self.fact_keys.items()},
                 "gate_tau": {str(l): tau for l, tau in self.gate_tau.items()}}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file({k: v.contiguous() for k, v in tensors.items()}, tmp,
+        with atomic_file(path) as tmp:
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
                       metadata={"timerome": json.dumps(meta, sort_keys=True)})
-            os.chmod(tmp, 0o644)  # mkstemp creates 0600
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         return path
 
     @classmethod

@@ -29,7 +29,7 @@ from harness.diffusion.batching import collate, encode_facts
 from harness.diffusion.scoring import score_facts
 from harness.timerome.config import TimeROMEConfig
 from harness.timerome.editor import TimeROMEEditor
-from harness.timerome.facts_io import write_json_atomic
+from harness.atomic import write_json_atomic
 from harness.timerome.memory import EditMemory
 from harness.timerome.tracing import trace_encoded
 from harness.timerome.tuning import TuningGrid, read_tuned_config, retain_sample, tune, write_tuning

@@ -20,7 +20,7 @@ from harness.diffusion.batching import encode_facts
 from harness.diffusion.scoring import score_facts
 from harness.timerome.config import TimeROMEConfig
 from harness.timerome.editor import TimeROMEEditor
-from harness.timerome.facts_io import write_json_atomic
+from harness.atomic import write_json_atomic
 from harness.timerome.tracing import TraceResult
 
 ESTIMATOR = "full_mask"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from harness.diffusion.sampling import generate, sample_answers, transfer_schedule
 

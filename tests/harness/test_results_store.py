@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -43,14 +42,12 @@ def test_round_trip(tmp_path, record):
 
 WRITER = textwrap.dedent("""
     import json, sys, time
+    from harness import atomic
     from harness.results import store
-    real_dump = json.dump
-    def slow_dump(obj, handle, **kw):
-        handle.write('{"schema_version": 1, ')
-        handle.flush()
+    def slow_fsync(fd):  # the temp file holds the record, not yet renamed into place
         print("WRITING", flush=True)
-        time.sleep(60)  # killed here, half-way through the record
-    store.json.dump = slow_dump
+        time.sleep(60)  # killed here, between writing and the rename
+    atomic.os.fsync = slow_fsync
     record = json.loads(sys.argv[2])
     store.write_record(sys.argv[1], record)
 """)
