@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import torch
 
-from harness.methods.base import EditRequest, MethodOutcome
+from harness.methods.base import EditRequest, MethodNotApplicable, MethodOutcome
 
 from baselines.covariance import key_second_moments
 from baselines.edit_contexts import ContextConfig, prefix_token_lists
@@ -65,8 +65,10 @@ class EditSetup:
         for layer in layers:
             weight = getattr(self.request.backbone.mlp_out_proj(layer), "weight", None)
             if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
-                raise ValueError(f"{self.request.backbone.name}: layer {layer}'s MLP output "
-                                 "projection has no 2-D weight; ROME/MEMIT need a dense one")
+                raise MethodNotApplicable(
+                    f"{self.request.backbone.name}: layer {layer}'s MLP output projection "
+                    f"({self.request.backbone.mlp_out_proj_path(layer)}) has no 2-D weight; "
+                    "ROME/MEMIT edit a dense matrix")
             saved[layer] = weight.detach().clone()
         return saved
 

@@ -26,7 +26,7 @@ from harness.jobs.quality import QualityInputs, forget_quality_and_utility
 from harness.jobs.selection import FactSelection, last_n_selection, split_selection
 from harness.jobs.spec import MethodJob, job_argument, parse_job, set_threads
 from harness.measure import Measurer, MemorySummary, fingerprint, is_oom
-from harness.methods import EditRequest, get_method
+from harness.methods import EditRequest, MethodNotApplicable, get_method
 from harness.results.store import write_record
 
 TUNED_KEYS = ("alpha", "lam", "q")
@@ -114,6 +114,8 @@ def run(job: MethodJob) -> dict[str, Any]:
                 fq, mu, quality_notes = forget_quality_and_utility(
                     edited, load_retain, inputs, ev.forget_quality, ev.model_utility)
                 scores["forget_quality"], scores["model_utility"] = fq, mu
+    except MethodNotApplicable as exc:  # recorded; the DAG goes on
+        status, error = "not_applicable", f"{type(exc).__name__}: {exc}"[:2000]
     except BaseException as exc:  # noqa: BLE001 - only OOM is recorded, the rest re-raised
         if not is_oom(exc):
             raise

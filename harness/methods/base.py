@@ -42,6 +42,11 @@ class MethodOutcome:
         return float(sum(self.phase_seconds.values()))
 
 
+class MethodNotApplicable(ValueError):
+    """The method cannot run on this backbone (e.g. a weight edit on a parameter-free hook
+    point). The harness records the job as `not_applicable` instead of failing the DAG."""
+
+
 class Method(ABC):
     """An unlearning method. Instances are built from a config dict by the registry."""
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from harness.methods import MethodNotApplicable
 from harness.backbones.adapters.embedded_llada import EmbeddedLLaDABackbone
 from harness.backbones.base import BackboneSpec
 from harness.data import load_corpus, write_synthetic
@@ -86,3 +87,20 @@ def test_unknown_job_field_is_rejected(tiny_setup):
     root, tofu = tiny_setup
     with pytest.raises(ValueError, match="unknown field\\(s\\): bogus"):
         MethodJob.from_dict({**make_job(root, tofu, "npo", {}).__dict__, "bogus": 1})
+
+
+def test_method_not_applicable_is_recorded_not_raised(tiny_setup, monkeypatch):
+    root, tofu = tiny_setup
+
+    class Inapplicable:
+        def apply(self, request):
+            raise MethodNotApplicable("bb: layer 0's MLP output projection has no 2-D weight")
+
+    monkeypatch.setattr(run_method, "get_method", lambda name, config: Inapplicable())
+    job = make_job(root, tofu, "rome", {}, out=str(root / "na.json"))
+    record = run_method.run(job)
+    assert record["status"] == "not_applicable"
+    assert "no 2-D weight" in record["error"]
+    assert record["forget_logp_after"] is None
+    run_method.write_record(job.out, record)
+    assert read_record(job.out)["status"] == "not_applicable"
