@@ -180,7 +180,27 @@ def build_table1(runs: pd.DataFrame,
         if best is not None:
             idx = rows.index
             summary.loc[idx, "speedup"] = float(best["wall_clock_s"]) / summary.loc[idx, "wall_clock_s"]
-    return Table1(summary, strongest, tuple(gradient_baselines))
+    return Table1(summary, strongest, tuple(gradient_baselines), notes=excluded_run_notes(runs))
+
+
+def excluded_run_notes(runs: pd.DataFrame) -> list[str]:
+    """One footnote per (backbone, method) left out of the table because no run was `ok`
+    (e.g. `not_applicable`: a weight edit on a parameter-free hook point; `oom`)."""
+    if "status" not in runs.columns:
+        return []
+    status = runs["status"].fillna("ok")
+    ok_pairs = set(map(tuple, runs.loc[status == "ok", ["backbone", "method"]].values))
+    notes = []
+    for (backbone, method), rows in runs[status != "ok"].groupby(["backbone", "method"],
+                                                                 sort=False):
+        if (backbone, method) in ok_pairs:
+            continue
+        row = rows.iloc[0]
+        error = row.get("error") if "error" in rows.columns else None
+        reason = f": {error}" if isinstance(error, str) and error else ""
+        notes.append(f"{backbone} / {method}: not in the table, run status "
+                     f"'{row['status']}'{reason}")
+    return notes
 
 
 CSV_COLUMNS = [c.key for c in COLUMNS] + ["retain_logp_before", "retain_logp_after",

@@ -81,3 +81,14 @@ def test_seeds_are_averaged_and_csv_has_numbers():
     csv = table1_csv(table)
     assert csv.splitlines()[0].startswith("backbone,method,forget_logp_before")
     assert ",2.0," in csv.splitlines()[1]
+
+
+def test_run_left_out_of_the_table_is_named_in_a_footnote():
+    skipped = {**make_record(method="rome"), "status": "not_applicable",
+               "error": "MethodNotApplicable: bb: layer 0 has no 2-D weight",
+               "forget_logp_after": None, "retain_logp_after": None}
+    table = build_table1(runs_frame([make_record(method="timerome"), skipped]))
+    assert list(table.summary["method"]) == ["timerome"]
+    md = table.table().markdown()
+    assert "bb / rome: not in the table, run status 'not_applicable': " \
+           "MethodNotApplicable: bb: layer 0 has no 2-D weight" in md
