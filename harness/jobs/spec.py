@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from harness.backbones.base import BackboneSpec
+from harness.backbones.base import Backbone, BackboneSpec
 
 SPEC_FIELDS = {f.name for f in fields(BackboneSpec)}
 
@@ -83,6 +83,15 @@ def parse_job(text: str) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise SystemExit("--job must be a JSON object")
     return payload
+
+
+def job_backbone(job: dict[str, Any]) -> Backbone:
+    """Set the job's thread count and load the backbone it names (its fine-tuned checkpoint)."""
+    from harness.backbones.registry import load_backbone
+
+    set_threads(job.get("threads", 1))
+    return load_backbone(backbone_spec(job["backbone"], job["backbone_entry"],
+                                       job["backbone_path"]))
 
 
 def set_threads(threads: int) -> None:

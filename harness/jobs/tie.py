@@ -7,9 +7,8 @@ import argparse
 import json
 import sys
 
-from harness.backbones.registry import load_backbone
 from harness.data import load_split
-from harness.jobs.spec import backbone_spec, job_argument, parse_job, set_threads
+from harness.jobs.spec import job_argument, job_backbone, parse_job
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,9 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.jobs.tie", description=__doc__)
     job_argument(parser)
     job = parse_job(parser.parse_args(argv).job)
-    set_threads(job.get("threads", 1))
-    spec = backbone_spec(job["backbone"], job["backbone_entry"], job["backbone_path"])
-    backbone = load_backbone(spec)
+    backbone = job_backbone(job)
     facts = load_split(job["tofu_dir"], job["forget_split"])[: int(job["n_facts"])]
     config = TimeROMEConfig.from_dict({**job.get("method_config", {}), "positions": "window"})
     _, trace = TimeROMEEditor(backbone, config).trace(facts)

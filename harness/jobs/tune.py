@@ -10,9 +10,8 @@ import argparse
 import json
 import sys
 
-from harness.backbones.registry import load_backbone
 from harness.data import load_split
-from harness.jobs.spec import backbone_spec, job_argument, parse_job, set_threads
+from harness.jobs.spec import job_argument, job_backbone, parse_job
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,9 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.jobs.tune", description=__doc__)
     job_argument(parser)
     job = parse_job(parser.parse_args(argv).job)
-    set_threads(job.get("threads", 1))
-    spec = backbone_spec(job["backbone"], job["backbone_entry"], job["backbone_path"])
-    backbone = load_backbone(spec)
+    backbone = job_backbone(job)
     validation = load_split(job["tofu_dir"], job["validation_split"])
     forget_authors = {f.author_id for f in load_split(job["tofu_dir"], job["forget_split"])}
     retain = retain_sample(load_split(job["tofu_dir"], job["retain_split"]),
