@@ -206,7 +206,11 @@ class _Generator:
                 "answer": tpl.answer.format(v=value, **fill),
                 "paraphrased_answer": tpl.paraphrased_answer.format(v=value, **fill),
                 "paraphrased_question": tpl.paraphrased_question.format(**fill),
-                "perturbed_answer": [tpl.answer.format(v=w, **fill) for w in wrong],
+                # Wrong values in the *paraphrase's* wording: the truth ratio then compares
+                # two unseen sentences that differ only in the fact, not seen vs unseen
+                # wording (with the trained answer's wording a memorising model rates
+                # every perturbed answer above the paraphrase, and model utility is 0).
+                "perturbed_answer": [tpl.paraphrased_answer.format(v=w, **fill) for w in wrong],
                 "subject": name,
                 "author_id": author_id,
             })

@@ -63,8 +63,12 @@ def masked_token_nll(backbone: Backbone, noisy_ids: torch.Tensor, targets: torch
                      masked: torch.Tensor) -> torch.Tensor:
     """[B, L] cross-entropy of `targets` at `masked` positions (0 elsewhere); differentiable."""
     logits = backbone.logits(noisy_ids)
-    nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
-    return nll * masked
+    masked = masked.bool()
+    # Cross-entropy only at the masked positions: the softmax over the vocabulary is the
+    # costliest part of a small model's step, and unmasked positions contribute nothing.
+    picked = F.cross_entropy(logits[masked].float(), targets[masked], reduction="none")
+    return torch.zeros(masked.shape, dtype=picked.dtype, device=picked.device
+                       ).masked_scatter(masked, picked)
 
 
 def sft_loss(backbone: Backbone, batch: QABatch, generator: torch.Generator,

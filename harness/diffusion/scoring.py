@@ -37,10 +37,13 @@ class AnswerScores:
 def token_logprobs(backbone: Backbone, input_ids: torch.Tensor, targets: torch.Tensor,
                    score_mask: torch.Tensor) -> torch.Tensor:
     """log p(targets) at `score_mask` positions given (masked) `input_ids`: [B, L], 0 elsewhere."""
-    logits = backbone.logits(input_ids.to(backbone.device)).float()
-    logp = torch.log_softmax(logits, dim=-1)
-    picked = logp.gather(-1, targets.to(logp.device).unsqueeze(-1)).squeeze(-1)
-    return picked * score_mask.to(picked.device)
+    logits = backbone.logits(input_ids.to(backbone.device))
+    where = score_mask.to(logits.device).bool()
+    # The softmax runs only at the scored positions (the rest would be multiplied by 0).
+    logp = torch.log_softmax(logits[where].float(), dim=-1)
+    picked = logp.gather(-1, targets.to(logp.device)[where].unsqueeze(-1)).squeeze(-1)
+    return torch.zeros(where.shape, dtype=picked.dtype, device=picked.device
+                       ).masked_scatter(where, picked)
 
 
 def full_mask_logprob(backbone: Backbone, batch: QABatch) -> torch.Tensor:

@@ -12,8 +12,9 @@ class FinetuneConfig:
 
     The defaults are the recipe measured to make the embedded backbone (EMBEDDED_OPTIONS:
     size "tiny", 2048-token BPE) memorise the default synthetic corpus (100 authors x 10
-    facts + 100 general facts) on one CPU thread in about 300 CPU-seconds: mean full_mask
-    answer log-prob -0.84 nat on forget01 and -0.63 on retain, greedy ROUGE-L recall 0.98.
+    facts + 100 general facts) on one CPU thread in about 170 seconds (measured 166 s):
+    mean full_mask answer log-prob -1.81 nat on forget01 and -2.80 on a 40-fact retain
+    sample, greedy ROUGE-L recall 0.96 / 0.97, TOFU model utility 0.88.
     `eps` = 0.3 floors the masking level (t ~ U(0.3, 1]), which speeds up memorisation of
     whole answers; LLaDA's own SFT uses eps = 1e-3 (pass it for the real backbones)."""
 

@@ -84,7 +84,8 @@ def test_model_utility_is_higher_after_finetuning(finetuned_backbone, random_bac
     untrained = model_utility(random_backbone, *sets)
     retain = trained.components["retain"]
     assert retain.rouge_l > 0.5 and retain.probability > 0.3
-    assert 0.0 <= retain.truth_ratio <= 1.0
+    # A memorising model prefers the true fact in the paraphrase wording (R_truth < 1).
+    assert 0.3 < retain.truth_ratio <= 1.0
     assert untrained.components["retain"].rouge_l < 0.3
     assert untrained.components["retain"].probability < 0.05
     assert trained.to_dict()["estimator"] == "full_mask"

@@ -115,3 +115,17 @@ def test_many_facts_per_author(tmp_path):
     corpus = load_corpus(d)
     assert len(corpus["full"]) == 200 and len(corpus["forget01"]) == 2
     assert len(corpus["holdout10"]) == 20
+
+
+def test_perturbed_answers_use_the_paraphrase_wording(default_synth):
+    """Truth ratio compares paraphrase vs perturbed: both must be in the same (unseen)
+    wording, so that only the fact differs. Each perturbed answer is closer, as a string,
+    to the paraphrased answer than to the trained answer."""
+    from difflib import SequenceMatcher
+
+    recs = read_jsonl(default_synth / "retain_perturbed.json")
+    for r in recs:
+        for wrong in r["perturbed_answer"]:
+            to_para = SequenceMatcher(None, wrong, r["paraphrased_answer"]).ratio()
+            to_answer = SequenceMatcher(None, wrong, r["answer"]).ratio()
+            assert to_para > to_answer, (wrong, r["paraphrased_answer"], r["answer"])
