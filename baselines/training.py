@@ -36,28 +36,31 @@ from baselines.convergence import (
     retain_drop_reason,
 )
 
-# Learning rates. Hub 7-8B backbones: TOFU's 1e-5. The embedded backbone (the project's
-# own small MDLM, fine-tuned at lr 2e-3) was measured with `baselines.lr_sweep` (size
-# small, one forget author = 10 facts, 30 steps, grids 1e-5..3e-3 and 2e-5..5e-5): all three
-# gradient methods collapsed it (retain drop > 5 nats per sample) at 5e-5 and above and
-# stayed below the threshold at 3e-5 (retain drop 3.1-4.0 nats after 30 steps) and 1e-5
-# (0.8-1.0). Default: 1e-5, which keeps a margin below the collapse rate over the 200-step cap.
+# Learning rates. Hub 7-8B backbones: TOFU's 1e-5. The project's own small backbones
+# (embedded and the structural twins, fine-tuned from scratch at lr 3e-3) were measured
+# with `baselines.lr_sweep` on the default embedded model (tiny, 100 authors x 10 facts,
+# forget01 = 10 facts, 60 steps, lrs 1e-5..1e-3): at 1e-5 every gradient method removes
+# under 1 nat in 60 steps; at 1e-4 they remove 41-47 nats with a retain drop of 2.3-4.1;
+# at 3e-4 and above all collapse (retain drop > 5 nats). Default: 1e-4, with the
+# matched-efficacy stop (`target_forget_drop`) and the collapse detector guarding it.
 HUB_DEFAULT_LR = 1e-5
-EMBEDDED_DEFAULT_LR: dict[str, float] = {
-    "gradient_ascent": 1e-5,
-    "graddiff": 1e-5,
-    "npo": 1e-5,
+SMALL_BACKBONE_DEFAULT_LR: dict[str, float] = {
+    "gradient_ascent": 1e-4,
+    "graddiff": 1e-4,
+    "npo": 1e-4,
 }
 
 
 def backbone_family(backbone: Backbone) -> str:
-    """'embedded' for the project's own CPU backbones, else 'hub'."""
-    return "embedded" if backbone.spec.adapter.startswith("embedded") else "hub"
+    """'small' for the project's own small backbones (embedded, structural twins: both
+    trained here from scratch), else 'hub' (pretrained 7-8B checkpoints)."""
+    adapter = backbone.spec.adapter
+    return "small" if adapter.startswith("embedded") or adapter.endswith("-twin") else "hub"
 
 
 def default_lr(backbone: Backbone, method: str) -> float:
-    if backbone_family(backbone) == "embedded":
-        return EMBEDDED_DEFAULT_LR.get(method, HUB_DEFAULT_LR)
+    if backbone_family(backbone) == "small":
+        return SMALL_BACKBONE_DEFAULT_LR.get(method, HUB_DEFAULT_LR)
     return HUB_DEFAULT_LR
 
 

@@ -46,6 +46,26 @@ def tuned_method_config(base: dict[str, Any], tuned_path: str | None
     return {**base, **{k: v for k, v in chosen.items() if k in TUNED_KEYS}}, None
 
 
+def matched_target(job: MethodJob) -> tuple[float | None, str | None]:
+    """(target forget drop, note): the job's fixed target, or the forget drop achieved in
+    `job.target_from_record` (matched efficacy). A record without a positive drop (failed,
+    or nothing removed) gives no target: the run then stops on plateau or its step cap."""
+    if not job.target_from_record:
+        return job.target_forget_drop, None
+    path = Path(job.target_from_record)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read the record to match: {exc}") from None
+    before, after = record.get("forget_logp_before"), record.get("forget_logp_after")
+    if record.get("status") != "ok" or before is None or after is None:
+        return None, f"{path}: status {record.get('status')}, no drop to match; plateau/cap"
+    drop = float(before) - float(after)
+    if not drop > 0:
+        return None, f"{path}: {record.get('method')} removed nothing ({drop:.3f} nats); plateau/cap"
+    return drop, f"matched {record.get('method')} forget drop {drop:.3f} nats from {path}"
+
+
 def select(job: MethodJob) -> FactSelection:
     if job.n_facts is None:
         return split_selection(job.tofu_dir, job.forget_split, job.retain_split,
@@ -69,6 +89,7 @@ def run(job: MethodJob) -> dict[str, Any]:
     selection = select(job)
     spec = job.spec()
     method_config, tuning_note = tuned_method_config(job.method_config, job.tuned_config)
+    target_drop, target_note = matched_target(job)
     method = get_method(job.method, method_config)
     ev = job.evaluation
     scores = empty_scores()
@@ -89,7 +110,7 @@ def run(job: MethodJob) -> dict[str, Any]:
                                                               ev.gen_steps, ev.batch_size, job.seed)
         request = EditRequest(backbone=backbone, forget=selection.forget,
                               retain=selection.retain_train, config=method_config,
-                              seed=job.seed, target_forget_drop=job.target_forget_drop)
+                              seed=job.seed, target_forget_drop=target_drop)
         with measurer.phase("edit", "edit"):
             outcome = method.apply(request)
         edited = outcome.backbone
@@ -129,6 +150,8 @@ def run(job: MethodJob) -> dict[str, Any]:
     fp = fingerprint(spec.device, job.config_hash, measurer.driver)
     if tuning_note:
         quality_notes = {**quality_notes, "tuning": tuning_note}
+    if target_note:
+        quality_notes = {**quality_notes, "target": target_note}
     return build_record(job, selection, scores, memory, measurer.seconds(), edit_seconds,
                         outcome, status, error, fp, method_config, quality_notes,
                         time.perf_counter() - start)

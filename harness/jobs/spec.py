@@ -53,6 +53,7 @@ class MethodJob:
     seed: int = 0
     estimator: str = "full_mask"
     target_forget_drop: float | None = None
+    target_from_record: str | None = None  # match the forget drop of this result record
     evaluation: EvalOptions = field(default_factory=EvalOptions)
     threads: int = 1
     config_hash: str = ""

@@ -104,3 +104,23 @@ def test_method_not_applicable_is_recorded_not_raised(tiny_setup, monkeypatch):
     assert record["forget_logp_after"] is None
     run_method.write_record(job.out, record)
     assert read_record(job.out)["status"] == "not_applicable"
+
+
+def test_matched_target_reads_the_drop_of_the_record(tiny_setup, tmp_path):
+    root, tofu = tiny_setup
+    source = tmp_path / "timerome.json"
+    source.write_text(json.dumps({"status": "ok", "method": "timerome",
+                                  "forget_logp_before": -2.0, "forget_logp_after": -14.5}))
+    job = make_job(root, tofu, "npo", {}, target_from_record=str(source))
+    target, note = run_method.matched_target(job)
+    assert target == pytest.approx(12.5) and "timerome" in note
+    source.write_text(json.dumps({"status": "oom", "method": "timerome",
+                                  "forget_logp_before": None, "forget_logp_after": None}))
+    target, note = run_method.matched_target(job)
+    assert target is None and "status oom" in note
+    source.write_text(json.dumps({"status": "ok", "method": "timerome",
+                                  "forget_logp_before": -2.0, "forget_logp_after": -1.5}))
+    assert run_method.matched_target(job)[0] is None  # nothing removed: plateau/cap stop
+    missing = make_job(root, tofu, "npo", {}, target_from_record=str(tmp_path / "none.json"))
+    with pytest.raises(ValueError, match="none.json: cannot read the record to match"):
+        run_method.matched_target(missing)

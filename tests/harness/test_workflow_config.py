@@ -86,3 +86,16 @@ def test_paper_dry_run_loads_no_model_and_touches_no_network(tmp_path):
     assert counts["run_table1"] == 6 * 6
     assert counts["finetune_backbone"] == 6
     assert counts["fetch_tofu"] == 1
+
+
+def test_gradient_baselines_wait_for_the_timerome_record_they_match(tmp_path):
+    """target_forget_drop: timerome makes each gradient baseline job an input-dependent of
+    the TimeROME-DLM record of the same backbone and seed; ROME/MEMIT do not wait."""
+    result = dry_run(tmp_path, "results/runs/table1/dream-7b-twin/npo/seed0.json", DEFAULT)
+    assert result.returncode == 0, result.stderr
+    planned = re.findall(r"output: (\S+)", result.stdout)
+    assert "results/runs/table1/dream-7b-twin/timerome/seed0.json" in planned
+    result = dry_run(tmp_path, "results/runs/table1/dream-7b-twin/memit/seed0.json", DEFAULT)
+    assert result.returncode == 0, result.stderr
+    planned = re.findall(r"output: (\S+)", result.stdout)
+    assert not any("/timerome/" in p for p in planned)

@@ -154,7 +154,8 @@ def method_job(wildcards, experiment, output, n_facts=None, seed=None):
         "eval_seed": int(DATA.get("eval_seed", 0)),
         "seed": seed,
         "estimator": config["estimator"],
-        "target_forget_drop": config.get("target_forget_drop"),
+        "target_forget_drop": None if MATCH_TIMEROME else config.get("target_forget_drop"),
+        "target_from_record": matched_record_path(wildcards, experiment, n_facts),
         "evaluation": {k: EVAL[k] for k in ("rouge", "gen_steps", "batch_size",
                                              "forget_quality", "model_utility", "utility_size")
                        if k in EVAL},
@@ -165,6 +166,31 @@ def method_job(wildcards, experiment, output, n_facts=None, seed=None):
                                  "model_utility": False}
     payload["config_hash"] = config_hash(payload, DATA)
     return job_arg(payload)
+
+
+MATCH_TIMEROME = config.get("target_forget_drop") == "timerome"
+
+
+def matched_record_path(wildcards, experiment, n_facts=None):
+    """The TimeROME-DLM record whose forget drop a gradient baseline must match, or None.
+
+    With `target_forget_drop: timerome` every gradient baseline stops when it has removed
+    as much as TimeROME-DLM did on the same backbone, forget set and seed (the paper's
+    matched-efficacy comparison); a number is a fixed target; null stops on plateau/cap."""
+    if not MATCH_TIMEROME or wildcards.method not in GRADIENT_BASELINES:
+        return None
+    base = f"results/runs/{experiment}/{wildcards.backbone}/timerome"
+    if n_facts is not None:
+        base += f"/n{n_facts}"
+    return f"{base}/seed{wildcards.seed}.json"
+
+
+def matched_input(experiment):
+    def inputs(wildcards):
+        n = getattr(wildcards, "n_facts", None)
+        path = matched_record_path(wildcards, experiment, n)
+        return [path] if path else []
+    return inputs
 
 
 def tuned_input(wildcards):

@@ -40,6 +40,7 @@ rule run_table1:
         corpus_marker(),
         lambda w: model_inputs(w.backbone, with_retain=True),
         tuned_input,
+        matched_input("table1"),
     output:
         "results/runs/table1/{backbone}/{method}/seed{seed}.json",
     params:
