@@ -213,7 +213,15 @@ def main(argv=None) -> int:
 
     if "hook" in sections:
         gen = torch.Generator().manual_seed(0)
-        memory = EditMemory(config, backbone.identity())
+        # Random keys/deltas with the configured hook path (gate, preconditioning): an
+        # identity key metric and random gate reference keys stand in for retain statistics
+        # (the hook's cost depends on shapes only).
+        d_keys = {layer: backbone.mlp_out_proj(layer).in_features
+                  for layer in range(backbone.num_layers)}
+        memory = EditMemory(config, backbone.identity(),
+                            metrics={la: torch.eye(d) for la, d in d_keys.items()},
+                            gate_reference={la: torch.randn((64, d), generator=gen)
+                                            for la, d in d_keys.items()})
         per = 400 // backbone.num_layers
         for layer in range(backbone.num_layers):
             proj = backbone.mlp_out_proj(layer)
