@@ -31,7 +31,7 @@ from harness.timerome.retain_stats import gate_threshold
 from harness.timerome.solve import (RidgeFactors, empty_factors, insert_columns, solve_full,
                                     sparsify_columns)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-fact gate thresholds
 
 
 class IdentityMismatch(ValueError):
@@ -50,7 +50,7 @@ class EditMemory:
         self.gate_reference = dict(gate_reference or {})
         self.factors: dict[int, RidgeFactors] = {}
         self.fact_keys: dict[int, list[str]] = {}
-        self.gate_tau: dict[int, float] = {}
+        self.gate_tau: dict[int, list[float]] = {}  # per layer, one threshold per fact
         self._compiled: dict[int, dict[str, torch.Tensor | None]] = {}
         self._handles: dict[int, Any] = {}
         self._backbone: Backbone | None = None
@@ -115,7 +115,7 @@ class EditMemory:
             ref = self.gate_reference.get(layer)
             if ref is not None:
                 self.gate_tau[layer] = gate_threshold(ref, st.keys, self.config.gate_quantile)
-            elif layer not in self.gate_tau:  # a loaded memory keeps its calibrated threshold
+            elif len(self.gate_tau.get(layer, [])) != n:  # a loaded memory keeps its thresholds
                 raise ValueError(f"gate is on but no retain reference keys for layer {layer}")
             compiled["key_dirs"] = torch.nn.functional.normalize(st.keys, dim=0).to(device, dtype)
             compiled["tau"] = torch.tensor(self.gate_tau[layer], device=device, dtype=dtype)
@@ -231,7 +231,7 @@ class EditMemory:
             raise ValueError(f"{path}: unsupported memory format {meta.get('format_version')}")
         check_identity(meta["identity"], backbone.identity(), f"edit memory {path}")
         memory = cls(TimeROMEConfig.from_dict(meta["config"]), meta["identity"])
-        memory.gate_tau = {int(l): float(t) for l, t in meta.get("gate_tau", {}).items()}
+        memory.gate_tau = {int(l): [float(x) for x in t] for l, t in meta.get("gate_tau", {}).items()}
         for layer_s, keys in meta["facts"].items():
             layer = int(layer_s)
             memory.factors[layer] = RidgeFactors(

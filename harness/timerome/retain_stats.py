@@ -61,9 +61,13 @@ def inverse_covariance(keys: torch.Tensor, shrinkage: float) -> torch.Tensor:
     return torch.cholesky_inverse(torch.linalg.cholesky(cov))
 
 
-def gate_threshold(reference: torch.Tensor, keys: torch.Tensor, quantile: float) -> float:
-    """Cosine threshold: the `quantile` of max_f cos(h, k_f) over retain hidden states h."""
+def gate_threshold(reference: torch.Tensor, keys: torch.Tensor, quantile: float) -> list[float]:
+    """Per-fact cosine thresholds: for each fact key k_f (a column of `keys` [d_k, n]), the
+    `quantile` of cos(h, k_f) over the retain hidden states h (`reference` [N, d_k]).
+
+    Each fact's gate opens on at most a (1 - quantile) share of retain states, however many
+    facts the memory holds (a single threshold over max_f cos(h, k_f) would rise with the
+    number of facts and close the gates of the facts themselves)."""
     ref = torch.nn.functional.normalize(reference.float(), dim=-1)
     k = torch.nn.functional.normalize(keys.float(), dim=0)  # [d_k, n]
-    best = (ref @ k).max(dim=1).values
-    return float(torch.quantile(best, quantile))
+    return torch.quantile(ref @ k, quantile, dim=0).tolist()

@@ -131,7 +131,8 @@ def test_retain_cov_and_gate_options_round_trip(tiny_backbone, forget_retain, tm
     assert st.metric is not None  # C^-1 from retain keys
     gram = st.keys.T @ st.metric @ st.keys + st.lam * torch.eye(st.n, dtype=torch.float64)
     assert torch.allclose(st.a @ gram, st.deltas, atol=1e-6)
-    assert -1.0 <= memory.gate_tau[layer] <= 1.0
+    assert len(memory.gate_tau[layer]) == st.n  # one threshold per fact
+    assert all(-1.0 <= tau <= 1.0 for tau in memory.gate_tau[layer])
     ids = torch.randint(2, 200, (2, 15), generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         edited = tiny_backbone.logits(ids)
@@ -144,3 +145,21 @@ def test_retain_cov_and_gate_options_round_trip(tiny_backbone, forget_retain, tm
     with torch.inference_mode():
         assert torch.equal(tiny_backbone.logits(ids), edited)
     loaded.detach()
+
+
+def test_gate_thresholds_are_per_fact_and_do_not_tighten_as_facts_are_added():
+    """tau_f is the quantile of cos(h, k_f) over retain states h: adding facts leaves the
+    thresholds of the facts already in the memory unchanged, and about (1 - quantile) of
+    the retain states pass each fact's gate."""
+    from harness.timerome.retain_stats import gate_threshold
+
+    gen = torch.Generator().manual_seed(0)
+    reference = torch.randn((2000, 16), generator=gen) + 0.5
+    keys = torch.randn((16, 12), generator=gen)
+    few = gate_threshold(reference, keys[:, :3], 0.9)
+    many = gate_threshold(reference, keys, 0.9)
+    assert len(many) == 12 and many[:3] == pytest.approx(few, abs=1e-6)
+    cos = torch.nn.functional.normalize(reference, dim=-1) @ torch.nn.functional.normalize(
+        keys, dim=0)
+    share_open = (cos > torch.tensor(many)).float().mean(0)
+    assert torch.all((share_open - 0.1).abs() < 0.01)
