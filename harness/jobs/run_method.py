@@ -69,9 +69,9 @@ def matched_target(job: MethodJob) -> tuple[float | None, str | None]:
 def select(job: MethodJob) -> FactSelection:
     if job.n_facts is None:
         return split_selection(job.tofu_dir, job.forget_split, job.retain_split,
-                               job.retain_eval_size, job.eval_seed)
+                               job.retain_eval_size, job.eval_seed, job.retain_train_size)
     return last_n_selection(job.tofu_dir, job.n_facts, job.max_n_facts or job.n_facts,
-                            job.retain_eval_size, job.eval_seed)
+                            job.retain_eval_size, job.eval_seed, job.retain_train_size)
 
 
 def empty_scores() -> dict[str, Any]:

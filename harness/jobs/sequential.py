@@ -18,7 +18,7 @@ import torch
 from harness.backbones.registry import load_backbone
 from harness.jobs.metrics import mean_logp
 from harness.jobs.run_method import tuned_method_config
-from harness.jobs.selection import last_n_selection
+from harness.jobs.selection import DEFAULT_RETAIN_TRAIN_SIZE, last_n_selection
 from harness.jobs.spec import backbone_spec, job_argument, parse_job, set_threads
 from harness.measure import Measurer, fingerprint
 from harness.results.store import write_record
@@ -35,7 +35,8 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     estimator = job.get("estimator", "full_mask")
     seed = int(job.get("seed", 0))
     sel = last_n_selection(job["tofu_dir"], n, n, int(job["retain_eval_size"]),
-                           int(job.get("eval_seed", 0)))
+                           int(job.get("eval_seed", 0)),
+                           int(job.get("retain_train_size", DEFAULT_RETAIN_TRAIN_SIZE)))
     spec = backbone_spec(job["backbone"], job["backbone_entry"], job["backbone_path"])
     method_config, note = tuned_method_config(job.get("method_config", {}), job.get("tuned_config"))
     config = TimeROMEConfig.from_dict({**method_config, "seed": seed})

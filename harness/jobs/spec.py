@@ -49,6 +49,7 @@ class MethodJob:
     retain_model_path: str | None = None
     tuned_config: str | None = None
     retain_eval_size: int = 40
+    retain_train_size: int = 400  # retain facts the method may use (disjoint from eval)
     eval_seed: int = 0
     seed: int = 0
     estimator: str = "full_mask"

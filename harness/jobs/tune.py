@@ -24,9 +24,14 @@ def main(argv: list[str] | None = None) -> int:
     backbone = job_backbone(job)
     validation = load_split(job["tofu_dir"], job["validation_split"])
     forget_authors = {f.author_id for f in load_split(job["tofu_dir"], job["forget_split"])}
-    retain = retain_sample(load_split(job["tofu_dir"], job["retain_split"]),
-                           int(job["retain_eval_size"]),
-                           exclude_authors={f.author_id for f in validation} | forget_authors)
+    retain_pool = load_split(job["tofu_dir"], job["retain_split"])
+    excluded = {f.author_id for f in validation} | forget_authors
+    retain = retain_sample(retain_pool, int(job["retain_eval_size"]), exclude_authors=excluded)
+    # Calibration facts for the edit's retain statistics, disjoint from the scored ones.
+    eligible = len([f for f in retain_pool if f.author_id not in excluded]) - len(retain)
+    calibration = retain_sample(retain_pool, min(int(job.get("retain_train_size", 400)),
+                                                 eligible),
+                                exclude_authors=excluded, exclude=retain)
     grid = job.get("grid") or {}
     defaults = TuningGrid()
     grid = TuningGrid(alphas=tuple(grid.get("alpha", defaults.alphas)),
@@ -34,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
                       qs=tuple(grid.get("q", defaults.qs)))
     base = TimeROMEConfig.from_dict({**job.get("method_config", {}), "seed": job["seed"]})
     result = tune(backbone, validation, retain, base, grid,
-                  max_retain_drop=float(job.get("max_retain_drop", 1.0)))
+                  max_retain_drop=float(job.get("max_retain_drop", 1.0)),
+                  calibration=calibration)
     write_tuning(result, job["out"])
     print(json.dumps({"chosen": None if result.chosen is None else vars(result.chosen),
                       "seconds": round(result.seconds, 2), "points": len(result.grid)}))

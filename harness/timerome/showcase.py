@@ -75,6 +75,8 @@ def main(argv=None) -> int:
     p.add_argument("--tuning-out", default=None)
     p.add_argument("--config", default="{}", help="JSON overrides of TimeROMEConfig")
     p.add_argument("--sequential", type=int, default=50)
+    p.add_argument("--calibration-size", type=int, default=400,
+                   help="retain facts (disjoint from the scored ones) for the edit's statistics")
     p.add_argument("--grid", default="{}", help="JSON TuningGrid fields, e.g. {\"qs\": [1.0]}")
     p.add_argument("--variants", default='{"default": {}}',
                    help="JSON {name: TimeROMEConfig overrides} tuned side by side")
@@ -91,6 +93,10 @@ def main(argv=None) -> int:
     exclude = {f.author_id for f in validation} | {f.author_id for f in forget}
     r_tune = retain_sample(corpus["retain99"], 40, exclude, phase=0)
     r_eval = retain_sample(corpus["retain99"], 40, exclude, phase=12)
+    # Retain statistics of every edit (covariance, gate) come from facts disjoint from both
+    # scored retain samples.
+    calib = retain_sample(corpus["retain99"], args.calibration_size, exclude,
+                          exclude=r_tune + r_eval)
     base = TimeROMEConfig.from_dict(json.loads(args.config))
     out: dict = {"backbone_dir": args.backbone_dir, "tofu_dir": args.tofu_dir,
                  "estimator": "full_mask", "torch_threads": torch.get_num_threads()}
@@ -110,7 +116,7 @@ def main(argv=None) -> int:
             cfg = base.with_overrides(**overrides)
             if cfg.positions not in traces:
                 traces[cfg.positions] = trace_encoded(backbone, encode_facts(backbone, validation), cfg)
-            result = tune(backbone, validation, r_tune, cfg, grid,
+            result = tune(backbone, validation, r_tune, cfg, grid, calibration=calib,
                           trace=traces[cfg.positions])
             write_tuning(result, (args.tuning_out or args.out) + f".tuning.{name}.json")
             out["tuning"][name] = {"chosen": result.to_dict()["chosen"], "seconds": result.seconds,
@@ -132,7 +138,7 @@ def main(argv=None) -> int:
         pre_r = score_facts(backbone, r_eval).logp
         rf_pre, _ = rouge(backbone, forget, args.gen_steps)
         rr_pre, _ = rouge(backbone, r_eval, args.gen_steps)
-        editor = TimeROMEEditor(backbone, config, retain=r_tune)
+        editor = TimeROMEEditor(backbone, config, retain=calib)
         _, report = editor.edit(forget)
         post_f = score_facts(backbone, forget).logp
         post_r = score_facts(backbone, r_eval).logp
@@ -153,7 +159,7 @@ def main(argv=None) -> int:
 
     if "sequential" in sections:
         pre_r = score_facts(backbone, r_eval).logp
-        editor = TimeROMEEditor(backbone, config, retain=r_tune)
+        editor = TimeROMEEditor(backbone, config, retain=calib)
         rows = []
         for fact in validation[:args.sequential]:
             start = time.monotonic()
@@ -198,7 +204,7 @@ def main(argv=None) -> int:
                 return backbone.logits(ids).shape
 
         def edit():
-            editor = TimeROMEEditor(backbone, config, retain=r_tune)
+            editor = TimeROMEEditor(backbone, config, retain=calib)
             editor.edit(forget)
             editor.undo()
 

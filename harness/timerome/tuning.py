@@ -55,6 +55,7 @@ class TuningResult:
     backbone: dict[str, Any]
     seconds: float
     flagged: list[str] = field(default_factory=list)
+    calibration_facts: list[str] = field(default_factory=list)  # the edit's retain statistics
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,10 +69,12 @@ class TuningResult:
 
 
 def retain_sample(facts: Sequence[Fact], n: int, exclude_authors: set[int],
-                  phase: int = 0) -> list[Fact]:
-    """`n` facts spread evenly over `facts` (skipping `exclude_authors`), deterministic;
-    different `phase` values give disjoint samples when len(pool) >= 2 n."""
-    pool = [f for f in facts if f.author_id not in exclude_authors]
+                  phase: int = 0, exclude: Sequence[Fact] = ()) -> list[Fact]:
+    """`n` facts spread evenly over `facts` (skipping `exclude_authors` and the facts in
+    `exclude`), deterministic; different `phase` values give disjoint samples when
+    len(pool) >= 2 n."""
+    skip = {f.key for f in exclude}
+    pool = [f for f in facts if f.author_id not in exclude_authors and f.key not in skip]
     if len(pool) < n:
         raise ValueError(f"retain sample: need {n} facts, only {len(pool)} available")
     step = len(pool) // n
@@ -81,10 +84,17 @@ def retain_sample(facts: Sequence[Fact], n: int, exclude_authors: set[int],
 def tune(backbone: Backbone, validation: Sequence[Fact], retain: Sequence[Fact],
          base: TimeROMEConfig = TimeROMEConfig(), grid: TuningGrid = TuningGrid(),
          max_retain_drop: float = 1.0, batch_size: int = 32,
-         trace: TraceResult | None = None) -> TuningResult:
-    """Grid search; `trace` (of `validation`, same tracing options) skips tracing."""
+         trace: TraceResult | None = None,
+         calibration: Sequence[Fact] | None = None) -> TuningResult:
+    """Grid search; `trace` (of `validation`, same tracing options) skips tracing.
+
+    The retain drop is measured on `retain`; the retain statistics of the edit (key
+    covariance, gate thresholds) come from `calibration`, which should be disjoint from
+    `retain` (measured on the calibration facts themselves, a max-similarity gate never
+    opens, and the retain drop is optimistic). None: `retain` (the old, in-sample way)."""
     start = time.monotonic()
-    editor = TimeROMEEditor(backbone, base, retain=retain)
+    editor = TimeROMEEditor(backbone, base,
+                            retain=retain if calibration is None else calibration)
     if trace is None:
         encoded, trace = editor.trace(validation)
     else:
@@ -120,7 +130,8 @@ def tune(backbone: Backbone, validation: Sequence[Fact], retain: Sequence[Fact],
                         retain_facts=[f.key for f in retain], base_config=base.to_dict(),
                         backbone=backbone.identity(), seconds=time.monotonic() - start,
                         flagged=[trace.fact_keys[i] for i in range(len(trace.fact_keys))
-                                 if bool(trace.flagged[i])])
+                                 if bool(trace.flagged[i])],
+                        calibration_facts=[f.key for f in editor.retain])
 
 
 def write_tuning(result: TuningResult, path: str | Path) -> Path:

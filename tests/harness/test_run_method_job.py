@@ -124,3 +124,14 @@ def test_matched_target_reads_the_drop_of_the_record(tiny_setup, tmp_path):
     missing = make_job(root, tofu, "npo", {}, target_from_record=str(tmp_path / "none.json"))
     with pytest.raises(ValueError, match="none.json: cannot read the record to match"):
         run_method.matched_target(missing)
+
+
+def test_retain_train_and_eval_samples_are_disjoint_and_sized(tiny_setup):
+    from harness.jobs.selection import last_n_selection, split_selection
+
+    _, tofu = tiny_setup
+    sel = split_selection(str(tofu), "forget05", "retain95", 6, 0, train_size=30)
+    assert len(sel.retain_eval) == 6 and len(sel.retain_train) == 30
+    assert not {f.key for f in sel.retain_eval} & {f.key for f in sel.retain_train}
+    scaling = last_n_selection(str(tofu), 5, 10, 6, 0, train_size=200)
+    assert len(scaling.retain_train) == 90 - 6  # capped by the pool (100 - 10 records)

@@ -163,3 +163,21 @@ def test_gate_thresholds_are_per_fact_and_do_not_tighten_as_facts_are_added():
         keys, dim=0)
     share_open = (cos > torch.tensor(many)).float().mean(0)
     assert torch.all((share_open - 0.1).abs() < 0.01)
+
+
+def test_tuning_takes_retain_statistics_from_held_out_calibration_facts(
+        tiny_backbone, forget_retain):
+    """The retain drop is scored on `retain`; the gate and covariance come from
+    `calibration`. In-sample (calibration = the scored facts), a max-similarity gate
+    never opens on the scored facts, so their drop is exactly 0 for any alpha."""
+    forget, retain = forget_retain
+    scored, calibration = retain[: len(retain) // 2], retain[len(retain) // 2:]
+    config = TimeROMEConfig(precondition="retain_cov", gate=True, gate_quantile=1.0,
+                            edit_flagged=True, **FAST)
+    grid = TuningGrid(alphas=(16.0,), lams=(1.0,), qs=(1.0,))
+    held_out = tune(tiny_backbone, forget, scored, config, grid, calibration=calibration)
+    assert held_out.calibration_facts == [f.key for f in calibration]
+    assert not set(held_out.calibration_facts) & set(held_out.retain_facts)
+    in_sample = tune(tiny_backbone, forget, scored, config, grid)
+    assert in_sample.calibration_facts == in_sample.retain_facts
+    assert in_sample.grid[0].retain_drop == pytest.approx(0.0, abs=1e-4)

@@ -151,6 +151,7 @@ def method_job(wildcards, experiment, output, n_facts=None, seed=None):
                                                     and has_retain_model(name)) else None,
         "tuned_config": tuned,
         "retain_eval_size": int(DATA.get("retain_eval_size", 40)),
+        "retain_train_size": int(DATA.get("retain_train_size", 400)),
         "eval_seed": int(DATA.get("eval_seed", 0)),
         "seed": seed,
         "estimator": config["estimator"],

@@ -20,6 +20,7 @@ rule run_sequential:
             "eval_every": int(SEQUENTIAL.get("eval_every", 1)),
             "retain_split": DATA["retain_split"],
             "retain_eval_size": int(DATA.get("retain_eval_size", 40)),
+            "retain_train_size": int(DATA.get("retain_train_size", 400)),
             "eval_seed": int(DATA.get("eval_seed", 0)), "seed": int(w.seed),
             "estimator": config["estimator"],
             "method_config": config.get("method_config", {}).get("timerome", {}),

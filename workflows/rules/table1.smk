@@ -21,6 +21,7 @@ rule tune_timerome:
             "validation_split": DATA.get("validation_split", "validation"),
             "retain_split": DATA["retain_split"], "forget_split": DATA["forget_split"],
             "retain_eval_size": int(DATA.get("retain_eval_size", 40)),
+            "retain_train_size": int(DATA.get("retain_train_size", 400)),
             "eval_seed": int(DATA.get("eval_seed", 0)), "seed": int(w.seed),
             "estimator": config["estimator"], "grid": TUNING.get("grid", {}),
             "max_retain_drop": TUNING.get("max_retain_drop", 1.0),
