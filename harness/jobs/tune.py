@@ -11,6 +11,7 @@ import json
 import sys
 
 from harness.data import load_split
+from harness.jobs.selection import DEFAULT_RETAIN_TRAIN_SIZE
 from harness.jobs.spec import job_argument, job_backbone, parse_job
 
 
@@ -29,9 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     retain = retain_sample(retain_pool, int(job["retain_eval_size"]), exclude_authors=excluded)
     # Calibration facts for the edit's retain statistics, disjoint from the scored ones.
     eligible = len([f for f in retain_pool if f.author_id not in excluded]) - len(retain)
-    calibration = retain_sample(retain_pool, min(int(job.get("retain_train_size", 400)),
-                                                 eligible),
-                                exclude_authors=excluded, exclude=retain)
+    wanted = int(job.get("retain_train_size", DEFAULT_RETAIN_TRAIN_SIZE))
+    calibration = retain_sample(retain_pool, min(wanted, eligible), exclude_authors=excluded,
+                                exclude=retain)
     grid = job.get("grid") or {}
     defaults = TuningGrid()
     grid = TuningGrid(alphas=tuple(grid.get("alpha", defaults.alphas)),

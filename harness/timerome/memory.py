@@ -51,6 +51,7 @@ class EditMemory:
         self.factors: dict[int, RidgeFactors] = {}
         self.fact_keys: dict[int, list[str]] = {}
         self.gate_tau: dict[int, list[float]] = {}  # per layer, one threshold per fact
+        self._tau_quantile: dict[int, float] = {}  # the quantile gate_tau[layer] was made with
         self._compiled: dict[int, dict[str, torch.Tensor | None]] = {}
         self._handles: dict[int, Any] = {}
         self._backbone: Backbone | None = None
@@ -114,7 +115,13 @@ class EditMemory:
         if self.config.gate:
             ref = self.gate_reference.get(layer)
             if ref is not None:
-                self.gate_tau[layer] = gate_threshold(ref, st.keys, self.config.gate_quantile)
+                # A fact's threshold depends on its own key only: compute the new facts'.
+                known = self.gate_tau.get(layer, []) \
+                    if self._tau_quantile.get(layer) == self.config.gate_quantile else []
+                known = known[:n]
+                self.gate_tau[layer] = known + gate_threshold(ref, st.keys[:, len(known):],
+                                                              self.config.gate_quantile)
+                self._tau_quantile[layer] = self.config.gate_quantile
             elif len(self.gate_tau.get(layer, [])) != n:  # a loaded memory keeps its thresholds
                 raise ValueError(f"gate is on but no retain reference keys for layer {layer}")
             compiled["key_dirs"] = torch.nn.functional.normalize(st.keys, dim=0).to(device, dtype)

@@ -70,4 +70,6 @@ def gate_threshold(reference: torch.Tensor, keys: torch.Tensor, quantile: float)
     number of facts and close the gates of the facts themselves)."""
     ref = torch.nn.functional.normalize(reference.float(), dim=-1)
     k = torch.nn.functional.normalize(keys.float(), dim=0)  # [d_k, n]
+    if k.shape[1] == 0:
+        return []
     return torch.quantile(ref @ k, quantile, dim=0).tolist()

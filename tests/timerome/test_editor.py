@@ -181,3 +181,22 @@ def test_tuning_takes_retain_statistics_from_held_out_calibration_facts(
     in_sample = tune(tiny_backbone, forget, scored, config, grid)
     assert in_sample.calibration_facts == in_sample.retain_facts
     assert in_sample.grid[0].retain_drop == pytest.approx(0.0, abs=1e-4)
+
+
+def test_gate_thresholds_of_incremental_insertion_equal_a_batch_insertion():
+    """Inserting facts one at a time gives the same per-fact thresholds as inserting them
+    together (a fact's threshold depends on its own key only, so only new facts' are
+    computed on insertion)."""
+    gen = torch.Generator().manual_seed(1)
+    d_k, d_v = 6, 3
+    ref = torch.randn((300, d_k), generator=gen)
+    k_all = torch.randn((5, d_k), generator=gen)
+    v_all = torch.randn((5, d_v), generator=gen)
+    config = TimeROMEConfig(gate=True, gate_quantile=0.95)
+    together = EditMemory(config, {"id": 1}, gate_reference={0: ref})
+    together.insert(0, k_all, v_all, [f"f{i}" for i in range(5)])
+    one_by_one = EditMemory(config, {"id": 1}, gate_reference={0: ref})
+    for i in range(5):
+        one_by_one.insert(0, k_all[i:i + 1], v_all[i:i + 1], [f"f{i}"])
+    assert one_by_one.gate_tau[0] == pytest.approx(together.gate_tau[0], abs=1e-6)
+    assert len(one_by_one.gate_tau[0]) == 5
