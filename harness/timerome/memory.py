@@ -5,9 +5,12 @@ On every forward of the backbone, the hook on `mlp_out_proj(l)` adds, at every p
 with h the projection's input. Per fact f the contribution is c_f(h) a_f with
 c_f(h) = b_f . h; S_q keeps the largest q-fraction of its entries, which are those of a_f,
 so A is sparsified column-wise once (`solve.sparsify_columns`). With the optional gate,
-c_f is zeroed unless cos(h, k_f) exceeds the layer's calibrated threshold. Without the
+c_f is zeroed unless cos(h, k_f) exceeds the fact's calibrated threshold. Without the
 gate and once n (d_k + d_v) > d_k d_v the hook uses the dense product W = A_q B^T
-(same map, cheaper). Weights are never modified; `detach()` removes the hooks.
+(same map, cheaper). With the gate, the similarities are computed first; on CPU only the
+positions where some gate opens go through B and A (on retain text that is almost none),
+on other devices the coefficients are masked instead (no host sync in the forward).
+Weights are never modified; `detach()` removes the hooks.
 
 Saved as safetensors: tensors `layer{l}.{keys,deltas,gram_inv,a[,metric]}` and metadata
 `timerome` = JSON {config, identity, facts per layer, gate thresholds}.
@@ -110,8 +113,8 @@ class EditMemory:
         a_q = sparsify_columns(st.a, self.config.q) * self.config.alpha  # [d_v, n]
         b = st.b  # [d_k, n]
         d_k, d_v, n = b.shape[0], a_q.shape[0], st.n
-        compiled: dict[str, torch.Tensor | None] = {"b": None, "a_t": None, "dense_t": None,
-                                                    "key_dirs": None, "tau": None}
+        compiled: dict[str, Any] = {"b": None, "a_t": None, "dense_t": None, "key_dirs": None,
+                                    "tau": None, "gate_rows": device.type == "cpu"}
         if self.config.gate:
             ref = self.gate_reference.get(layer)
             if ref is not None:
@@ -141,13 +144,31 @@ class EditMemory:
     def contribution(self, layer: int, h: torch.Tensor) -> torch.Tensor:
         """alpha * S_q(A (B^T h)) for hidden states h [..., d_k] -> [..., d_v]."""
         c = self._compiled[layer]
+        d_v = (c["dense_t"] if c["dense_t"] is not None else c["a_t"]).shape[1]
+        zeros = torch.zeros((*h.shape[:-1], d_v), dtype=h.dtype, device=h.device)
+        return self.apply(layer, h, zeros)
+
+    def apply(self, layer: int, h: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        """output + contribution(layer, h), fused: one addmm, and with the gate only the
+        positions where a fact's gate opens (see the module docstring)."""
+        c = self._compiled[layer]
+        shape = output.shape
+        h2, out2 = h.reshape(-1, h.shape[-1]), output.reshape(-1, shape[-1])
         if c["dense_t"] is not None:
-            return h @ c["dense_t"]
-        coef = h @ c["b"]
-        if c["key_dirs"] is not None:
-            cos = torch.nn.functional.normalize(h, dim=-1) @ c["key_dirs"]
-            coef = coef * (cos > c["tau"]).to(coef.dtype)
-        return coef @ c["a_t"]
+            return torch.addmm(out2, h2, c["dense_t"]).view(shape)
+        if c["key_dirs"] is None:
+            return torch.addmm(out2, h2 @ c["b"], c["a_t"]).view(shape)
+        # cos(h, k_f) > tau_f  <=>  h . k_f/|k_f| > tau_f max(|h|, eps)  (normalize's eps)
+        norms = torch.linalg.vector_norm(h2, dim=-1, keepdim=True).clamp_min(1e-12)
+        gate_open = (h2 @ c["key_dirs"]) > c["tau"] * norms
+        if not c["gate_rows"]:
+            coef = (h2 @ c["b"]) * gate_open.to(h2.dtype)
+            return torch.addmm(out2, coef, c["a_t"]).view(shape)
+        rows = gate_open.any(dim=1).nonzero().squeeze(1)
+        if rows.numel() == 0:
+            return output
+        coef = (h2.index_select(0, rows) @ c["b"]) * gate_open.index_select(0, rows).to(h2.dtype)
+        return out2.index_add(0, rows, coef @ c["a_t"]).view(shape)
 
     def attach(self, backbone: Backbone) -> Backbone:
         """Register the hooks on `backbone` (checks identity); returns the backbone."""
@@ -163,7 +184,7 @@ class EditMemory:
         def hook(module, inputs, output, layer=layer):
             if layer not in self._compiled:
                 return None
-            return output + self.contribution(layer, inputs[0])
+            return self.apply(layer, inputs[0], output)
         self._handles[layer] = self._backbone.mlp_out_proj(layer).register_forward_hook(hook)
 
     def ensure_hooks(self) -> None:

@@ -2,12 +2,19 @@
 
 - tracing throughput (sequences forwarded per second during TIE tracing) next to plain
   batched inference at the same batch shape (rows x width);
-- scoring with a 400-fact edit memory hooked in, next to scoring without it.
+- scoring with a 400-fact edit memory hooked in, next to scoring without it, for each
+  embedded size (tiny is the default backbone) and hook path (dense: the method's default,
+  no gate; gated: the project's default key gate). The hook's cost is about n d_k (+ d_k d_v
+  per hooked layer) multiply-adds per token, so its share falls with model size.
 Run: pytest tests/benchmarks/test_bench_timerome.py --benchmark-only
-The ratios are written to each benchmark's extra_info (no timing assertions here).
+The ratios are written to each benchmark's extra_info (no timing assertions here);
+`--benchmark-json F` keeps them, `--benchmark-group-by=param:size` lays them side by side.
 """
 
 from __future__ import annotations
+
+import statistics
+import time
 
 import pytest
 import torch
@@ -19,6 +26,7 @@ from harness.diffusion.batching import collate, encode_facts
 from harness.diffusion.scoring import score_facts
 from harness.timerome.config import TimeROMEConfig
 from harness.timerome.memory import EditMemory
+from harness.timerome.retain_stats import retain_keys
 from harness.timerome.tracing import trace_encoded
 
 TRACE_CONFIG = TimeROMEConfig(times=(1.0, 0.5), noise_samples=4, trace_batch_rows=64,
@@ -66,29 +74,81 @@ def test_bench_plain_inference_same_shape(benchmark, bench_setup):
     assert out.shape[0] == rows
 
 
-def _memory(backbone, n_facts: int) -> EditMemory:
+HOOK_PATHS = {"none": None,
+              "dense": TimeROMEConfig(alpha=1.0),  # the method's default: no gate, W = A B^T
+              "gated": TimeROMEConfig(alpha=1.0, gate=True)}  # the project's default gate
+
+
+@pytest.fixture(scope="module")
+def hook_setups(tmp_path_factory):
+    """{size: (backbone, scored facts, key facts, gate reference facts)}: random-weight
+    embedded backbones of each named size sharing one corpus tokenizer."""
+    directory = write_synthetic(tmp_path_factory.mktemp("bench_hook"), authors=60,
+                                facts_per_author=5, seed=3)
+    facts = load_corpus(directory, ["full"])["full"]
+    texts = [f"{f.question} {f.answer}" for f in facts]
+    setups, adapter = {}, adapter_class("embedded-llada")
+    for size in ("tiny", "small", "base"):
+        spec = BackboneSpec(name=f"bench-{size}", adapter="embedded-llada",
+                            options={"size": size, "vocab_size": 2048})
+        setups[size] = (adapter.initial(spec, texts, seed=0), facts[:100], facts[100:200],
+                        facts[200:])
+    return setups
+
+
+def _memory(backbone, config: TimeROMEConfig, key_facts, reference_facts,
+            n_facts: int = 400) -> EditMemory:
+    """n_facts facts spread round-robin over the layers, keys taken from the model's own
+    hidden states on other text (so the gate opens about as often as on real keys)."""
+    layers = list(range(backbone.num_layers))
+    keys = retain_keys(backbone, key_facts, layers, max_rows=n_facts)
+    reference = retain_keys(backbone, reference_facts, layers) if config.gate else {}
+    memory = EditMemory(config, backbone.identity(), gate_reference=reference)
     gen = torch.Generator().manual_seed(0)
-    memory = EditMemory(TimeROMEConfig(alpha=1.0), backbone.identity())
-    per_layer = n_facts // backbone.num_layers
-    for layer in range(backbone.num_layers):
-        proj = backbone.mlp_out_proj(layer)
-        memory.insert(layer, torch.randn((per_layer, proj.in_features), generator=gen),
-                      0.01 * torch.randn((per_layer, proj.out_features), generator=gen),
-                      [f"l{layer}f{i}" for i in range(per_layer)])
+    for layer in layers:
+        count = len(range(layer, n_facts, len(layers)))
+        d_v = backbone.mlp_out_proj(layer).out_features
+        memory.insert(layer, keys[layer][:count], 0.01 * torch.randn((count, d_v), generator=gen),
+                      [f"l{layer}f{i}" for i in range(count)])
     return memory
 
 
-@pytest.mark.parametrize("n_facts", [0, 400])
-def test_bench_scoring_with_memory(benchmark, bench_setup, n_facts):
-    backbone, facts = bench_setup
-    memory = _memory(backbone, n_facts) if n_facts else None
+@pytest.mark.parametrize("path", list(HOOK_PATHS))
+@pytest.mark.parametrize("size", ["tiny", "small", "base"])
+def test_bench_scoring_with_memory(benchmark, hook_setups, size, path):
+    """Scoring 100 facts with a 400-fact memory hooked in ("none": no memory). extra_info
+    holds the overhead: the median hooked/plain time ratio over interleaved pairs, minus 1."""
+    backbone, scored, key_facts, reference_facts = hook_setups[size]
+    config = HOOK_PATHS[path]
+    memory = None if config is None else _memory(backbone, config, key_facts, reference_facts)
+
+    def timed() -> float:
+        start = time.perf_counter()
+        score_facts(backbone, scored)
+        return time.perf_counter() - start
+
     if memory is not None:
         memory.attach(backbone)
     try:
-        scores = benchmark.pedantic(score_facts, args=(backbone, facts), rounds=5, iterations=1,
-                                    warmup_rounds=1)
+        scores = benchmark.pedantic(score_facts, args=(backbone, scored), rounds=7,
+                                    iterations=1, warmup_rounds=1)
     finally:
         if memory is not None:
             memory.detach()
-    benchmark.extra_info["memory_facts"] = n_facts
-    assert len(scores.logp) == len(facts)
+    benchmark.extra_info.update(size=size, hook_path=path, scored_facts=len(scored),
+                                memory_facts=0 if memory is None else memory.n_facts)
+    if memory is not None and benchmark.enabled:
+        # Interleaved pairs (plain, hooked): the ratio is robust to drifting machine load.
+        ratios = []
+        for _ in range(9):
+            plain = timed()
+            memory.attach(backbone)
+            try:
+                ratios.append(timed() / plain)
+            finally:
+                memory.detach()
+        benchmark.extra_info.update(overhead=statistics.median(ratios) - 1.0,
+                                    overhead_pairs=len(ratios))
+    assert len(scores.logp) == len(scored)
+    if memory is not None:
+        assert memory.n_facts == 400

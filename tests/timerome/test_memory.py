@@ -53,6 +53,37 @@ def test_contribution_is_per_fact_sparsified_sum(tiny_backbone, n):
     assert torch.allclose(got.double(), 1.5 * expected, rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.parametrize("gate_rows", [True, False])  # CPU: open rows only; else: masked
+def test_gated_hook_adds_only_the_facts_whose_gate_opens(tiny_backbone, gate_rows):
+    """output + sum_f [cos(h, k_f) > tau_f] alpha c_f(h) a_f, from first principles in float64,
+    for both ways the hook evaluates the gate."""
+    gen = torch.Generator().manual_seed(3)
+    proj = tiny_backbone.mlp_out_proj(0)
+    d_k, d_v, n = proj.in_features, proj.out_features, 6
+    keys = torch.randn((n, d_k), generator=gen)
+    # Hidden states near some keys (those gates open) and generic ones (closed).
+    h = torch.randn((4, 5, d_k), generator=gen)
+    h[0, :3] = keys[:3] + 0.1 * torch.randn((3, d_k), generator=gen)
+    h[2, 4] = keys[5] + 0.1 * torch.randn(d_k, generator=gen)
+    config = TimeROMEConfig(alpha=2.0, gate=True, gate_quantile=1.0)
+    memory = EditMemory(config, tiny_backbone.identity(),
+                        gate_reference={0: torch.randn((64, d_k), generator=gen)})
+    memory.insert(0, keys, torch.randn((n, d_v), generator=gen), [f"f{i}" for i in range(n)])
+    memory._compiled[0]["gate_rows"] = gate_rows
+    output = torch.randn((4, 5, d_v), generator=gen)
+    got = memory.apply(0, h, output)
+
+    st = memory.factors[0]
+    cos = torch.nn.functional.normalize(h.double(), dim=-1) @ torch.nn.functional.normalize(
+        st.keys, dim=0)
+    gate = cos > torch.tensor(memory.gate_tau[0], dtype=torch.float64)
+    expected = output.double() + 2.0 * ((h.double() @ st.b) * gate) @ st.a.T
+    assert int(gate.sum()) >= 4 and int(gate.sum()) < gate.numel() // 4  # open and closed both
+    assert torch.allclose(got.double(), expected, rtol=1e-4, atol=1e-4)
+    closed = ~gate.any(-1)
+    assert torch.equal(got[closed], output[closed])  # closed positions are left untouched
+
+
 def test_save_load_round_trip_and_wrong_backbone(tiny_backbone, other_backbone, tmp_path):
     ids = _ids(tiny_backbone)
     memory = _random_memory(tiny_backbone, 5, TimeROMEConfig(alpha=3.0, q=0.5))
