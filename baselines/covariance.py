@@ -35,7 +35,7 @@ def key_second_moments(backbone: Backbone, layers: Sequence[int], facts: Sequenc
     count = 0
     modules = {layer: backbone.mlp_out_proj(layer) for layer in layers}
     with torch.inference_mode():
-        for batch in batches(backbone, encoded, batch_size):
+        for _, batch in batches(backbone, encoded, batch_size):
             lengths = batch.prompt_lengths + batch.answer_lengths + 1  # up to the first EOS
             positions = torch.arange(batch.input_ids.shape[1])[None] < lengths[:, None]
             first_eos = positions & batch.target_mask & ~batch.answer_mask

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 
@@ -111,7 +111,41 @@ def collate(backbone: Backbone, encoded: Sequence[EncodedFact], min_eos: int = 1
                    torch.tensor([len(e.answer_ids) for e in encoded]), list(encoded))
 
 
-def batches(backbone: Backbone, encoded: Sequence[EncodedFact], batch_size: int):
-    """Yield collated batches of at most `batch_size` rows, in order."""
-    for start in range(0, len(encoded), batch_size):
-        yield collate(backbone, encoded[start:start + batch_size])
+# Evaluation rows are padded to a width that depends on the fact alone (see `row_width`).
+WIDTH_MULTIPLE = 8
+
+
+def row_width(encoded: EncodedFact, min_eos: int = 1, multiple: int = WIDTH_MULTIPLE) -> int:
+    """prompt + answer + `min_eos` EOS, rounded up to a multiple of `multiple`.
+
+    Padding is attended (EOS right-padding, no attention mask), so a row's logits depend on
+    how much padding it carries. Padding every row to its own canonical width, instead of
+    the longest row of its batch, makes a fact's score independent of which facts share its
+    batch and of the batch size. (Padded to the batch maximum, per-fact log-probs of the
+    embedded default moved by 0.31 nats on average, up to 2.7, between batch sizes 32 and 1.)
+    """
+    n = len(encoded.prompt_ids) + len(encoded.answer_ids) + min_eos
+    return -(-n // multiple) * multiple
+
+
+def width_groups(encoded: Sequence[EncodedFact], batch_size: int) -> Iterator[list[int]]:
+    """Indices into `encoded`, in batches of at most `batch_size` rows of equal `row_width`
+    (widths ascending, original order within a width)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    by_width: dict[int, list[int]] = {}
+    for i, e in enumerate(encoded):
+        by_width.setdefault(row_width(e), []).append(i)
+    for width in sorted(by_width):
+        rows = by_width[width]
+        for start in range(0, len(rows), batch_size):
+            yield rows[start:start + batch_size]
+
+
+def batches(backbone: Backbone, encoded: Sequence[EncodedFact], batch_size: int
+            ) -> Iterator[tuple[list[int], QABatch]]:
+    """Yield (indices into `encoded`, batch): batches of equal-width rows, each row padded
+    to its `row_width`, so every row's forward is the same whatever else is in the list."""
+    for rows in width_groups(encoded, batch_size):
+        chosen = [encoded[i] for i in rows]
+        yield rows, collate(backbone, chosen, pad_to=row_width(chosen[0]))

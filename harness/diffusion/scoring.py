@@ -90,19 +90,18 @@ def score_facts(backbone: Backbone, facts: Sequence[Fact], estimator: str = "ful
         raise ValueError(f"unknown estimator '{estimator}'; known: {', '.join(ESTIMATORS)}")
     encoded = encode_facts(backbone, facts, question_field, answer_field)
     generator = torch.Generator().manual_seed(seed)
-    logps, errs = [], []
+    logp = torch.zeros(len(encoded))
+    stderr = torch.zeros(len(encoded)) if estimator == "elbo" else None
     with torch.inference_mode():
         rows = max(1, batch_size // mc_samples) if estimator == "elbo" else batch_size
-        for batch in batches(backbone, encoded, rows):
+        for index, batch in batches(backbone, encoded, rows):
             if estimator == "full_mask":
-                logps.append(full_mask_logprob(backbone, batch))
+                logp[index] = full_mask_logprob(backbone, batch).float()
             else:
                 mean, err = elbo_logprob(backbone, batch, mc_samples, generator)
-                logps.append(mean)
-                errs.append(err)
+                logp[index], stderr[index] = mean.float(), err.float()
     n_tokens = torch.tensor([len(e.answer_ids) for e in encoded])
-    return AnswerScores(torch.cat(logps) if logps else torch.zeros(0),
-                        torch.cat(errs) if errs else None, n_tokens, estimator)
+    return AnswerScores(logp, stderr, n_tokens, estimator)
 
 
 ScoreFn = Callable[[Backbone, Sequence[Fact]], AnswerScores]

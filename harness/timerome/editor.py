@@ -150,16 +150,28 @@ class TimeROMEEditor:
         flagged = []
         for i, row in enumerate(summary):
             if row["flagged"]:
-                tie = "undefined" if row["tie"] is None else f"{row['tie']:.3g}"
-                flagged.append({**row, "edited": i in chosen,
-                                "reason": f"max TIE {tie} <= threshold "
-                                          f"{self.config.flag_threshold:g}: answer is invariant "
-                                          "to subject corruption"})
+                flagged.append({**row, "edited": i in chosen, **self._flag_reason(row)})
         return EditReport(coordinates=[summary[i] for i in index], flagged=flagged,
                           tie={k: trace.tie[i].tolist() for i, k in enumerate(trace.fact_keys)},
                           offsets=list(trace.offsets), phase_seconds=phases, n_edited=len(index),
                           trace_forwards=trace.forwards, noise_scale=trace.noise_scale,
                           config=self.config.to_dict())
+
+    def _flag_reason(self, row: dict) -> dict[str, str]:
+        """Why a fact was flagged: its answer does not depend on the subject ("invariant"),
+        or it does but no single (layer, subject position) restoration brings it back
+        ("distributed": e.g. a name spread over several tokens in a shallow model)."""
+        threshold = self.config.flag_threshold
+        tie = "undefined" if row["tie"] is None else f"{row['tie']:.3g}"
+        effect = row["corruption_effect"]
+        head = f"max TIE {tie} <= threshold {threshold:g}: "
+        if not effect > threshold:
+            return {"kind": "invariant",
+                    "reason": head + f"answer is invariant to subject corruption "
+                                     f"(corruption costs {effect:.3g} nats)"}
+        return {"kind": "distributed",
+                "reason": head + f"subject corruption costs {effect:.3g} nats, but no single "
+                                 "(layer, subject position) restoration recovers it"}
 
     def undo(self) -> None:
         """Remove the hooks: the backbone is exactly the original again."""

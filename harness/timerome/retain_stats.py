@@ -32,7 +32,7 @@ def retain_keys(backbone: Backbone, facts: Sequence[Fact], layers: Sequence[int]
         handles.append(backbone.mlp_out_proj(layer).register_forward_hook(hook))
     try:
         with torch.inference_mode():
-            for batch in batches(backbone, encode_facts(backbone, facts), batch_size):
+            for _, batch in batches(backbone, encode_facts(backbone, facts), batch_size):
                 ids = batch.input_ids.masked_fill(batch.answer_mask, backbone.mask_token_id)
                 width = ids.shape[1]
                 lengths = batch.prompt_lengths + batch.answer_lengths

@@ -25,7 +25,8 @@ import torch
 
 from harness.backbones.base import Backbone
 from harness.data.fact import Fact
-from harness.diffusion.batching import EncodedFact, QABatch, collate, encode_facts
+from harness.diffusion.batching import (EncodedFact, QABatch, collate, encode_facts, row_width,
+                                       width_groups)
 from harness.timerome.config import TimeROMEConfig
 from harness.timerome.levels import fact_seed, mask_at_level, reveal_orders, time_weights
 
@@ -330,10 +331,15 @@ def trace_encoded(backbone: Backbone, encoded: Sequence[EncodedFact],
         raise ValueError("trace: no facts given")
     offsets = candidate_offsets(encoded, config)
     scale = noise_scale(backbone, config.noise_multiplier)
-    parts = [_trace_batch(backbone, collate(backbone, encoded[i:i + config.fact_batch]), offsets,
-                          scale, config)
-             for i in range(0, len(encoded), config.fact_batch)]
-    return concat_traces(parts)
+    # Chunks of equal-width facts, each row padded to its own width: a fact's trace does not
+    # depend on which facts are traced with it (batching.row_width).
+    groups = list(width_groups(encoded, config.fact_batch))
+    parts = [_trace_batch(backbone, collate(backbone, [encoded[i] for i in rows],
+                                            pad_to=row_width(encoded[rows[0]])),
+                          offsets, scale, config)
+             for rows in groups]
+    order = torch.tensor([i for rows in groups for i in rows])
+    return concat_traces(parts).select(order.argsort().tolist())
 
 
 def trace_facts(backbone: Backbone, facts: Sequence[Fact],

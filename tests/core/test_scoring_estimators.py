@@ -42,3 +42,16 @@ def test_elbo_is_deterministic_per_seed_with_finite_stderr(random_backbone, tiny
     full = score_facts(random_backbone, facts, estimator="full_mask")
     assert bool((first.n_tokens > 1).all())
     assert bool(((first.logp - full.logp).abs() < 0.5 * full.logp.abs()).all())
+
+
+def test_a_facts_score_does_not_depend_on_its_batch(random_backbone, tiny_corpus):
+    """Padding is attended, so each row is padded to its own width (batching.row_width):
+    batch size and the order of the list must not change any fact's log-probability."""
+    facts = tiny_corpus["full"][:24]
+    lengths = {len(f.question) + len(f.answer) for f in facts}
+    assert len(lengths) > 4  # rows of many widths share batches below
+    together = score_facts(random_backbone, facts, batch_size=32).logp
+    alone = score_facts(random_backbone, facts, batch_size=1).logp
+    reversed_ = score_facts(random_backbone, facts[::-1], batch_size=5).logp.flip(0)
+    assert torch.allclose(together, alone, atol=1e-4, rtol=0), (together - alone).abs().max()
+    assert torch.allclose(together, reversed_, atol=1e-4, rtol=0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from harness.diffusion.batching import collate, encode_facts
+from harness.diffusion.batching import collate, encode_facts, row_width
 from harness.timerome.config import TimeROMEConfig
 from harness.timerome.editor import TimeROMEEditor
 from harness.timerome.levels import mask_at_level, reveal_orders
@@ -35,11 +35,13 @@ def test_batched_restoration_matches_single_forward(tiny_backbone, forget_retain
     config = TimeROMEConfig(times=(0.5,), noise_samples=1, trace_batch_rows=3)
     trace = trace_facts(tiny_backbone, forget[:2], config)
     bb = tiny_backbone
-    batch = collate(bb, encode_facts(bb, forget[:2]))
+    fact = 1  # the second fact of the trace, alone, at its own width (batching.row_width)
+    encoded = encode_facts(bb, forget[:2])[fact]
+    batch = collate(bb, [encoded], pad_to=row_width(encoded))
     ids, still = mask_at_level(batch, reveal_orders(batch, config.seed), 0.5, bb.mask_token_id)
     noise = subject_noise(batch, 1, bb.input_embeddings().weight.shape[1],
                           noise_scale(bb, config.noise_multiplier), config.seed, torch.float32)
-    layer, row = 0, 1
+    layer, row = 0, 0
     pos = int(batch.last_subject_pos[row])
     with torch.inference_mode():
         clean = {}
@@ -66,7 +68,7 @@ def test_batched_restoration_matches_single_forward(tiny_backbone, forget_retain
                                           still[row:row + 1])[0])
 
         expected = run(True) - run(False)
-    assert abs(float(trace.ie[row, 0, layer, 0]) - expected) < 1e-4
+    assert abs(float(trace.ie[fact, 0, layer, 0]) - expected) < 1e-4
     assert abs(expected) > 1e-4  # a real effect, not 0 == 0
 
 
@@ -87,6 +89,38 @@ def test_corruption_invariant_fact_is_reported_not_edited(tiny_backbone, forget_
     assert report.n_edited == 0
     assert editor.memory.n_facts == 0
     assert {row["fact"] for row in report.flagged} == {f.key for f in forget}
-    assert all(not row["edited"] and "invariant" in row["reason"] for row in report.flagged)
+    assert all(not row["edited"] and row["kind"] == "invariant" and "invariant" in row["reason"]
+               for row in report.flagged)
     assert all(row["tie"] is not None and abs(row["tie"]) < 1e-6
                for row in report.flagged)
+
+
+def test_fact_that_needs_its_subject_but_has_no_single_restoring_coordinate_is_distributed(
+        tiny_backbone, forget_retain):
+    """Flagged with a threshold between a fact's max TIE and its corruption effect: the
+    report must not call its answer invariant to the subject."""
+    forget, _ = forget_retain
+    trace = trace_facts(tiny_backbone, forget, TimeROMEConfig(**FAST))
+    effect = trace.corruption_effect.mean(1)
+    between = (trace.max_tie < 0.5 * effect) & (effect > 0)
+    assert bool(between.any())
+    i = int(between.nonzero()[0])
+    threshold = float(0.5 * (trace.max_tie[i] + effect[i]))
+    _, report = TimeROMEEditor(tiny_backbone, TimeROMEConfig(flag_threshold=threshold, **FAST)
+                               ).edit([forget[i]])
+    (row,) = report.flagged
+    assert row["kind"] == "distributed" and "invariant" not in row["reason"]
+    assert f"{float(effect[i]):.3g} nats" in row["reason"]
+
+
+def test_a_facts_trace_does_not_depend_on_the_facts_traced_with_it(tiny_backbone, forget_retain):
+    forget, _ = forget_retain
+    config = TimeROMEConfig(positions="subject", **FAST)
+    together = trace_facts(tiny_backbone, forget, config)
+    # The shortest fact: traced with the others, it used to be padded to the longest one.
+    i = min(range(len(forget)), key=lambda k: len(forget[k].question) + len(forget[k].answer))
+    alone = trace_facts(tiny_backbone, [forget[i]], config)
+    assert together.fact_keys[i] == alone.fact_keys[0]
+    n = alone.ie.shape[-1]  # the longest subject of the list sets how many offsets are traced
+    assert torch.allclose(together.ie[i, ..., -n:], alone.ie[0], atol=1e-4, equal_nan=True)
+    assert torch.allclose(together.corruption_effect[i], alone.corruption_effect[0], atol=1e-4)
