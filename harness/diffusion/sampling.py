@@ -1,7 +1,8 @@
 """LLaDA-style answer generation: reverse diffusion with low-confidence remasking.
 
 The answer region starts fully masked: prompt + [mask] * gen_length + EOS (rows right-
-padded with EOS, as `batching.collate` lays out training rows). Over `steps` forwards the
+padded with EOS, as `batching.collate` lays out training rows, each to its own width
+rounded up to 8 and batched with rows of the same width). Over `steps` forwards the
 masked positions of the current block are predicted at once (argmax, or a sample from
 softmax(logits / temperature) via Gumbel noise when temperature > 0) and the k most
 confident predictions are kept; k spreads each block's tokens evenly over its steps
@@ -19,7 +20,7 @@ import torch
 
 from harness.backbones.base import Backbone
 from harness.data.fact import Fact
-from harness.diffusion.batching import EncodedFact, encode_facts
+from harness.diffusion.batching import EncodedFact, encode_facts, round_width, width_groups
 
 DEFAULT_EXTRA_TOKENS = 4  # default gen_length = longest answer (tokens) + this
 
@@ -63,10 +64,11 @@ def _pick(logits: torch.Tensor, temperature: float, generator: torch.Generator
 
 def _sample_batch(backbone: Backbone, rows: Sequence[EncodedFact], gen_length: int,
                   block_length: int, steps: int, temperature: float,
-                  generator: torch.Generator) -> list[list[int]]:
+                  generator: torch.Generator, width: int) -> list[list[int]]:
     mask_id, eos = backbone.mask_token_id, backbone.eos_token_id
     prompt_lens = [len(e.prompt_ids) for e in rows]
-    width = max(prompt_lens) + gen_length + 1
+    if width < max(prompt_lens) + gen_length + 1:
+        raise ValueError(f"width {width} < longest prompt + gen_length + 1")
     x = torch.full((len(rows), width), eos, dtype=torch.long)
     pos = torch.arange(width)
     starts = torch.tensor(prompt_lens)
@@ -121,11 +123,16 @@ def sample_answers(backbone: Backbone, facts_or_encoded: Sequence[Fact] | Sequen
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     generator = torch.Generator().manual_seed(seed)
-    token_ids: list[list[int]] = []
+    token_ids: list[list[int]] = [[] for _ in encoded]
+    # Rows of equal width, each padded to its own width (batching.row_width): a greedy
+    # generation does not depend on which questions share its batch.
+    widths = [round_width(len(e.prompt_ids) + gen_length + 1) for e in encoded]
     with torch.inference_mode():
-        for start in range(0, len(encoded), batch_size):
-            token_ids += _sample_batch(backbone, encoded[start:start + batch_size], gen_length,
-                                       block_length, steps, temperature, generator)
+        for rows in width_groups(widths, batch_size):
+            out = _sample_batch(backbone, [encoded[i] for i in rows], gen_length, block_length,
+                                steps, temperature, generator, widths[rows[0]])
+            for i, ids in zip(rows, out):
+                token_ids[i] = ids
     texts = [_decode(backbone, ids) for ids in token_ids]
     return Generation(texts, token_ids, gen_length, steps, block_length)
 

@@ -333,7 +333,7 @@ def trace_encoded(backbone: Backbone, encoded: Sequence[EncodedFact],
     scale = noise_scale(backbone, config.noise_multiplier)
     # Chunks of equal-width facts, each row padded to its own width: a fact's trace does not
     # depend on which facts are traced with it (batching.row_width).
-    groups = list(width_groups(encoded, config.fact_batch))
+    groups = list(width_groups([row_width(e) for e in encoded], config.fact_batch))
     parts = [_trace_batch(backbone, collate(backbone, [encoded[i] for i in rows],
                                             pad_to=row_width(encoded[rows[0]])),
                           offsets, scale, config)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from harness.diffusion.batching import encode_facts, round_width
 from harness.diffusion.sampling import generate, sample_answers, transfer_schedule
 
 
@@ -30,7 +31,10 @@ def test_generation_uses_exactly_steps_forwards_and_leaves_no_mask(random_backbo
                              block_length=block_length, batch_size=8)
     finally:
         handle.remove()
-    assert len(calls) == steps
+    # One batch per prompt width (rows are padded to their own width), `steps` forwards each.
+    widths = {round_width(len(e.prompt_ids) + 12 + 1)
+              for e in encode_facts(random_backbone, facts)}
+    assert len(calls) == steps * len(widths)
     assert len(out.texts) == 5 and all(len(ids) == 12 for ids in out.token_ids)
     assert all(random_backbone.mask_token_id not in ids for ids in out.token_ids)
 
@@ -62,3 +66,14 @@ def test_finetuned_model_reproduces_its_training_answers(finetuned_backbone, tin
     assert sum(recall) / len(recall) >= 0.6, list(zip(texts, recall))
     # Cut at EOS: nothing after the answer, no special tokens in the text.
     assert not any("<|" in t for t in texts)
+
+
+def test_greedy_generation_does_not_depend_on_the_batch(random_backbone, tiny_corpus):
+    """Each row is padded to its own width, so the question with the shortest prompt gets
+    the same answer alone as in a batch with longer prompts."""
+    facts = tiny_corpus["full"][:12]
+    shortest = min(range(len(facts)), key=lambda i: len(facts[i].question))
+    assert len(facts[shortest].question) < max(len(f.question) for f in facts)
+    together = sample_answers(random_backbone, facts, gen_length=12, steps=6)
+    alone = sample_answers(random_backbone, [facts[shortest]], gen_length=12, steps=6)
+    assert together.token_ids[shortest] == alone.token_ids[0]
