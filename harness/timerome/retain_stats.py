@@ -19,36 +19,44 @@ from harness.diffusion.batching import batches, encode_facts
 
 def retain_keys(backbone: Backbone, facts: Sequence[Fact], layers: Sequence[int],
                 batch_size: int = 32, max_rows: int = 8192) -> dict[int, torch.Tensor]:
-    """{layer: [N, d_k]} MLP hidden states on retain text (at most `max_rows`, evenly spaced)."""
+    """{layer: [N, d_k]} MLP hidden states on retain text (at most `max_rows`, evenly spaced).
+
+    The kept rows are chosen before the forwards (the number of prompt + answer positions
+    is known from the tokens), so only they are ever copied out of the model."""
     if not facts:
         raise ValueError("retain statistics need retain facts (none given)")
     layers = sorted(set(layers))
+    encoded = encode_facts(backbone, facts)
+    plan = list(batches(backbone, encoded, batch_size))
+    total = sum(int((b.prompt_lengths + b.answer_lengths).sum()) for _, b in plan)
+    wanted = torch.arange(total) if total <= max_rows else \
+        torch.linspace(0, total - 1, max_rows).long().unique()
     got: dict[int, list[torch.Tensor]] = {l: [] for l in layers}
     current: dict[str, torch.Tensor] = {}
     handles = []
     for layer in layers:
         def hook(module, inputs, output, layer=layer):
-            got[layer].append(inputs[0][current["keep"]].float().cpu())
+            got[layer].append(inputs[0][current["keep"]][current["pick"]].float().cpu())
         handles.append(backbone.mlp_out_proj(layer).register_forward_hook(hook))
+    seen = 0
     try:
         with torch.inference_mode():
-            for _, batch in batches(backbone, encode_facts(backbone, facts), batch_size):
+            for _, batch in plan:
                 ids = batch.input_ids.masked_fill(batch.answer_mask, backbone.mask_token_id)
                 width = ids.shape[1]
                 lengths = batch.prompt_lengths + batch.answer_lengths
+                n = int(lengths.sum())
                 current["keep"] = (torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)
                                    ).to(backbone.device)
-                backbone.logits(ids.to(backbone.device))
+                inside = wanted[(wanted >= seen) & (wanted < seen + n)] - seen
+                current["pick"] = inside.to(backbone.device)
+                seen += n
+                if inside.numel():
+                    backbone.logits(ids.to(backbone.device))
     finally:
         for handle in handles:
             handle.remove()
-    out = {}
-    for layer, parts in got.items():
-        rows = torch.cat(parts)
-        if rows.shape[0] > max_rows:
-            rows = rows[torch.linspace(0, rows.shape[0] - 1, max_rows).long()]
-        out[layer] = rows
-    return out
+    return {layer: torch.cat(parts) for layer, parts in got.items()}
 
 
 def inverse_covariance(keys: torch.Tensor, shrinkage: float) -> torch.Tensor:

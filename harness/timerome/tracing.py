@@ -293,6 +293,7 @@ def _trace_batch(backbone: Backbone, batch: QABatch, offsets: tuple[int, ...], s
                                           pr[rows])
                 logits = backbone.logits(ids[fr])
                 row_lp[sl] = masked_mean_logp(logits, targets[fr], still[fr]).cpu()
+                del logits  # [rows, width, vocab]: free it before the next forward allocates one
                 forwards += len(fr)
             state.mode = "off"
             plain = l_all < 0

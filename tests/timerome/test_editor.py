@@ -200,3 +200,19 @@ def test_gate_thresholds_of_incremental_insertion_equal_a_batch_insertion():
         one_by_one.insert(0, k_all[i:i + 1], v_all[i:i + 1], [f"f{i}"])
     assert one_by_one.gate_tau[0] == pytest.approx(together.gate_tau[0], abs=1e-6)
     assert len(one_by_one.gate_tau[0]) == 5
+
+
+def test_retain_keys_keep_evenly_spaced_rows_of_all_prompt_and_answer_positions(
+        tiny_backbone, forget_retain):
+    """Subsampling chosen before the forwards equals subsampling the full set of states."""
+    from harness.timerome.retain_stats import retain_keys
+    _, retain = forget_retain
+    full = retain_keys(tiny_backbone, retain, [0, 1], max_rows=10 ** 9)
+    n_positions = sum(len(tiny_backbone.tokenize_prompt(tiny_backbone.format_prompt(f.question))[0])
+                      + len(tiny_backbone.tokenize_answer(f.answer)) for f in retain)
+    assert full[0].shape[0] == n_positions
+    few = retain_keys(tiny_backbone, retain, [0, 1], max_rows=50)
+    pick = torch.linspace(0, n_positions - 1, 50).long()
+    for layer in (0, 1):
+        assert few[layer].shape == (50, full[layer].shape[1])
+        assert torch.equal(few[layer], full[layer][pick])
