@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     if result.chosen is None:
         print(f"error: no grid point keeps the retain drop <= {result.max_retain_drop} nats",
               file=sys.stderr)
+    elif result.edge_warning():
+        print(result.edge_warning(), file=sys.stderr)
     return 0
 
 

@@ -67,7 +67,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     result = tune(backbone, validation, retain, _config(args))
     write_tuning(result, args.out)
     print(json.dumps({"out": str(args.out), "chosen": result.to_dict()["chosen"],
-                      "seconds": result.seconds}))
+                      "seconds": result.seconds, "grid_edge": result.grid_edge}))
+    if result.edge_warning():
+        print(result.edge_warning(), file=sys.stderr)
     return 0 if result.chosen is not None else 1
 
 

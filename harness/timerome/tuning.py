@@ -56,9 +56,19 @@ class TuningResult:
     seconds: float
     flagged: list[str] = field(default_factory=list)
     calibration_facts: list[str] = field(default_factory=list)  # the edit's retain statistics
+    # Hyperparameters whose chosen value is the grid's "min" or "max" while the retain
+    # constraint never bound beyond it: the optimum may lie outside the grid.
+    grid_edge: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def edge_warning(self) -> str | None:
+        if not self.grid_edge:
+            return None
+        where = ", ".join(f"{name} at the grid's {side}" for name, side in self.grid_edge.items())
+        return (f"warning: the utility-safe point has {where}, and no grid point past it was "
+                "unsafe; widen the grid to find the real operating point")
 
     def config(self) -> TimeROMEConfig:
         """The base config at the chosen operating point."""
@@ -131,7 +141,27 @@ def tune(backbone: Backbone, validation: Sequence[Fact], retain: Sequence[Fact],
                         backbone=backbone.identity(), seconds=time.monotonic() - start,
                         flagged=[trace.fact_keys[i] for i in range(len(trace.fact_keys))
                                  if bool(trace.flagged[i])],
-                        calibration_facts=[f.key for f in editor.retain])
+                        calibration_facts=[f.key for f in editor.retain],
+                        grid_edge=grid_edge(chosen, points, grid))
+
+
+def grid_edge(chosen: GridPoint | None, points: Sequence[GridPoint],
+              grid: TuningGrid) -> dict[str, str]:
+    """{name: "min"|"max"} for alpha (larger = stronger), q (larger keeps more) and lambda
+    (smaller = stronger) when the chosen value is the strongest end of a grid of >= 2 values
+    and every point at that end is safe: the constraint did not stop the search there."""
+    if chosen is None:
+        return {}
+    edges = {}
+    for name, values, side in (("alpha", grid.alphas, "max"), ("q", grid.qs, "max"),
+                               ("lam", grid.lams, "min")):
+        if len(set(values)) < 2:
+            continue
+        end = max(values) if side == "max" else min(values)
+        at_end = [p for p in points if getattr(p, name) == end]
+        if getattr(chosen, name) == end and all(p.safe for p in at_end):
+            edges[name] = side
+    return edges
 
 
 def write_tuning(result: TuningResult, path: str | Path) -> Path:

@@ -216,3 +216,17 @@ def test_retain_keys_keep_evenly_spaced_rows_of_all_prompt_and_answer_positions(
     for layer in (0, 1):
         assert few[layer].shape == (50, full[layer].shape[1])
         assert torch.equal(few[layer], full[layer][pick])
+
+
+def test_tuning_reports_a_choice_at_the_grids_strong_edge():
+    from harness.timerome.tuning import GridPoint, grid_edge
+    grid = TuningGrid(alphas=(8.0, 64.0), lams=(1.0, 10.0), qs=(1.0,))
+    points = [GridPoint(a, l, 1.0, forget_drop=a / l, retain_drop=0.1, safe=True)
+              for a in grid.alphas for l in grid.lams]
+    chosen = max(points, key=lambda p: p.forget_drop)
+    # All safe: alpha at its max and lambda at its min were never stopped by the constraint.
+    assert grid_edge(chosen, points, grid) == {"alpha": "max", "lam": "min"}
+    # One unsafe point at alpha 64: the constraint binds there, so alpha is not an open edge.
+    points[3] = GridPoint(64.0, 10.0, 1.0, forget_drop=6.4, retain_drop=1.5, safe=False)
+    assert grid_edge(chosen, points, grid) == {"lam": "min"}
+    assert grid_edge(None, points, grid) == {}
