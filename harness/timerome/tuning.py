@@ -147,9 +147,10 @@ def tune(backbone: Backbone, validation: Sequence[Fact], retain: Sequence[Fact],
 
 def grid_edge(chosen: GridPoint | None, points: Sequence[GridPoint],
               grid: TuningGrid) -> dict[str, str]:
-    """{name: "min"|"max"} for alpha (larger = stronger), q (larger keeps more) and lambda
-    (smaller = stronger) when the chosen value is the strongest end of a grid of >= 2 values
-    and every point at that end is safe: the constraint did not stop the search there."""
+    """{name: "min"|"max"} for alpha (larger = stronger), q (larger keeps more; q = 1 is its
+    ceiling) and lambda (smaller = stronger) when the chosen value is the strongest end of a
+    grid of >= 2 values and every point at that end is safe: the constraint did not stop
+    the search there."""
     if chosen is None:
         return {}
     edges = {}
@@ -158,6 +159,8 @@ def grid_edge(chosen: GridPoint | None, points: Sequence[GridPoint],
         if len(set(values)) < 2:
             continue
         end = max(values) if side == "max" else min(values)
+        if name == "q" and end >= 1.0:  # q = 1 keeps everything: there is nothing past it
+            continue
         at_end = [p for p in points if getattr(p, name) == end]
         if getattr(chosen, name) == end and all(p.safe for p in at_end):
             edges[name] = side

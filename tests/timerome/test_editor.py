@@ -220,13 +220,18 @@ def test_retain_keys_keep_evenly_spaced_rows_of_all_prompt_and_answer_positions(
 
 def test_tuning_reports_a_choice_at_the_grids_strong_edge():
     from harness.timerome.tuning import GridPoint, grid_edge
-    grid = TuningGrid(alphas=(8.0, 64.0), lams=(1.0, 10.0), qs=(1.0,))
-    points = [GridPoint(a, l, 1.0, forget_drop=a / l, retain_drop=0.1, safe=True)
-              for a in grid.alphas for l in grid.lams]
+    grid = TuningGrid(alphas=(8.0, 64.0), lams=(1.0, 10.0), qs=(0.5, 1.0))
+    points = [GridPoint(a, l, q, forget_drop=a * q / l, retain_drop=0.1, safe=True)
+              for a in grid.alphas for l in grid.lams for q in grid.qs]
     chosen = max(points, key=lambda p: p.forget_drop)
-    # All safe: alpha at its max and lambda at its min were never stopped by the constraint.
+    # All safe: alpha at its max and lambda at its min were never stopped by the constraint
+    # (q = 1 is q's ceiling, never an edge to widen).
     assert grid_edge(chosen, points, grid) == {"alpha": "max", "lam": "min"}
     # One unsafe point at alpha 64: the constraint binds there, so alpha is not an open edge.
-    points[3] = GridPoint(64.0, 10.0, 1.0, forget_drop=6.4, retain_drop=1.5, safe=False)
+    points[-1] = GridPoint(64.0, 10.0, 1.0, forget_drop=6.4, retain_drop=1.5, safe=False)
     assert grid_edge(chosen, points, grid) == {"lam": "min"}
+    half = TuningGrid(alphas=grid.alphas, lams=grid.lams, qs=(0.25, 0.5))
+    at_half = [GridPoint(64.0, 1.0, 0.5, 9.0, 0.1, True),
+               GridPoint(64.0, 1.0, 0.25, 8.0, 0.1, True)]
+    assert grid_edge(at_half[0], at_half, half)["q"] == "max"
     assert grid_edge(None, points, grid) == {}
