@@ -4,7 +4,8 @@
 - `elbo`: the Monte Carlo bound the LLaDA authors evaluate, E_t[(1/t) sum_{masked i}
   log p(a_i | x_t)]. t is drawn as l/L with l ~ U{1..L} and exactly l of the L answer
   tokens masked (LLaDA's lower-variance form of t ~ U(0,1]; same expectation). Each
-  sample's estimate comes with its standard error over the M draws.
+  sample's estimate comes with its standard error over the M draws. Draws come from a
+  per-fact stream (seed, fact key, answer tokens): independent of batch and list order.
 All numbers are nats summed over answer tokens, per sample.
 """
 
@@ -18,6 +19,7 @@ import torch
 from harness.backbones.base import Backbone
 from harness.data.fact import Fact
 from harness.diffusion.batching import QABatch, batches, encode_facts
+from harness.diffusion.seeding import fact_generator
 
 ESTIMATORS = ("full_mask", "elbo")
 
@@ -52,24 +54,33 @@ def full_mask_logprob(backbone: Backbone, batch: QABatch) -> torch.Tensor:
     return token_logprobs(backbone, masked, batch.input_ids, batch.answer_mask).sum(-1).cpu()
 
 
-def elbo_draws(batch: QABatch, mask_token_id: int, generator: torch.Generator
+def elbo_generators(batch: QABatch, seed: int) -> list[torch.Generator]:
+    """One random stream per row, keyed by the fact and its answer tokens (so the paraphrased
+    and perturbed answers of a fact get their own draws): a row's Monte Carlo draws do not
+    depend on the other rows of its batch or on the list order."""
+    return [fact_generator(seed, f"{e.fact.key}|{','.join(map(str, e.answer_ids))}")
+            for e in batch.encoded]
+
+
+def elbo_draws(batch: QABatch, mask_token_id: int, generators: Sequence[torch.Generator]
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One draw per row: (masked input ids, masked-position mask, weight L/l)."""
-    b, width = batch.input_ids.shape
-    lengths = batch.answer_lengths
-    l = (torch.rand(b, generator=generator) * lengths).floor().long() + 1  # U{1..L}
-    scores = torch.rand((b, width), generator=generator)
-    scores = scores.masked_fill(~batch.answer_mask, 2.0)  # never pick non-answer positions
-    ranks = scores.argsort(dim=1).argsort(dim=1)
-    chosen = ranks < l.unsqueeze(1)
-    masked = batch.input_ids.masked_fill(chosen, mask_token_id)
-    return masked, chosen, lengths.float() / l.float()
+    """One draw per row: (masked input ids, masked-position mask, weight L/l), with
+    l ~ U{1..L} answer tokens masked, chosen uniformly, from the row's own stream."""
+    chosen = torch.zeros(batch.input_ids.shape, dtype=torch.bool)
+    weights = torch.empty(len(batch))
+    for r, gen in enumerate(generators):
+        start, n = int(batch.prompt_lengths[r]), int(batch.answer_lengths[r])
+        l = int(torch.rand(1, generator=gen) * n) + 1  # U{1..L}
+        chosen[r, start + torch.rand(n, generator=gen).argsort()[:l]] = True
+        weights[r] = n / l
+    return batch.input_ids.masked_fill(chosen, mask_token_id), chosen, weights
 
 
 def elbo_logprob(backbone: Backbone, batch: QABatch, mc_samples: int,
-                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+                 seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """[B] Monte Carlo estimate and its standard error (M draws per row, batched)."""
-    draws = [elbo_draws(batch, backbone.mask_token_id, generator) for _ in range(mc_samples)]
+    generators = elbo_generators(batch, seed)
+    draws = [elbo_draws(batch, backbone.mask_token_id, generators) for _ in range(mc_samples)]
     masked = torch.cat([d[0] for d in draws])
     chosen = torch.cat([d[1] for d in draws])
     weights = torch.cat([d[2] for d in draws])
@@ -89,7 +100,6 @@ def score_facts(backbone: Backbone, facts: Sequence[Fact], estimator: str = "ful
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator '{estimator}'; known: {', '.join(ESTIMATORS)}")
     encoded = encode_facts(backbone, facts, question_field, answer_field)
-    generator = torch.Generator().manual_seed(seed)
     logp = torch.zeros(len(encoded))
     stderr = torch.zeros(len(encoded)) if estimator == "elbo" else None
     with torch.inference_mode():
@@ -98,7 +108,7 @@ def score_facts(backbone: Backbone, facts: Sequence[Fact], estimator: str = "ful
             if estimator == "full_mask":
                 logp[index] = full_mask_logprob(backbone, batch).float()
             else:
-                mean, err = elbo_logprob(backbone, batch, mc_samples, generator)
+                mean, err = elbo_logprob(backbone, batch, mc_samples, seed)
                 logp[index], stderr[index] = mean.float(), err.float()
     n_tokens = torch.tensor([len(e.answer_ids) for e in encoded])
     return AnswerScores(logp, stderr, n_tokens, estimator)

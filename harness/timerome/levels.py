@@ -8,17 +8,12 @@ subset of those masked at t, as along one generation trajectory.
 from __future__ import annotations
 
 import math
-import zlib
 from typing import Sequence
 
 import torch
 
 from harness.diffusion.batching import QABatch
-
-
-def fact_seed(seed: int, fact_key: str, salt: int = 0) -> int:
-    """A per-fact seed that does not depend on batch composition or order."""
-    return (seed * 1_000_003 + zlib.crc32(fact_key.encode()) * 31 + salt) % (2 ** 63 - 1)
+from harness.diffusion.seeding import fact_seed
 
 
 def reveal_orders(batch: QABatch, seed: int) -> list[torch.Tensor]:

@@ -55,3 +55,12 @@ def test_a_facts_score_does_not_depend_on_its_batch(random_backbone, tiny_corpus
     reversed_ = score_facts(random_backbone, facts[::-1], batch_size=5).logp.flip(0)
     assert torch.allclose(together, alone, atol=1e-4, rtol=0), (together - alone).abs().max()
     assert torch.allclose(together, reversed_, atol=1e-4, rtol=0)
+
+
+def test_an_elbo_estimate_does_not_depend_on_the_list(random_backbone, tiny_corpus):
+    """Each fact draws from its own stream: alone, or after other facts, same estimate."""
+    facts = tiny_corpus["full"][:6]
+    together = score_facts(random_backbone, facts, estimator="elbo", mc_samples=4, seed=5)
+    alone = score_facts(random_backbone, facts[-1:], estimator="elbo", mc_samples=4, seed=5)
+    assert torch.allclose(together.logp[-1:], alone.logp, atol=1e-4, rtol=0)
+    assert torch.allclose(together.stderr[-1:], alone.stderr, atol=1e-4, rtol=0)
