@@ -149,6 +149,6 @@ def batches(backbone: Backbone, encoded: Sequence[EncodedFact], batch_size: int
             ) -> Iterator[tuple[list[int], QABatch]]:
     """Yield (indices into `encoded`, batch): batches of equal-width rows, each row padded
     to its `row_width`, so every row's forward is the same whatever else is in the list."""
-    for rows in width_groups([row_width(e) for e in encoded], batch_size):
-        chosen = [encoded[i] for i in rows]
-        yield rows, collate(backbone, chosen, pad_to=row_width(chosen[0]))
+    widths = [row_width(e) for e in encoded]
+    for rows in width_groups(widths, batch_size):
+        yield rows, collate(backbone, [encoded[i] for i in rows], pad_to=widths[rows[0]])

@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 
 from harness.diffusion.batching import QABatch
-from harness.diffusion.seeding import fact_seed
+from harness.diffusion.seeding import fact_generator
 
 
 def reveal_orders(batch: QABatch, seed: int) -> list[torch.Tensor]:
@@ -22,7 +22,7 @@ def reveal_orders(batch: QABatch, seed: int) -> list[torch.Tensor]:
     for r, enc in enumerate(batch.encoded):
         start = int(batch.prompt_lengths[r])
         n = int(batch.answer_lengths[r])
-        gen = torch.Generator().manual_seed(fact_seed(seed, enc.fact.key))
+        gen = fact_generator(seed, enc.fact.key)
         orders.append(start + torch.randperm(n, generator=gen))
     return orders
 

@@ -25,10 +25,10 @@ import torch
 
 from harness.backbones.base import Backbone
 from harness.data.fact import Fact
-from harness.diffusion.batching import (EncodedFact, QABatch, collate, encode_facts, row_width,
-                                       width_groups)
+from harness.diffusion.batching import EncodedFact, QABatch, batches, encode_facts
+from harness.diffusion.seeding import fact_generator
 from harness.timerome.config import TimeROMEConfig
-from harness.timerome.levels import fact_seed, mask_at_level, reveal_orders, time_weights
+from harness.timerome.levels import mask_at_level, reveal_orders, time_weights
 
 
 @dataclass
@@ -151,7 +151,7 @@ def subject_noise(batch: QABatch, n_samples: int, dim: int, scale: float, seed: 
     for r, enc in enumerate(batch.encoded):
         pos = torch.tensor(enc.subject_positions)
         for s in range(n_samples):
-            gen = torch.Generator().manual_seed(fact_seed(seed, enc.fact.key, salt=1 + s))
+            gen = fact_generator(seed, enc.fact.key, salt=1 + s)
             noise[r, s, pos] = torch.randn((len(pos), dim), generator=gen) * scale
     return noise.to(dtype)
 
@@ -333,13 +333,10 @@ def trace_encoded(backbone: Backbone, encoded: Sequence[EncodedFact],
     offsets = candidate_offsets(encoded, config)
     scale = noise_scale(backbone, config.noise_multiplier)
     # Chunks of equal-width facts, each row padded to its own width: a fact's trace does not
-    # depend on which facts are traced with it (batching.row_width).
-    groups = list(width_groups([row_width(e) for e in encoded], config.fact_batch))
-    parts = [_trace_batch(backbone, collate(backbone, [encoded[i] for i in rows],
-                                            pad_to=row_width(encoded[rows[0]])),
-                          offsets, scale, config)
-             for rows in groups]
-    order = torch.tensor([i for rows in groups for i in rows])
+    # depend on which facts are traced with it (batching.batches).
+    chunks = list(batches(backbone, encoded, config.fact_batch))
+    parts = [_trace_batch(backbone, batch, offsets, scale, config) for _, batch in chunks]
+    order = torch.tensor([i for rows, _ in chunks for i in rows])
     return concat_traces(parts).select(order.argsort().tolist())
 
 
