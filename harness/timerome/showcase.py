@@ -4,9 +4,10 @@ python -m harness.timerome.showcase --backbone-dir CKPT --tofu-dir DIR --out res
 
 Sections (each timed with the monotonic clock, all numbers nats per sample, full_mask):
 tuning (validation split; retain tuning sample), forget01 edit at the tuned point
-(forget/retain log-prob drops, greedy-generation ROUGE-L recall before/after), sequential
-insertion of validation facts one at a time (retain log-prob after each, time per
-insertion), tracing throughput next to plain batched inference at the same batch shape,
+(forget/retain log-prob drops, greedy-generation ROUGE-L recall before/after; with
+--reference-dir, the retain model's forget log-prob and ROUGE-L beside the edit's),
+sequential insertion of validation facts one at a time (retain log-prob after each, time
+per insertion), tracing throughput next to plain batched inference at the same batch shape,
 peak RSS of an edit next to plain inference, and the scoring-time overhead of a 400-fact
 memory (tuned config and the method's defaults).
 Retain samples exclude validation and forget authors; the evaluation retain sample is
@@ -66,6 +67,18 @@ def rouge(backbone, facts, steps):
     return rouge_l_recall(texts, [f.answer for f in facts]), texts
 
 
+def reference_scores(reference_dir, forget, retain, steps) -> dict:
+    """Forget/retain log-probs and ROUGE-L of the retain model (never trained on forget)."""
+    reference = load_backbone(BackboneSpec(name="embedded-llada-retain", adapter="embedded-llada",
+                                           path=reference_dir))
+    rf, texts = rouge(reference, forget, steps)
+    rr, _ = rouge(reference, retain, steps)
+    return {"backbone_dir": reference_dir,
+            "forget_logp": float(score_facts(reference, forget).logp.mean()),
+            "forget_rougeL_recall": float(sum(rf) / len(rf)),
+            "retain_rougeL_recall": float(sum(rr) / len(rr)), "generations": texts[:3]}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--backbone-dir", required=True)
@@ -82,6 +95,10 @@ def main(argv=None) -> int:
                    help="JSON {name: TimeROMEConfig overrides} tuned side by side")
     p.add_argument("--gen-steps", type=int, default=None)
     p.add_argument("--sections", default="tune,forget,sequential,throughput,memory,hook")
+    p.add_argument("--reference-dir", default=None,
+                   help="a checkpoint fine-tuned without forget01 (the retain model): the "
+                        "forget section reports its forget log-prob and ROUGE-L beside the "
+                        "edit's, the level an exact unlearning would reach")
     args = p.parse_args(argv)
     import json
 
@@ -155,6 +172,9 @@ def main(argv=None) -> int:
             "edited": report.n_edited, "flagged": [f["fact"] for f in report.flagged],
             "coordinates": report.coordinates, "phase_seconds": report.phase_seconds,
             "post_generations": texts[:3]}
+        if args.reference_dir:
+            out["forget01"]["reference"] = reference_scores(args.reference_dir, forget, r_eval,
+                                                            args.gen_steps)
         save()
 
     if "sequential" in sections:
@@ -245,12 +265,14 @@ def main(argv=None) -> int:
             for _ in range(11):
                 plain_s = timed()
                 memory.attach(backbone)
+                paths = {l: memory.hook_path(l) for l in memory.factors}
                 ratios.append(timed() / plain_s)
                 memory.detach()
             ratios.sort()
             out["hook_overhead"][name] = {
                 "facts_in_memory": memory.n_facts, "gate": cfg.gate,
                 "facts_per_layer": {l: f.n for l, f in memory.factors.items()},
+                "hook_paths": paths,
                 "scored_facts": len(facts), "ratios": ratios,
                 "overhead": ratios[len(ratios) // 2] - 1.0}
             save()

@@ -3,9 +3,11 @@
 - tracing throughput (sequences forwarded per second during TIE tracing) next to plain
   batched inference at the same batch shape (rows x width);
 - scoring with a 400-fact edit memory hooked in, next to scoring without it, for each
-  embedded size (tiny is the default backbone) and hook path (dense: the method's default,
-  no gate; gated: the project's default key gate). The hook's cost is about n d_k (+ d_k d_v
-  per hooked layer) multiply-adds per token, so its share falls with model size.
+  embedded size (tiny is the default backbone) and hook path (linear: the method's default,
+  no gate, folded into the float32 layer's own matmul; gated: the project's default key
+  gate). The linear hook adds no multiply-adds per token on a float32 backbone (elsewhere
+  min(n (d_k + d_v), d_k d_v) per hooked layer); the gate costs n d_k, a share that falls
+  with model size.
 Run: pytest tests/benchmarks/test_bench_timerome.py --benchmark-only
 The ratios are written to each benchmark's extra_info (no timing assertions here);
 `--benchmark-json F` keeps them, `--benchmark-group-by=param:size` lays them side by side.
@@ -75,7 +77,7 @@ def test_bench_plain_inference_same_shape(benchmark, bench_setup):
 
 
 HOOK_PATHS = {"none": None,
-              "dense": TimeROMEConfig(alpha=1.0),  # the method's default: no gate, W = A B^T
+              "linear": TimeROMEConfig(alpha=1.0),  # the method's default: no gate, W = A B^T
               "gated": TimeROMEConfig(alpha=1.0, gate=True)}  # the project's default gate
 
 
@@ -129,6 +131,7 @@ def test_bench_scoring_with_memory(benchmark, hook_setups, size, path):
 
     if memory is not None:
         memory.attach(backbone)
+        benchmark.extra_info["hook_paths"] = {str(l): memory.hook_path(l) for l in memory.factors}
     try:
         scores = benchmark.pedantic(score_facts, args=(backbone, scored), rounds=7,
                                     iterations=1, warmup_rounds=1)
