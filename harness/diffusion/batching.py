@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -131,9 +131,10 @@ def round_width(n_tokens: int, multiple: int = WIDTH_MULTIPLE) -> int:
     return -(-n_tokens // multiple) * multiple
 
 
-def width_groups(widths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
+def width_groups(widths: Sequence[Any], batch_size: int) -> Iterator[list[int]]:
     """Indices into `widths`, in batches of at most `batch_size` rows of equal width
-    (widths ascending, original order within a width)."""
+    (widths ascending, original order within a width). A width may be any sortable key,
+    e.g. a (width, generation length) tuple."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     by_width: dict[int, list[int]] = {}

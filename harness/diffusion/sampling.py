@@ -9,6 +9,11 @@ confident predictions are kept; k spreads each block's tokens evenly over its st
 (LLaDA's schedule). With `block_length` < gen_length, blocks are filled left to right
 (semi-autoregressive). The mask token is never predicted, so no mask survives. The text
 is the generated region decoded up to the first EOS.
+
+Unless given, a row's gen_length is its own reference answer's length plus
+`DEFAULT_EXTRA_TOKENS` (and steps = gen_length): a fact gets the same number of masks, and
+so the same greedy answer, whichever facts share its list. (It used to be the longest
+answer of the list, so a fact's generation depended on the list it was evaluated in.)
 """
 
 from __future__ import annotations
@@ -22,16 +27,16 @@ from harness.backbones.base import Backbone
 from harness.data.fact import Fact
 from harness.diffusion.batching import EncodedFact, encode_facts, round_width, width_groups
 
-DEFAULT_EXTRA_TOKENS = 4  # default gen_length = longest answer (tokens) + this
+DEFAULT_EXTRA_TOKENS = 4  # default gen_length of a row = its answer (tokens) + this
 
 
 @dataclass
 class Generation:
     texts: list[str]  # decoded answers, cut at the first EOS
     token_ids: list[list[int]]  # the gen_length generated ids per row (EOS included)
-    gen_length: int
-    steps: int
-    block_length: int
+    gen_lengths: list[int]  # per row
+    steps: list[int]  # per row
+    block_lengths: list[int]  # per row
 
 
 def transfer_schedule(n_tokens: int, steps: int) -> list[int]:
@@ -107,34 +112,39 @@ def sample_answers(backbone: Backbone, facts_or_encoded: Sequence[Fact] | Sequen
                    gen_length: int | None = None, steps: int | None = None,
                    block_length: int | None = None, temperature: float = 0.0, seed: int = 0,
                    batch_size: int = 32) -> Generation:
-    """Generate an answer for every fact's question; texts and generated token ids."""
+    """Generate an answer for every fact's question; texts and generated token ids.
+
+    gen_length / steps / block_length apply to every row when given; by default each row
+    generates its own answer's length + `DEFAULT_EXTRA_TOKENS` tokens in as many steps."""
     items = list(facts_or_encoded)
     if not items:
-        return Generation([], [], gen_length or 0, steps or 0, block_length or 0)
+        return Generation([], [], [], [], [])
     encoded = items if isinstance(items[0], EncodedFact) else encode_facts(backbone, items)
-    if gen_length is None:
-        gen_length = max(len(e.answer_ids) for e in encoded) + DEFAULT_EXTRA_TOKENS
-    if gen_length < 1:
+    if gen_length is not None and gen_length < 1:
         raise ValueError(f"gen_length must be >= 1, got {gen_length}")
-    block_length = gen_length if block_length is None else min(block_length, gen_length)
-    if block_length < 1:
+    if block_length is not None and block_length < 1:
         raise ValueError(f"block_length must be >= 1, got {block_length}")
-    steps = gen_length if steps is None else steps
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
+    lengths = [gen_length if gen_length is not None else len(e.answer_ids) + DEFAULT_EXTRA_TOKENS
+               for e in encoded]
+    blocks = [n if block_length is None else min(block_length, n) for n in lengths]
+    row_steps = [n if steps is None else steps for n in lengths]
     generator = torch.Generator().manual_seed(seed)
     token_ids: list[list[int]] = [[] for _ in encoded]
-    # Rows of equal width, each padded to its own width (batching.row_width): a greedy
-    # generation does not depend on which questions share its batch.
-    widths = [round_width(len(e.prompt_ids) + gen_length + 1) for e in encoded]
+    # Rows of equal width and schedule, each padded to its own width (batching.row_width):
+    # a greedy generation does not depend on which questions share its batch.
+    widths = [round_width(len(e.prompt_ids) + n + 1) for e, n in zip(encoded, lengths)]
+    groups = list(zip(widths, lengths, blocks, row_steps))
     with torch.inference_mode():
-        for rows in width_groups(widths, batch_size):
-            out = _sample_batch(backbone, [encoded[i] for i in rows], gen_length, block_length,
-                                steps, temperature, generator, widths[rows[0]])
+        for rows in width_groups(groups, batch_size):
+            width, n, block, n_steps = groups[rows[0]]
+            out = _sample_batch(backbone, [encoded[i] for i in rows], n, block, n_steps,
+                                temperature, generator, width)
             for i, ids in zip(rows, out):
                 token_ids[i] = ids
     texts = [_decode(backbone, ids) for ids in token_ids]
-    return Generation(texts, token_ids, gen_length, steps, block_length)
+    return Generation(texts, token_ids, lengths, row_steps, blocks)
 
 
 def generate(backbone: Backbone, facts_or_encoded: Sequence[Fact] | Sequence[EncodedFact],

@@ -48,8 +48,8 @@ def test_generation_is_deterministic_per_seed(random_backbone, tiny_corpus):
     assert a.token_ids != c.token_ids
     greedy = sample_answers(random_backbone, facts, seed=0).token_ids
     assert greedy == sample_answers(random_backbone, facts, seed=99).token_ids
-    longest = max(len(random_backbone.tokenize_answer(f.answer)) for f in facts)
-    assert a.gen_length == longest + 4
+    assert a.gen_lengths == [len(random_backbone.tokenize_answer(f.answer)) + 4 for f in facts]
+    assert a.steps == a.gen_lengths and [len(ids) for ids in a.token_ids] == a.gen_lengths
 
 
 def test_generation_rejects_too_few_steps_for_the_blocks(random_backbone, tiny_corpus):
@@ -77,3 +77,17 @@ def test_greedy_generation_does_not_depend_on_the_batch(random_backbone, tiny_co
     together = sample_answers(random_backbone, facts, gen_length=12, steps=6)
     alone = sample_answers(random_backbone, [facts[shortest]], gen_length=12, steps=6)
     assert together.token_ids[shortest] == alone.token_ids[0]
+
+
+def test_default_generation_length_does_not_depend_on_the_list(random_backbone, tiny_corpus):
+    """By default a row generates its own answer's length + 4 tokens: the fact with the
+    shortest answer gets the same masks, and the same greedy answer, alone as beside a
+    fact with a longer answer (it used to get the longest answer of the list)."""
+    facts = tiny_corpus["full"][:12]
+    lengths = [len(random_backbone.tokenize_answer(f.answer)) for f in facts]
+    shortest = min(range(len(facts)), key=lengths.__getitem__)
+    assert lengths[shortest] < max(lengths)
+    together = sample_answers(random_backbone, facts)
+    alone = sample_answers(random_backbone, [facts[shortest]])
+    assert together.token_ids[shortest] == alone.token_ids[0]
+    assert alone.gen_lengths == [lengths[shortest] + 4]
