@@ -160,40 +160,41 @@ def test_linear_memory_folds_into_the_layer_and_unfolds_exactly(tiny_backbone):
     assert "forward" not in proj.__dict__
 
 
+def _fused_and_additive(backbone, memory, fold, ids):
+    """Logits with the memory's fold installed on layer 1, then with the additive hook."""
+    fold.install()
+    try:
+        with torch.inference_mode():
+            fused = backbone.logits(ids)
+    finally:
+        fold.remove()
+    with torch.inference_mode():
+        return fused, _additive_reference(backbone, memory, 1, ids)
+
+
 def test_folded_weight_follows_a_changed_layer_weight(tiny_backbone):
     """Changed in place (version counter) or replaced (new Parameter): never a stale fold."""
     ids = _ids(tiny_backbone)
     proj = tiny_backbone.mlp_out_proj(1)
     original, saved = proj.weight, proj.weight.detach().clone()
     memory = _random_memory(tiny_backbone, 300, TimeROMEConfig(alpha=0.05))
-
+    memory.attach(tiny_backbone)
+    fold = memory._compiled[1]["fused"]
+    memory.detach()
     try:
-        memory.attach(tiny_backbone)
-        with torch.inference_mode():
-            tiny_backbone.logits(ids)  # builds the folded weight
-        fold = memory._compiled[1]["fused"]
+        _fused_and_additive(tiny_backbone, memory, fold, ids)  # builds the folded weight
         with torch.no_grad():
             proj.weight.mul_(1.5)
-        with torch.inference_mode():
-            fused = tiny_backbone.logits(ids)
-        memory.detach()
-        with torch.inference_mode():
-            reference = _additive_reference(tiny_backbone, memory, 1, ids)
+        fused, reference = _fused_and_additive(tiny_backbone, memory, fold, ids)
         assert torch.allclose(fused, reference, atol=1e-4, rtol=1e-4)
-        fold.install()  # the same fold object, now over a replaced weight
         replacement = torch.nn.Parameter(saved * 0.5)
         with torch.no_grad():  # same version counter: only its identity tells them apart
             while replacement._version < original._version:
                 replacement.add_(0.0)
         proj.weight = replacement
-        with torch.inference_mode():
-            fused = tiny_backbone.logits(ids)
-        fold.remove()
-        with torch.inference_mode():
-            reference = _additive_reference(tiny_backbone, memory, 1, ids)
+        fused, reference = _fused_and_additive(tiny_backbone, memory, fold, ids)
         assert torch.allclose(fused, reference, atol=1e-4, rtol=1e-4)
     finally:
-        memory.detach()
         proj.weight = original
         with torch.no_grad():
             proj.weight.copy_(saved)
