@@ -68,7 +68,7 @@ def rouge(backbone, facts, steps):
 
 
 def reference_scores(reference_dir, forget, retain, steps) -> dict:
-    """Forget/retain log-probs and ROUGE-L of the retain model (never trained on forget)."""
+    """Forget log-prob and forget/retain ROUGE-L of the retain model (never trained on forget)."""
     reference = load_backbone(BackboneSpec(name="embedded-llada-retain", adapter="embedded-llada",
                                            path=reference_dir))
     rf, texts = rouge(reference, forget, steps)
