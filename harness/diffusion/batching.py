@@ -137,7 +137,7 @@ def width_groups(widths: Sequence[Any], batch_size: int) -> Iterator[list[int]]:
     e.g. a (width, generation length) tuple."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    by_width: dict[int, list[int]] = {}
+    by_width: dict[Any, list[int]] = {}
     for i, width in enumerate(widths):
         by_width.setdefault(width, []).append(i)
     for width in sorted(by_width):
