@@ -48,7 +48,7 @@ class SweepRow:
 def sweep(backbone_dir: str, tofu_dir: str, forget_split: str = "forget01",
           methods: Sequence[str] = GRADIENT_METHODS, lrs: Sequence[float] = DEFAULT_LRS,
           max_steps: int = 50, eval_every: int = 5, collapse_retain_drop: float = 5.0,
-          seed: int = 0, adapter: str = "embedded-llada", progress: bool = False
+          seed: int = 0, adapter: str = "llada-twin", progress: bool = False
           ) -> list[SweepRow]:
     forget = load_split(tofu_dir, forget_split)
     retain = load_split(tofu_dir, retain_split_for(forget_split))
@@ -116,7 +116,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backbone-dir", required=True, help="fine-tuned checkpoint directory")
     p.add_argument("--tofu-dir", required=True, help="TOFU-format corpus directory")
     p.add_argument("--out", required=True, help="CSV to write (Markdown goes beside it)")
-    p.add_argument("--adapter", default="embedded-llada")
+    p.add_argument("--adapter", default="llada-twin")
     p.add_argument("--forget-split", default="forget01")
     p.add_argument("--methods", nargs="+", default=list(GRADIENT_METHODS))
     p.add_argument("--lrs", nargs="+", type=float, default=list(DEFAULT_LRS))

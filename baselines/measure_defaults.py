@@ -67,7 +67,7 @@ def run_child(method: str, backbone_dir: str, tofu_dir: str, forget_split: str, 
 
 def measure(backbone_dir: str, tofu_dir: str, forget_split: str = "forget01",
             methods: Sequence[str] = METHODS, seed: int = 0, target: float | None = None,
-            adapter: str = "embedded-llada", threads: int | None = None) -> pd.DataFrame:
+            adapter: str = "llada-twin", threads: int | None = None) -> pd.DataFrame:
     rows = []
     for method in (INFERENCE, *methods):
         cmd = [sys.executable, "-m", "baselines.measure_defaults", "--child", method,
@@ -101,7 +101,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", default=list(METHODS))
     p.add_argument("--target-drop", type=float, default=None,
                    help="matched-efficacy target for the training baselines (nats)")
-    p.add_argument("--adapter", default="embedded-llada")
+    p.add_argument("--adapter", default="llada-twin")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)

@@ -36,7 +36,7 @@ from harness.finetune import FinetuneConfig, corpus_texts, train_backbone
 
 torch.set_num_threads(int(os.environ.get("TIMEROME_TEST_THREADS", "1")))
 
-TINY_SPEC = BackboneSpec(name="tiny-embedded", adapter="embedded-llada",
+TINY_SPEC = BackboneSpec(name="tiny-embedded", adapter="llada-twin",
                          options={"size": "tiny", "vocab_size": 1024})
 # Recipe that makes the tiny model memorise the tiny corpus's 48 `full` facts.
 TINY_FINETUNE = FinetuneConfig(epochs=200, lr=3e-3, batch_size=16, warmup_ratio=0.05, eps=0.3)

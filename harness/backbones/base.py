@@ -21,7 +21,7 @@ from torch import nn
 class BackboneSpec:
     """Static description of a backbone, as given in the config."""
 
-    name: str  # registry name, e.g. "embedded-llada", "llada-8b-base"
+    name: str  # registry name, e.g. "llada-8b-base-twin", "llada-8b-base"
     adapter: str  # adapter class key in the registry
     path: str | None = None  # local checkpoint dir (embedded / fine-tuned) or HF id
     hf_id: str | None = None
@@ -123,11 +123,48 @@ class Backbone(ABC):
                              return_offsets_mapping=True)
         return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
 
-    def tokenize_answer(self, answer: str) -> list[int]:
-        """Answer token ids as they follow the prompt (no special tokens)."""
-        return list(self.tokenizer(" " + answer.strip(), add_special_tokens=False)["input_ids"])
+    def encode_qa(self, prompt: str, answer: str
+                  ) -> tuple[list[int], list[tuple[int, int]], list[int]]:
+        """(prompt ids, prompt offsets, answer ids) from ONE tokenisation of
+        prompt + answer_prefix + answer + answer_suffix, split at the prompt's last character.
+
+        Tokenising the answer on its own can give ids the model never saw in training (a
+        stray SentencePiece '▁' token, a different merge across the boundary); splitting the
+        joint encoding by character offsets gives the ids of the text as trained. A token
+        that straddles the boundary with non-space prompt text is an error.
+        """
+        text = prompt + self.answer_prefix + answer.strip() + self.answer_suffix
+        enc = self.tokenizer(text, add_special_tokens=self.add_special_tokens,
+                             return_offsets_mapping=True)
+        ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+        boundary = len(prompt)
+        split = len(ids)
+        for i, (start, end) in enumerate(offsets):
+            if end > boundary and end > start:
+                if start < boundary and prompt[start:boundary].strip():
+                    raise ValueError(f"{self.name}: token {ids[i]} spans the prompt/answer "
+                                     f"boundary ({text[start:end]!r}); the answer cannot be "
+                                     f"split from the prompt")
+                split = i
+                break
+        # Tokens with an empty span after the boundary were added by the tokenizer's
+        # post-processor (e.g. an appended EOS), not written in the text: not answer tokens.
+        answer_ids = [t for t, (s, e) in zip(ids[split:], offsets[split:]) if e > s]
+        return ids[:split], offsets[:split], answer_ids
+
+    def tokenize_answer(self, answer: str, question: str = "") -> list[int]:
+        """Answer token ids as they follow the prompt of `question` (no special tokens)."""
+        return self.encode_qa(self.format_prompt(question), answer)[2]
 
     add_special_tokens: bool = True
+    answer_prefix: str = " "
+    answer_suffix: str = ""
+
+    @property
+    def emittable_vocab_size(self) -> int:
+        """Ids at or above this have no token (the embedding table may be padded past the
+        tokenizer): the sampler never emits them."""
+        return len(self.tokenizer)
 
     # ---- forward -------------------------------------------------------------------
     @abstractmethod

@@ -26,6 +26,8 @@ class PromptFormat:
     name: str
     render: Callable[[Any, str], str]  # (tokenizer, question) -> prompt text
     add_special_tokens: bool  # passed to the tokenizer when encoding the rendered prompt
+    answer_prefix: str = " "  # text between the prompt and the answer
+    answer_suffix: str = ""  # text after the answer that is part of the target (end of turn)
 
 
 def _plain(tokenizer: Any, question: str) -> str:
@@ -42,7 +44,10 @@ def _chat(tokenizer: Any, question: str) -> str:
 
 PROMPT_FORMATS: dict[str, PromptFormat] = {
     "plain": PromptFormat("plain", _plain, add_special_tokens=True),
-    "chat": PromptFormat("chat", _chat, add_special_tokens=False),
+    # LLaDA's SFT layout: the answer follows the assistant header's blank line directly and
+    # ends with <|eot_id|>, then EOS padding (docs/backbones/tokenizers.md).
+    "chat": PromptFormat("chat", _chat, add_special_tokens=False, answer_prefix="",
+                         answer_suffix="<|eot_id|>"),
 }
 
 

@@ -13,7 +13,7 @@ T = TypeVar("T")
 
 
 def register_adapter(key: str) -> Callable[[T], T]:
-    """Class decorator: `@register_adapter("embedded-llada")`; the class is built as cls(spec)."""
+    """Class decorator: `@register_adapter("llada-twin")`; the class is built as cls(spec)."""
 
     def wrap(cls: T) -> T:
         if key in _ADAPTERS:
@@ -28,7 +28,6 @@ def register_adapter(key: str) -> Callable[[T], T]:
 # their adapter is asked for, so a job on the embedded backbone does not pay for importing
 # every transformers-based adapter.
 BUILTIN_ADAPTER_MODULES: dict[str, str] = {
-    "embedded-llada": "harness.backbones.adapters.embedded_llada",
     "llada-hf": "harness.backbones.adapters.llada",
     "llada-twin": "harness.backbones.adapters.llada",
     "mmada-hf": "harness.backbones.adapters.mmada",

@@ -8,6 +8,13 @@ from harness.data.records import validate_records
 from harness.data.splits import TOFU_FACTS_PER_AUTHOR, split_kind
 
 HUB_REPO = "locuslab/TOFU"
+# Configs of locuslab/TOFU on the hub (its dataset card). TOFU has no `validation` config:
+# the workflow derives that split from retain authors (harness.data.prepare).
+HUB_CONFIGS: tuple[str, ...] = (
+    "full", "forget01", "forget05", "forget10", "retain90", "retain95", "retain99",
+    "forget01_perturbed", "forget05_perturbed", "forget10_perturbed", "retain_perturbed",
+    "real_authors_perturbed", "world_facts_perturbed",
+)
 
 
 def load_hub_split(
@@ -19,6 +26,9 @@ def load_hub_split(
     without `author_id` assume the real TOFU layout (4000 records in `full`).
     """
     kind = split_kind(name)
+    if name not in HUB_CONFIGS:
+        raise ValueError(f"{HUB_REPO} has no config {name!r} on the hub (it has: "
+                         f"{', '.join(HUB_CONFIGS)})")
     import datasets  # lazy: only needed when the hub is actually used
 
     ds = datasets.load_dataset(HUB_REPO, name, cache_dir=cache_dir)

@@ -50,6 +50,12 @@ def validate_record(obj: Any, kind: SplitKind, path: str, line: int) -> Record:
         return value
 
     strings = {name: get_str(name) for name in REQUIRED_STRINGS[kind]}
+    if kind is SplitKind.PLAIN:
+        # A plain split may carry the perturbed-format fields (a shipped validation split,
+        # harness.data.prepare): kept when present, checked like a perturbed record's.
+        for name in ("paraphrased_answer", "paraphrased_question"):
+            if obj.get(name) is not None:
+                strings[name] = get_str(name)
 
     perturbed: tuple[str, ...] = ()
     if kind in PERTURBED_COUNT:
@@ -63,6 +69,11 @@ def validate_record(obj: Any, kind: SplitKind, path: str, line: int) -> Record:
             raise DataError(
                 path, line, "perturbed_answer", f"expected {want} perturbed answers, got {len(value)}"
             )
+        perturbed = tuple(value)
+    elif kind is SplitKind.PLAIN and obj.get("perturbed_answer") is not None:
+        value = obj["perturbed_answer"]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise DataError(path, line, "perturbed_answer", "expected a list of strings")
         perturbed = tuple(value)
 
     subject = obj.get("subject")

@@ -76,7 +76,9 @@ SPLITS: dict[str, SplitKind] = {
     **{s: SplitKind.PLAIN for s in FORGET_SPLITS + RETAIN_SPLITS + HOLDOUT_SPLITS},
     **{s: SplitKind.PERTURBED for s in FORGET_PERTURBED_SPLITS},
     "retain_perturbed": SplitKind.PERTURBED,
-    "validation": SplitKind.PERTURBED,
+    # Only question/answer are read: a validation split derived from `full` (real TOFU ships
+    # none; harness.data.prepare) has no perturbed answers. Extra fields are ignored.
+    "validation": SplitKind.PLAIN,
     **{s: SplitKind.GENERAL for s in GENERAL_SPLITS},
 }
 

@@ -57,8 +57,9 @@ def encode_fact(backbone: Backbone, fact: Fact, question: str | None = None,
         raise ValueError(f"fact {fact.key}: empty answer")
     prompt = backbone.format_prompt(question)
     q_offset = backbone.question_offset(question)
-    prompt_ids, offsets = backbone.tokenize_prompt(prompt)
-    answer_ids = backbone.tokenize_answer(answer)
+    prompt_ids, offsets, answer_ids = backbone.encode_qa(prompt, answer)
+    if not answer_ids:
+        raise ValueError(f"fact {fact.key}: answer {answer!r} gives no tokens")
     span = None
     if fact.subject is not None and fact.subject in question:
         start = question.rfind(fact.subject)

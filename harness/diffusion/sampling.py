@@ -89,6 +89,7 @@ def _sample_batch(backbone: Backbone, rows: Sequence[EncodedFact], gen_length: i
         for k in transfer_schedule(int((hi - lo)[0]), block_steps):
             logits = backbone.logits(x)
             logits[..., mask_id] = float("-inf")
+            logits[..., backbone.emittable_vocab_size:] = float("-inf")  # padded rows: no token
             pred, conf = _pick(logits, temperature, generator)
             candidates = in_block & (x == mask_id)
             if k == 0:

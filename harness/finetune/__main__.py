@@ -9,6 +9,9 @@ from dataclasses import fields, replace
 
 import torch
 
+from harness.backbones.native import TwinBackbone
+from harness.backbones.registry import adapter_class
+
 from harness.backbones.base import BackboneSpec
 from harness.finetune.config import EMBEDDED_OPTIONS, FinetuneConfig
 from harness.finetune.train import train_backbone
@@ -19,9 +22,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m harness.finetune", description=__doc__)
     p.add_argument("--tofu-dir", required=True, help="TOFU-format corpus directory")
     p.add_argument("--out", required=True, help="checkpoint directory to write")
-    p.add_argument("--adapter", default="embedded-llada")
+    p.add_argument("--adapter", default="llada-twin")
     p.add_argument("--name", default=None, help="backbone name (default: the adapter key)")
-    p.add_argument("--size", default=EMBEDDED_OPTIONS["size"], help="embedded model size")
+    p.add_argument("--size", default=EMBEDDED_OPTIONS["size"], help="twin size (twin adapters)")
     p.add_argument("--vocab-size", type=int, default=EMBEDDED_OPTIONS["vocab_size"])
     p.add_argument("--exclude-split", action="append", default=[],
                    help="drop this split's facts from training (repeatable; retain model)")
@@ -40,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    options = {"size": args.size, "vocab_size": args.vocab_size} \
-        if args.adapter.startswith("embedded") else {}
+    twin = issubclass(adapter_class(args.adapter), TwinBackbone)  # type: ignore[arg-type]
+    options = {"size": args.size, "vocab_size": args.vocab_size} if twin else {}
     spec = BackboneSpec(name=args.name or args.adapter, adapter=args.adapter,
                         device=args.device, options=options)
     known = {f.name for f in fields(FinetuneConfig)}

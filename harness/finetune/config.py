@@ -45,7 +45,7 @@ class FinetuneConfig:
         return asdict(self)
 
 
-# Options of the embedded backbone's initial model (BackboneSpec.options) that go with the
+# Options of the default twin's initial model (BackboneSpec.options) that go with the
 # FinetuneConfig defaults above.
 EMBEDDED_OPTIONS: dict[str, Any] = {"size": "tiny", "vocab_size": 2048}
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from harness.data import load_hub_split
+from harness.data.hub import HUB_CONFIGS, HUB_REPO
 from harness.data.fact import Fact
 from harness.atomic import write_json_atomic
 
@@ -31,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="TOFU-format directory to write")
     p.add_argument("--splits", nargs="+", required=True)
     args = p.parse_args(argv)
+    missing = [s for s in args.splits if s not in HUB_CONFIGS]
+    if missing:  # before any download: TOFU has no validation/holdout config on the hub
+        print(f"error: {HUB_REPO} has no config(s) {', '.join(missing)} on the hub; "
+              f"known: {', '.join(HUB_CONFIGS)}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     counts = {}

@@ -97,9 +97,11 @@ def run(job: MethodJob) -> dict[str, Any]:
     status, error = "ok", None
     quality_notes: dict[str, Any] = {}
     measurer = Measurer(torch.device(spec.device))
+    weights: dict[str, Any] | None = None
     try:
         with measurer.phase("load", "load"):
             backbone = load_backbone(spec)
+            weights = backbone.identity()
         with measurer.phase("score_before", "inference"):
             scores["forget_logp_before"] = mean_logp(backbone, selection.forget, job.estimator,
                                                      ev.batch_size, job.seed)
@@ -154,14 +156,14 @@ def run(job: MethodJob) -> dict[str, Any]:
         quality_notes = {**quality_notes, "target": target_note}
     return build_record(job, selection, scores, memory, measurer.seconds(), edit_seconds,
                         outcome, status, error, fp, method_config, quality_notes,
-                        time.perf_counter() - start)
+                        time.perf_counter() - start, weights)
 
 
 def build_record(job: MethodJob, selection: FactSelection, scores: dict[str, Any],
                  memory: MemorySummary, phases: dict[str, float], edit_seconds: float | None,
                  outcome: Any, status: str, error: str | None, fp: dict[str, Any],
                  method_config: dict[str, Any], notes: dict[str, Any],
-                 job_wall_s: float) -> dict[str, Any]:
+                 job_wall_s: float, weights: dict[str, Any] | None = None) -> dict[str, Any]:
     details = dict(getattr(outcome, "details", None) or {})
     details.pop("tie", None)  # large; the TIE figure job has its own output
     if notes:
@@ -197,6 +199,7 @@ def build_record(job: MethodJob, selection: FactSelection, scores: dict[str, Any
         "git_commit": fp["git_commit"],
         "subject_source": selection.subject_source(),
         "fingerprint": fp,
+        "weights": weights,
         "method_config": method_config,
         "details": json.loads(json.dumps(details, default=str)),
         "error": error,

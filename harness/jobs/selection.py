@@ -8,6 +8,7 @@ from typing import Sequence
 
 from harness.data import load_split
 from harness.data.fact import Fact
+from harness.data.prepare import validation_author_ids
 from harness.data.subjects import subject_source_counts
 
 
@@ -41,19 +42,30 @@ def seeded_sample(pool: Sequence[Fact], size: int, seed: int, train_size: int | 
     return [pool[i] for i in eval_idx], [pool[i] for i in train_idx]
 
 
+def retain_pool(facts: Sequence[Fact], tofu_dir: str, forget: Sequence[Fact] = (),
+                validation_split: str = "validation") -> list[Fact]:
+    """`facts` minus the records of validation and forget authors (tuning facts and forget
+    facts never enter a retain sample)."""
+    excluded = validation_author_ids(tofu_dir, validation_split) | {f.author_id for f in forget}
+    return [f for f in facts if f.author_id not in excluded]
+
+
 def split_selection(tofu_dir: str, forget_split: str, retain_split: str, size: int,
-                    seed: int, train_size: int = DEFAULT_RETAIN_TRAIN_SIZE) -> FactSelection:
-    """Table 1: forget = the forget split; retain facts sampled from its retain split."""
+                    seed: int, train_size: int = DEFAULT_RETAIN_TRAIN_SIZE,
+                    validation_split: str = "validation") -> FactSelection:
+    """Table 1: forget = the forget split; retain facts sampled from its retain split,
+    without the validation authors."""
     forget = load_split(tofu_dir, forget_split)
-    retain_eval, retain_train = seeded_sample(load_split(tofu_dir, retain_split), size, seed,
-                                              train_size)
+    pool = retain_pool(load_split(tofu_dir, retain_split), tofu_dir, forget, validation_split)
+    retain_eval, retain_train = seeded_sample(pool, size, seed, train_size)
     return FactSelection(forget, retain_train, retain_eval, forget_split)
 
 
 def last_n_selection(tofu_dir: str, n: int, max_n: int, size: int, seed: int,
                      train_size: int = DEFAULT_RETAIN_TRAIN_SIZE) -> FactSelection:
     """Scaling: forget = the last n records of `full`; the retain sample comes from the
-    records before the last `max_n`, so it is the same for every n."""
+    records before the last `max_n`, so it is the same for every n. (Unlike Table 1's
+    selection it keeps validation authors: the scaling pool is positional, see docs/data.md.)"""
     full = load_split(tofu_dir, "full")
     if not 1 <= n <= max_n <= len(full) - 1:
         raise ValueError(f"fact count {n} (max {max_n}) does not fit the {len(full)} records "

@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--backbone-dir", required=True, type=Path)
-        p.add_argument("--adapter", default="embedded-llada")
+        p.add_argument("--adapter", default="llada-twin")
         p.add_argument("--name", default=None, help="backbone name (default: the adapter key)")
         p.add_argument("--device", default="cpu")
         p.add_argument("--tuned", type=Path, help="tuning JSON whose chosen point to use")

@@ -69,7 +69,7 @@ def rouge(backbone, facts, steps):
 
 def reference_scores(reference_dir, forget, retain, steps) -> dict:
     """Forget log-prob and forget/retain ROUGE-L of the retain model (never trained on forget)."""
-    reference = load_backbone(BackboneSpec(name="embedded-llada-retain", adapter="embedded-llada",
+    reference = load_backbone(BackboneSpec(name="llada-twin-retain", adapter="llada-twin",
                                            path=reference_dir))
     rf, texts = rouge(reference, forget, steps)
     rr, _ = rouge(reference, retain, steps)
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     import json
 
     sections = set(args.sections.split(","))
-    backbone = load_backbone(BackboneSpec(name="embedded-llada", adapter="embedded-llada",
+    backbone = load_backbone(BackboneSpec(name="llada-twin", adapter="llada-twin",
                                           path=args.backbone_dir))
     corpus = load_corpus(args.tofu_dir, ["forget01", "validation", "retain99"])
     forget, validation = corpus["forget01"], corpus["validation"]

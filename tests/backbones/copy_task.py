@@ -5,8 +5,8 @@ Row r of a batch is the run of consecutive content ids c, c+1, ..., c+L-1 with o
 masked; the masked token is determined by its neighbours. The model is trained with the
 family's *native* loss:
 - "aligned": LLaDA's objective, cross-entropy of the logits at the masked position itself;
-- "hf_causal_labels": the transformers class's own `labels=` loss, which shifts internally
-  (row i-1 predicts token i), the convention AR-adapted MDLMs keep.
+- "hf_causal_labels": the transformers causal-LM loss convention (what the class's own
+  `labels=` loss does: row i-1 predicts token i), the convention AR-adapted MDLMs keep.
 """
 
 from __future__ import annotations
@@ -40,8 +40,11 @@ def native_loss(backbone, kind: str, noisy, clean, masked) -> torch.Tensor:
         logits = out if isinstance(out, torch.Tensor) else out.logits
         return F.cross_entropy(logits[masked], clean[masked])
     if kind == "hf_causal_labels":
-        labels = clean.masked_fill(~masked, -100)
-        return backbone.model(input_ids=noisy, labels=labels, use_cache=False).loss
+        # The transformers causal-LM loss convention: logits at row i-1 are scored
+        # against token i (what `labels=` does inside the class).
+        logits = backbone.model(noisy)
+        target = masked[:, 1:]
+        return F.cross_entropy(logits[:, :-1][target], clean[:, 1:][target])
     raise KeyError(kind)
 
 

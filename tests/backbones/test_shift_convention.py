@@ -22,7 +22,7 @@ SHIFT_CASES = [c for c in CASES if c.name in
 @pytest.mark.parametrize("case", SHIFT_CASES, ids=[c.name for c in SHIFT_CASES])
 def test_adapter_shift_reads_the_natively_trained_prediction(case):
     backbone = build_twin(case, seed=0)
-    train_native(backbone, case.native_loss, steps=30, lr=5e-3)
+    train_native(backbone, case.native_loss, steps=60, lr=5e-3)
     right, wrong, accuracy = read_scores(backbone)
     assert accuracy >= 0.8, (right, wrong, accuracy)
     assert right > wrong + 0.5, (right, wrong)

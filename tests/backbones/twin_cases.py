@@ -32,7 +32,7 @@ CASES = [
              True, "hf_causal_labels"),
     TwinCase("diffullama-7b-twin", "diffullama-twin", {}, QWEN_LLAMA_DOWN, "diffullama-hf",
              QWEN_LLAMA_DOWN, True, "hf_causal_labels"),
-    TwinCase("llada-moe-twin", "llada-moe-twin", {}, "model.transformer.blocks.{layer}.mlp.combine",
+    TwinCase("llada-moe-twin", "llada-moe-twin", {}, "model.layers.{layer}.mlp.combine",
              "llada-moe-hf", "model.layers.{layer}.mlp.combine", False, "aligned"),
 ]
 CASE_IDS = [c.name for c in CASES]

@@ -32,9 +32,9 @@ def tiny_facts(tiny_corpus) -> tuple[list, list]:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, tiny_corpus, tiny_facts) -> Path:
     torch.manual_seed(0)
-    spec = BackboneSpec(name="tiny", adapter="embedded-llada",
+    spec = BackboneSpec(name="tiny", adapter="llada-twin",
                         options={"size": "tiny", "vocab_size": 1000})
-    backbone = adapter_class("embedded-llada").initial(spec, corpus_texts(tiny_corpus), 0)
+    backbone = adapter_class("llada-twin").initial(spec, corpus_texts(tiny_corpus), 0)
     forget, retain = tiny_facts
     finetune(backbone, [*retain, *forget],
              FinetuneConfig(epochs=150, lr=3e-3, batch_size=12, warmup_ratio=0.05),
@@ -47,5 +47,5 @@ def tiny_model_dir(tmp_path_factory, tiny_corpus, tiny_facts) -> Path:
 @pytest.fixture
 def tiny_backbone(tiny_model_dir):
     """A fresh copy of the fine-tuned tiny model (methods edit it in place)."""
-    return load_backbone(BackboneSpec(name="tiny", adapter="embedded-llada",
+    return load_backbone(BackboneSpec(name="tiny", adapter="llada-twin",
                                       path=str(tiny_model_dir)))

@@ -42,9 +42,9 @@ def bench_setup(tmp_path_factory):
     directory = write_synthetic(tmp_path_factory.mktemp("bench_timerome"), authors=20,
                                 facts_per_author=5, seed=2)
     facts = load_corpus(directory, ["full"])["full"]
-    spec = BackboneSpec(name="bench-small", adapter="embedded-llada",
+    spec = BackboneSpec(name="bench-small", adapter="llada-twin",
                         options={"size": "small", "vocab_size": 1024})
-    backbone = adapter_class("embedded-llada").initial(
+    backbone = adapter_class("llada-twin").initial(
         spec, [f"{f.question} {f.answer}" for f in facts], seed=0)
     return backbone, facts
 
@@ -89,9 +89,9 @@ def hook_setups(tmp_path_factory):
                                 facts_per_author=5, seed=3)
     facts = load_corpus(directory, ["full"])["full"]
     texts = [f"{f.question} {f.answer}" for f in facts]
-    setups, adapter = {}, adapter_class("embedded-llada")
+    setups, adapter = {}, adapter_class("llada-twin")
     for size in ("tiny", "small", "base"):
-        spec = BackboneSpec(name=f"bench-{size}", adapter="embedded-llada",
+        spec = BackboneSpec(name=f"bench-{size}", adapter="llada-twin",
                             options={"size": size, "vocab_size": 2048})
         setups[size] = (adapter.initial(spec, texts, seed=0), facts[:100], facts[100:200],
                         facts[200:])

@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from harness.backbones import BackboneSpec, load_backbone
-from harness.backbones.adapters.embedded_llada import EmbeddedLLaDABackbone, new_llada_style_model
-from harness.backbones.tokenizer_training import train_bpe_tokenizer
+from harness.backbones.registry import adapter_class
 from harness.data.fact import Fact, SubjectSource
 from harness.diffusion.batching import collate, encode_fact, encode_facts
 from harness.methods import get_method
@@ -16,9 +15,9 @@ TEXTS = ["Question: Where was Zarvo Keth born?\nAnswer: Zarvo Keth was born in B
 
 
 @pytest.fixture(scope="module")
-def backbone() -> EmbeddedLLaDABackbone:
-    tok = train_bpe_tokenizer(TEXTS, vocab_size=300)
-    return EmbeddedLLaDABackbone.from_parts(new_llada_style_model(tok, "tiny"), tok)
+def backbone():
+    spec = BackboneSpec(name="tiny", adapter="llada-twin", options={"size": "tiny", "vocab_size": 300})
+    return adapter_class("llada-twin").initial(spec, TEXTS, 0)
 
 
 def fact(question: str, answer: str, subject: str | None, index: int = 0) -> Fact:
@@ -27,7 +26,7 @@ def fact(question: str, answer: str, subject: str | None, index: int = 0) -> Fac
 
 
 def test_unknown_adapter_names_the_backbone_and_known_adapters():
-    with pytest.raises(KeyError, match="unknown backbone adapter 'nope' for backbone 'x'.*embedded-llada"):
+    with pytest.raises(KeyError, match="unknown backbone adapter 'nope' for backbone 'x'.*llada-twin"):
         load_backbone(BackboneSpec(name="x", adapter="nope"))
 
 

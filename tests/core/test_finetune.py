@@ -33,7 +33,7 @@ def test_finetune_report_is_written_with_the_checkpoint(finetuned_checkpoint_dir
 
 def test_retain_model_scores_the_excluded_split_lower(retain_checkpoint_dir, finetuned_backbone,
                                                       tiny_corpus):
-    retain_model = load_backbone(BackboneSpec(name="retain", adapter="embedded-llada",
+    retain_model = load_backbone(BackboneSpec(name="retain", adapter="llada-twin",
                                               path=str(retain_checkpoint_dir)))
     excluded = tiny_corpus[EXCLUDED]
     kept = tiny_corpus["full"][:len(excluded)]

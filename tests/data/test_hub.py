@@ -81,3 +81,28 @@ def test_datasets_not_imported_eagerly():
     code = "import sys, harness.data; print('datasets' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("name", ["validation", "holdout01"])
+def test_configs_tofu_lacks_are_refused_before_any_download(fake_hub, name):
+    calls, _ = fake_hub
+    with pytest.raises(ValueError, match=f"locuslab/TOFU has no config '{name}'"):
+        load_hub_split(name)
+    assert calls == []
+
+
+def test_fetch_tofu_refuses_configs_tofu_lacks(fake_hub, tmp_path, capsys):
+    from harness.jobs import fetch_tofu
+
+    calls, _ = fake_hub
+    assert fetch_tofu.main(["--out", str(tmp_path), "--splits", "full", "validation"]) == 2
+    assert "no config(s) validation" in capsys.readouterr().err
+    assert calls == [] and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("pct", [1, 5, 10])
+def test_every_split_a_config_needs_is_a_hub_config(pct):
+    from harness.data.hub import HUB_CONFIGS
+    from harness.data.prepare import required_splits
+
+    assert set(required_splits(f"forget{pct:02d}", f"retain{100 - pct}")) <= set(HUB_CONFIGS)

@@ -31,7 +31,7 @@ def test_split_kinds():
     assert split_kind("full") is SplitKind.PLAIN
     assert split_kind("holdout05") is SplitKind.PLAIN
     assert split_kind("retain_perturbed") is SplitKind.PERTURBED
-    assert split_kind("validation") is SplitKind.PERTURBED
+    assert split_kind("validation") is SplitKind.PLAIN
     assert split_kind("world_facts_perturbed") is SplitKind.GENERAL
     assert len(SPLITS) == 17
     with pytest.raises(ValueError):

@@ -69,11 +69,85 @@ def test_fails_on_planted_memory_regression(tmp_path, baseline, planted_records,
     assert "REGRESSED" in line
 
 
-def test_other_device_class_is_not_compared(tmp_path, baseline, planted_records, capsys):
+def test_new_device_class_becomes_its_baseline(tmp_path, baseline, planted_records, capsys):
     gpu = [dict(r, device_class="NVIDIA H100 80GB HBM3") for r in planted_records]
     runs = write_runs(tmp_path / "now.csv", gpu)
-    assert regress.main([str(runs), "--baseline", str(baseline)]) == 3
-    assert "no baseline entry for device class NVIDIA H100 80GB HBM3" in capsys.readouterr().out
+    out = tmp_path / "regression.txt"
+    assert regress.main([str(runs), "--baseline", str(baseline), "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert (f"no baseline entry for device class NVIDIA H100 80GB HBM3 in {baseline}: recorded "
+            "the current values (5 entries) as its new baseline") in said
+    assert out.read_text() == said
+    recorded = json.loads(baseline.read_text())["entries"]
+    by_device = {d: {e["method"]: e for e in recorded if e["device_class"] == d}
+                 for d in ("cpu", "NVIDIA H100 80GB HBM3")}
+    assert len(by_device["cpu"]) == 5 and len(by_device["NVIDIA H100 80GB HBM3"]) == 5
+    assert by_device["NVIDIA H100 80GB HBM3"]["timerome"]["speedup"] == pytest.approx(8.0)
+    # The next night is compared against it: a planted slowdown on that device now fails.
+    slow = [dict(r) for r in gpu]
+    slow[0] = dict(make_record(method="timerome", wall=2.5, forget=(-10.0, -60.0),
+                               peak=101 * 2**20), device_class="NVIDIA H100 80GB HBM3")
+    assert regress.main([str(write_runs(tmp_path / "slow.csv", slow)), "--baseline",
+                         str(baseline), "--out", str(out)]) == 1
+    assert "REGRESSED" in out.read_text() and "no baseline entry" not in out.read_text()
+
+
+def test_out_is_written_on_pass_and_on_regression(tmp_path, baseline, planted_records, capsys):
+    out = tmp_path / "regression.txt"
+    runs = write_runs(tmp_path / "now.csv", planted_records)
+    assert regress.main([str(runs), "--baseline", str(baseline), "--out", str(out)]) == 0
+    assert out.read_text() == capsys.readouterr().out and "0 regressed" in out.read_text()
+    heavy = [dict(r) for r in planted_records]
+    heavy[0] = make_record(method="timerome", wall=2.0, forget=(-10.0, -60.0), peak=130 * 2**20)
+    runs = write_runs(tmp_path / "heavy.csv", heavy)
+    assert regress.main([str(runs), "--baseline", str(baseline), "--out", str(out)]) == 1
+    text = out.read_text()
+    assert text == capsys.readouterr().out and "1 regressed" in text and "REGRESSED" in text
+    assert sorted(p.name for p in tmp_path.iterdir()
+                  if p.name.startswith(".")) == []  # no temporary left behind
+
+
+def test_out_is_written_atomically(tmp_path, baseline, planted_records, monkeypatch):
+    out = tmp_path / "regression.txt"
+    out.write_text("previous report\n")
+    calls = []
+    real = regress.write_text_atomic
+    monkeypatch.setattr(regress, "write_text_atomic",
+                        lambda path, text: calls.append(str(path)) or real(path, text))
+    runs = write_runs(tmp_path / "now.csv", planted_records)
+    assert regress.main([str(runs), "--baseline", str(baseline), "--out", str(out)]) == 0
+    assert calls == [str(out)] and "0 regressed" in out.read_text()
+
+
+@pytest.mark.parametrize("garbage, problem", [
+    ("this is not a run", "device_class is empty"),
+    (None, "wall_clock_s 'fast' is not a finite number"),
+    ("status", "status 'done' is not one of ok, oom, not_applicable"),
+])
+def test_garbage_line_is_a_named_error(tmp_path, baseline, planted_records, capsys, garbage,
+                                       problem):
+    runs = write_runs(tmp_path / "now.csv", planted_records)
+    lines = runs.read_text().splitlines()
+    header = lines[0].split(",")
+    if garbage is None:  # a row whose edit time is not a number
+        row = lines[2].split(",")
+        row[header.index("wall_clock_s")] = "fast"
+        lines[2] = ",".join(row)
+        where = 3
+    elif garbage == "status":
+        row = lines[1].split(",")
+        row[header.index("status")] = "done"
+        lines[1] = ",".join(row)
+        where = 2
+    else:  # a stray line in the middle of the file
+        lines.insert(3, garbage)
+        where = 4
+    runs.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "regression.txt"
+    assert regress.main([str(runs), "--baseline", str(baseline), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{runs}: line {where}: malformed run row" in err and problem in err
+    assert f"line {where}" in out.read_text()
 
 
 def test_missing_run_fails_unless_allowed(tmp_path, baseline, planted_records):

@@ -1,4 +1,4 @@
-"""The method job runner end to end on a tiny embedded backbone (no fine-tuning)."""
+"""The method job runner end to end on a tiny twin backbone (no fine-tuning)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from harness.methods import MethodNotApplicable
-from harness.backbones.adapters.embedded_llada import EmbeddedLLaDABackbone
+from harness.backbones.registry import adapter_class
 from harness.backbones.base import BackboneSpec
 from harness.data import load_corpus, write_synthetic
 from harness.finetune import corpus_texts
@@ -18,7 +18,7 @@ from harness.jobs import run_method
 from harness.jobs.spec import MethodJob
 from harness.results.store import read_record
 
-ENTRY = {"adapter": "embedded-llada", "options": {"size": "tiny", "vocab_size": 384}}
+ENTRY = {"adapter": "llada-twin", "options": {"size": "tiny", "vocab_size": 384}}
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def tiny_setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("job")
     tofu = write_synthetic(root / "data", authors=20, facts_per_author=5, seed=1)
     spec = BackboneSpec(name="tiny", **ENTRY)
-    backbone = EmbeddedLLaDABackbone.initial(spec, corpus_texts(load_corpus(tofu)), seed=0)
+    backbone = adapter_class("llada-twin").initial(spec, corpus_texts(load_corpus(tofu)), seed=0)
     backbone.save_pretrained(str(root / "model"))
     return root, tofu
 

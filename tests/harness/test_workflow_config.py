@@ -99,3 +99,69 @@ def test_gradient_baselines_wait_for_the_timerome_record_they_match(tmp_path):
     assert result.returncode == 0, result.stderr
     planned = re.findall(r"output: (\S+)", result.stdout)
     assert not any("/timerome/" in p for p in planned)
+
+
+# ---- real-TOFU layout (tofu_dir): files made here, in the shipped layout (no validation)
+sys.path.insert(0, str(REPO_ROOT / "tests" / "data"))
+from tofu_tiny import write_tiny_tofu  # noqa: E402
+
+TOFU_REAL_CPU = REPO_ROOT / "workflows" / "config" / "tofu_real_cpu.yaml"
+
+
+def tofu_dir_config(tmp_path: Path, tofu: Path, **data) -> Path:
+    def edit(c):
+        c["data"].update(source="tofu_dir", tofu_dir=str(tofu), authors=4, **data)
+        c["data"].pop("synthetic", None)
+    return broken_config(tmp_path, edit)
+
+
+def test_tofu_dir_without_validation_file_plans(tmp_path):
+    tofu = write_tiny_tofu(tmp_path / "tofu")
+    result = dry_run(tmp_path / "work", "reproduce_table1", tofu_dir_config(tmp_path, tofu))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    counts = job_counts(result.stdout)
+    assert counts["prepare_corpus"] == 1 and counts["tune_timerome"] == 1
+    assert "synthetic_corpus" not in counts and "fetch_tofu" not in counts
+
+
+@pytest.mark.parametrize("content", [None, ""])
+def test_missing_or_empty_split_file_fails_the_dry_run_naming_it(tmp_path, content):
+    tofu = write_tiny_tofu(tmp_path / "tofu", skip=("forget01_perturbed",))
+    if content is not None:
+        (tofu / "forget01_perturbed.json").write_text(content)
+    result = dry_run(tmp_path / "work", "reproduce_table1", tofu_dir_config(tmp_path, tofu))
+    assert result.returncode != 0
+    text = result.stdout + result.stderr
+    assert f"{tofu}/forget01_perturbed.json" in text
+    assert ("split file not found" if content is None else "split file is empty") in text
+    assert "Job stats" not in text  # nothing was planned
+
+
+def test_authors_must_exceed_validation_authors(tmp_path):
+    tofu = write_tiny_tofu(tmp_path / "tofu")
+    cfg = tofu_dir_config(tmp_path, tofu, validation_authors=4)
+    result = dry_run(tmp_path / "work", "reproduce_table1", cfg)
+    assert result.returncode != 0
+    assert ("invalid config: data.authors: 4 retain authors must exceed"
+            in result.stdout + result.stderr)
+
+
+def test_authors_is_validated_by_the_schema(tmp_path):
+    result = dry_run(tmp_path, "reproduce_table1",
+                     broken_config(tmp_path, lambda c: c["data"].update(authors=1)))
+    assert result.returncode != 0
+    assert ("invalid config at 'data.authors': 1 is less than the minimum of 2"
+            in result.stdout + result.stderr)
+
+
+def test_tofu_real_cpu_config_is_a_whole_config_with_the_default_twins():
+    cfg = yaml.safe_load(TOFU_REAL_CPU.read_text())
+    default = yaml.safe_load(DEFAULT.read_text())
+    assert cfg["backbones"] == default["backbones"]
+    assert cfg["methods"] == default["methods"]
+    data = cfg["data"]
+    assert (data["source"], data["forget_split"], data["tofu_dir"]) == (
+        "tofu_dir", "forget01", "../shared/data/tofu")
+    kept_retain_records = (data["authors"] - data["validation_authors"]) * 20
+    assert data["retain_eval_size"] + data["retain_train_size"] <= kept_retain_records
+    assert max(cfg["fact_counts"]) < (2 + data["authors"]) * 20

@@ -54,9 +54,9 @@ def tiny_checkpoint(tmp_path_factory, tiny_corpus):
     """Directory of the fitted tiny model (saved once per session)."""
     torch.manual_seed(0)
     texts = [f"{f.question} {f.answer}" for f in tiny_corpus]
-    spec = BackboneSpec(name="tiny-timerome", adapter="embedded-llada",
+    spec = BackboneSpec(name="tiny-timerome", adapter="llada-twin",
                         options={"size": "tiny", "vocab_size": 400})
-    backbone = adapter_class("embedded-llada").initial(spec, texts, seed=0)
+    backbone = adapter_class("llada-twin").initial(spec, texts, seed=0)
     fit_masked_diffusion(backbone, tiny_corpus)
     out = tmp_path_factory.mktemp("timerome_tiny_ckpt")
     backbone.save_pretrained(str(out))
@@ -66,14 +66,14 @@ def tiny_checkpoint(tmp_path_factory, tiny_corpus):
 @pytest.fixture()
 def tiny_backbone(tiny_checkpoint):
     """A fresh load of the fitted tiny model (tests may hook it freely)."""
-    spec = BackboneSpec(name="tiny-timerome", adapter="embedded-llada", path=str(tiny_checkpoint))
+    spec = BackboneSpec(name="tiny-timerome", adapter="llada-twin", path=str(tiny_checkpoint))
     return load_backbone(spec)
 
 
 @pytest.fixture()
 def other_backbone(tiny_checkpoint, tiny_corpus):
     """Same architecture and tokenizer, different weights (for the identity check)."""
-    spec = BackboneSpec(name="tiny-timerome", adapter="embedded-llada", path=str(tiny_checkpoint))
+    spec = BackboneSpec(name="tiny-timerome", adapter="llada-twin", path=str(tiny_checkpoint))
     backbone = load_backbone(spec)
     with torch.no_grad():
         for p in backbone.model.parameters():

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 import sys
 
 from snakemake.exceptions import WorkflowError
@@ -30,7 +31,21 @@ BACKBONES = list(config["backbones"])
 METHODS = list(config["methods"])
 SEEDS = [int(s) for s in config["seeds"]]
 DATA = config["data"]
-TOFU_DIR = DATA["tofu_dir"].rstrip("/")
+# The corpus as configured (given, downloaded or generated) ...
+SOURCE_DIR = DATA["tofu_dir"].rstrip("/")
+VALIDATION_SPLIT = DATA.get("validation_split", "validation")
+VALIDATION_AUTHORS = int(DATA.get("validation_authors", 2))
+SUBSET_AUTHORS = DATA.get("authors")
+SPLIT_SEED = int(DATA.get("split_seed", 0))
+# ... and the prepared corpus every job reads (rule prepare_corpus, harness.data.prepare):
+# validation split present, optional author subset, an author_id on every record. Its
+# path names the data settings it was made with, so configs never share a stale copy.
+_PREPARE_KEYS = {k: DATA.get(k) for k in ("source", "tofu_dir", "synthetic", "forget_split",
+                                           "retain_split")}
+_PREPARE_KEYS.update(validation_split=VALIDATION_SPLIT, validation_authors=VALIDATION_AUTHORS,
+                     authors=SUBSET_AUTHORS, split_seed=SPLIT_SEED)
+TOFU_DIR = "results/corpus/" + hashlib.sha256(
+    json.dumps(_PREPARE_KEYS, sort_keys=True).encode()).hexdigest()[:12]
 EVAL = config.get("evaluation", {})
 THREADS = config.get("threads", {})
 JOB_THREADS = int(THREADS.get("job", 1))
@@ -63,6 +78,10 @@ def _check_names():
     if unknown:
         raise WorkflowError(f"invalid config: method_config: no method named "
                             f"{', '.join(unknown)} in methods/scaling_methods")
+    if SUBSET_AUTHORS is not None and int(SUBSET_AUTHORS) <= VALIDATION_AUTHORS:
+        raise WorkflowError(f"invalid config: data.authors: {SUBSET_AUTHORS} retain authors "
+                            f"must exceed data.validation_authors ({VALIDATION_AUTHORS}), "
+                            f"which count among them")
     if FACT_COUNTS and DATA["source"] == "synthetic":
         syn = DATA.get("synthetic", {})
         total = syn.get("authors", 100) * syn.get("facts_per_author", 10)
@@ -116,9 +135,7 @@ def model_inputs(name, with_retain):
 
 
 def corpus_marker():
-    """A file whose existence means the corpus is in place (rule output or user data)."""
-    if DATA["source"] == "tofu_dir":
-        return f"{TOFU_DIR}/{DATA['forget_split']}.json"
+    """The prepared corpus's manifest (rule prepare_corpus): jobs read TOFU_DIR after it."""
     return f"{TOFU_DIR}/manifest.json"
 
 

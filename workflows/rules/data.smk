@@ -1,16 +1,22 @@
-# The corpus: generated (synthetic), downloaded (tofu_hub) or given (tofu_dir: no rule).
+# The corpus: generated (synthetic), downloaded (tofu_hub) or given (tofu_dir: no rule),
+# then prepared (rule prepare_corpus) into TOFU_DIR, the directory every job reads.
+
+from harness.data.errors import DataError
+from harness.data.prepare import check_split_files, required_splits
 
 SYN = DATA.get("synthetic", {})
-HUB_SPLITS = sorted({"full", DATA["forget_split"], DATA["retain_split"],
-                     DATA["forget_split"] + "_perturbed", "retain_perturbed",
-                     DATA.get("validation_split", "validation"), "real_authors_perturbed",
-                     "world_facts_perturbed", "holdout" + DATA["forget_split"][-2:]})
+REQUIRED_SPLITS = required_splits(DATA["forget_split"], DATA["retain_split"])
+# Configs locuslab/TOFU has on the hub: no validation (derived by prepare_corpus) and no
+# holdout split is fetched (nothing in the workflow reads one).
+HUB_SPLITS = sorted(set(REQUIRED_SPLITS))
 
 if DATA["source"] == "synthetic":
+    SOURCE_INPUTS = [f"{SOURCE_DIR}/manifest.json"]
+    FACTS_PER_AUTHOR = int(SYN.get("facts_per_author", 10))
 
     rule synthetic_corpus:
         output:
-            f"{TOFU_DIR}/manifest.json",
+            f"{SOURCE_DIR}/manifest.json",
         params:
             authors=SYN.get("authors", 100),
             per_author=SYN.get("facts_per_author", 10),
@@ -20,14 +26,16 @@ if DATA["source"] == "synthetic":
         benchmark:
             "results/benchmarks/synthetic_corpus.tsv"
         shell:
-            "{PYTHON} -m harness.data synth --out {TOFU_DIR} --authors {params.authors} "
+            "{PYTHON} -m harness.data synth --out {SOURCE_DIR} --authors {params.authors} "
             "--facts-per-author {params.per_author} --seed {params.seed} > {log} 2>&1"
 
 elif DATA["source"] == "tofu_hub":
+    SOURCE_INPUTS = [f"{SOURCE_DIR}/manifest.json"]
+    FACTS_PER_AUTHOR = 20
 
     rule fetch_tofu:
         output:
-            f"{TOFU_DIR}/manifest.json",
+            f"{SOURCE_DIR}/manifest.json",
         params:
             splits=" ".join(HUB_SPLITS),
         log:
@@ -35,5 +43,36 @@ elif DATA["source"] == "tofu_hub":
         benchmark:
             "results/benchmarks/fetch_tofu.tsv"
         shell:
-            "{PYTHON} -m harness.jobs.fetch_tofu --out {TOFU_DIR} --splits {params.splits} "
+            "{PYTHON} -m harness.jobs.fetch_tofu --out {SOURCE_DIR} --splits {params.splits} "
             "> {log} 2>&1"
+
+else:  # tofu_dir: the files exist before the run, so a missing or empty one fails the plan
+    FACTS_PER_AUTHOR = 20
+    try:
+        check_split_files(SOURCE_DIR, REQUIRED_SPLITS, optional=[VALIDATION_SPLIT])
+    except (FileNotFoundError, DataError) as exc:
+        raise WorkflowError(f"data.tofu_dir: {exc}") from None
+    SOURCE_INPUTS = [f"{SOURCE_DIR}/{s}.json" for s in REQUIRED_SPLITS]
+    if os.path.isfile(f"{SOURCE_DIR}/{VALIDATION_SPLIT}.json"):
+        SOURCE_INPUTS.append(f"{SOURCE_DIR}/{VALIDATION_SPLIT}.json")
+
+
+rule prepare_corpus:
+    input:
+        SOURCE_INPUTS,
+    output:
+        corpus_marker(),
+    params:
+        forget=DATA["forget_split"],
+        retain=DATA["retain_split"],
+        authors=f"--authors {int(SUBSET_AUTHORS)}" if SUBSET_AUTHORS is not None else "",
+    log:
+        "results/logs/prepare_corpus.log",
+    benchmark:
+        "results/benchmarks/prepare_corpus.tsv"
+    shell:
+        "{PYTHON} -m harness.data prepare --source {SOURCE_DIR} --out {TOFU_DIR} "
+        "--forget-split {params.forget} --retain-split {params.retain} "
+        "--validation-split {VALIDATION_SPLIT} --validation-authors {VALIDATION_AUTHORS} "
+        "--seed {SPLIT_SEED} --facts-per-author {FACTS_PER_AUTHOR} {params.authors} "
+        "> {log} 2>&1"

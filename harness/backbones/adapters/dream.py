@@ -1,49 +1,41 @@
 """Dream-v0-Base-7B (Dream-org) and its structural twin.
 
-Dream is Qwen2.5-7B adapted to masked diffusion: bidirectional attention in its own
-remote code (`DreamModel`), Qwen2 module tree `model.layers[i].mlp.down_proj`, embeddings
-`model.embed_tokens`, SHIFTED logits (row i-1 predicts token i), mask id from the
-tokenizer's `<|mask|>`. The twin is transformers' own `Qwen2ForCausalLM` (tiny config)
-made bidirectional, so the module paths are Dream's.
+Dream is Qwen2.5-7B adapted to masked diffusion. Native class: transformers' own
+`Qwen2ForCausalLM` made bidirectional, built from Dream's config.json field names
+(`harness/backbones/models/dream.py`); no remote code. Module tree
+`model.layers[i].mlp.down_proj`, embeddings `model.embed_tokens`, SHIFTED logits (row i-1
+predicts token i), mask `<|mask|>` = 151666. Dream ships a slow tokenizer only
+(vocab.json + merges.txt): a fast one is built from those files
+(`harness/backbones/tokenizer_files.py`). Sources: docs/backbones.md.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-from transformers import Qwen2Config, Qwen2ForCausalLM
-
-from harness.backbones.mdlm_adapter import BackboneProfile, HubBackbone
+from harness.backbones.models.dream import DREAM_FAMILY
+from harness.backbones.native import BackboneProfile, PretrainedBackbone, TwinBackbone
 from harness.backbones.registry import register_adapter
-from harness.backbones.twin_backbone import HFCausalTwinModels, TwinBackbone
 from harness.backbones.twin_tokenizers import TwinTokens
 
 DREAM_PROFILE = BackboneProfile(
-    family="dream",
+    name="dream",
+    family=DREAM_FAMILY,
     blocks_path="model.layers",
     mlp_out_path="mlp.down_proj",
     embeddings_path="model.embed_tokens",
     shifted_logits=True,
-    needs_remote_code=True,
-    auto_class="AutoModel",
+    tokens=TwinTokens(mask="<|mask|>", eos="<|endoftext|>"),
+    tokenizer_layout="vocab_merges",
     known_mask_token_id=151666,
-    known_mask_token_note="<|mask|> = 151666 in Dream's tokenizer (unverified)",
-    attention_mask_4d=True,
+    known_mask_token_note="<|mask|> = 151666 in Dream's tokenizer_config.json",
+    kv_heads_divisor=7,  # Dream-7B: 28 query heads, 4 key/value heads
 )
 
 
 @register_adapter("dream-hf")
-class DreamHubBackbone(HubBackbone):
+class DreamHubBackbone(PretrainedBackbone):
     profile = DREAM_PROFILE
 
 
 @register_adapter("dream-twin")
-class DreamTwinBackbone(HFCausalTwinModels, TwinBackbone):
-    # The twin is a transformers AR class: switch it to bidirectional attention.
-    profile = replace(DREAM_PROFILE, bidirectional_patch=True, needs_remote_code=False,
-                      attention_mask_4d=False, forward_kwargs={"use_cache": False})
-    architecture = "dream-twin"
-    tokens = TwinTokens(mask="<|mask|>", eos="<|endoftext|>")
-    config_class = Qwen2Config
-    model_class = Qwen2ForCausalLM
-    kv_heads_divisor = 2
+class DreamTwinBackbone(TwinBackbone):
+    profile = DREAM_PROFILE

@@ -1,33 +1,29 @@
 """MMaDA-8B-Base (Gen-Verse) and its structural twin.
 
-MMaDA's language tower is LLaDA's (`MMadaModelLM` subclasses `LLaDAModelLM`), so its
-blocks live at `model.transformer.blocks[i]` with MLP output `ff_out`; the harness only
-runs the text-only forward (`model(input_ids).logits`; image tokens never appear).
-MMaDA's modeling code lives in its GitHub repository; if the hub repository has no
-`auto_map`, point `options.model_class` at a local clone (`models:MMadaModelLM`).
+MMaDA's language tower is LLaDA's (`MMadaModelLM` subclasses `LLaDAModelLM`): the same
+module tree and parameter names; only the text forward runs here (image tokens never
+appear). Its config.json is read in MMaDA's own format (`MMADA_FAMILY`). Sources:
+docs/backbones.md.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from harness.backbones.adapters.llada import LLADA_PROFILE, LLADA_TOKENS
-from harness.backbones.mdlm_adapter import HubBackbone
+from harness.backbones.adapters.llada import LLADA_PROFILE
+from harness.backbones.models.llada import MMADA_FAMILY
+from harness.backbones.native import PretrainedBackbone, TwinBackbone
 from harness.backbones.registry import register_adapter
-from harness.backbones.twin_backbone import LLaDAStyleTwinModels, TwinBackbone
 
-MMADA_PROFILE = replace(LLADA_PROFILE, family="mmada",
-                        known_mask_token_note="<|mdm_mask|> = 126336 as in LLaDA "
-                                              "(unverified for MMaDA)")
+MMADA_PROFILE = replace(LLADA_PROFILE, name="mmada", family=MMADA_FAMILY,
+                        known_mask_token_note="<|mdm_mask|> = 126336 as in LLaDA")
 
 
 @register_adapter("mmada-hf")
-class MMaDAHubBackbone(HubBackbone):
+class MMaDAHubBackbone(PretrainedBackbone):
     profile = MMADA_PROFILE
 
 
 @register_adapter("mmada-twin")
-class MMaDATwinBackbone(LLaDAStyleTwinModels, TwinBackbone):
+class MMaDATwinBackbone(TwinBackbone):
     profile = MMADA_PROFILE
-    architecture = "mmada-twin"
-    tokens = LLADA_TOKENS

@@ -1,0 +1,155 @@
+"""DiffuLLaMA (diffusionfamily/diffullama) as transformers' own Llama made bidirectional.
+
+DiffuLLaMA is LLaMA-2-7B adapted to masked diffusion; its checkpoint is a plain `LlamaForCausalLM`
+(`model_type: "llama"`) and upstream runs it with an all-zero additive 4-D attention mask, i.e. full
+bidirectional attention (HKUNLP/DiffuLLaMA `model.py:100,175-187`, `attention_patch.py:305-309`).
+Training reads the prediction for position p at p-1 (`DiffuLLaMA-training/train.py`: `logits[:, :-1]`
+against `loss_mask[:, 1:]`), so logits stay shifted like Dream's; the adapter unshifts. The mask token is
+not in the config (see docs/backbones/dream_diffullama.md: default id 811).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from torch import nn
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from harness.backbones.bidirectional import make_bidirectional
+from harness.backbones.models.dream import _logits, reset_rotary_buffers
+from harness.backbones.models.family import ModelFamily, TinyDims, TokenIds, UnsupportedConfig
+
+MODEL_TYPE = "llama"
+ARCHITECTURES = ["LlamaForCausalLM"]
+# DiffuLLaMA-training/train.py:304 (`--mask_token` default) and LLaMA-Factory loader.py:151-152
+UPSTREAM_MASK_TOKEN_ID = 811
+
+
+@dataclass(frozen=True)
+class DiffuLlamaConfig:
+    """DiffuLLaMA's config.json fields (LLaMA-2 names) that the forward pass depends on."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    max_position_embeddings: int
+    rms_norm_eps: float
+    rope_theta: float
+    tie_word_embeddings: bool
+    bos_token_id: int | None
+    eos_token_id: int | None
+    pad_token_id: int | None = None
+    mask_token_id: int | None = None  # absent from the real config.json; tiny twins record one
+    hidden_act: str = "silu"
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    attention_dropout: float = 0.0
+    pretraining_tp: int = 1
+    rope_scaling: None = None
+    initializer_range: float = 0.02
+    torch_dtype: str | None = "bfloat16"
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def to_llama_config(self) -> LlamaConfig:
+        cfg = LlamaConfig(
+            vocab_size=self.vocab_size, hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size, num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            num_key_value_heads=self.num_key_value_heads, hidden_act=self.hidden_act,
+            max_position_embeddings=self.max_position_embeddings,
+            initializer_range=self.initializer_range, rms_norm_eps=self.rms_norm_eps,
+            use_cache=False, pad_token_id=self.pad_token_id, bos_token_id=self.bos_token_id,
+            eos_token_id=self.eos_token_id, pretraining_tp=1,
+            tie_word_embeddings=self.tie_word_embeddings,
+            rope_parameters={"rope_type": "default", "rope_theta": float(self.rope_theta)},
+            attention_bias=False, attention_dropout=0.0, mlp_bias=False)
+        cfg.is_causal = False
+        return cfg
+
+
+_REQUIRED = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+             "num_attention_heads", "max_position_embeddings")
+_KNOWN = {f for f in DiffuLlamaConfig.__dataclass_fields__ if f != "extra"} | {
+    "architectures", "model_type", "use_cache", "transformers_version", "_name_or_path", "head_dim"}
+
+
+def parse_config(raw: dict[str, Any], source: str) -> DiffuLlamaConfig:
+    model_type = raw.get("model_type", MODEL_TYPE)
+    if model_type != MODEL_TYPE:
+        raise UnsupportedConfig(source, "model_type", model_type, f"'{MODEL_TYPE}'")
+    missing = [k for k in _REQUIRED if k not in raw]
+    if missing:
+        raise KeyError(f"{source}: DiffuLLaMA config.json lacks field(s) {missing}")
+    checks = (("rope_scaling", None, "null (plain RoPE)"), ("attention_bias", False, "false"),
+              ("mlp_bias", False, "false"), ("pretraining_tp", 1, "1"),
+              ("hidden_act", "silu", "'silu'"), ("attention_dropout", 0.0, "0.0"))
+    for name, ok, supported in checks:
+        if name in raw and raw[name] != ok:
+            raise UnsupportedConfig(source, name, raw[name], supported)
+    heads = raw["num_attention_heads"]
+    kv = raw.get("num_key_value_heads") or heads
+    if raw.get("head_dim") not in (None, raw["hidden_size"] // max(1, heads)):
+        raise UnsupportedConfig(source, "head_dim", raw["head_dim"], "hidden_size // num_attention_heads")
+    if raw["hidden_size"] % heads or heads % kv:
+        raise UnsupportedConfig(source, "num_key_value_heads", kv,
+                                "hidden_size divisible by num_attention_heads, heads by kv heads")
+    eos = raw.get("eos_token_id")
+    if isinstance(eos, list):
+        raise UnsupportedConfig(source, "eos_token_id", eos, "a single id")
+    return DiffuLlamaConfig(
+        vocab_size=int(raw["vocab_size"]), hidden_size=int(raw["hidden_size"]),
+        intermediate_size=int(raw["intermediate_size"]),
+        num_hidden_layers=int(raw["num_hidden_layers"]), num_attention_heads=int(heads),
+        num_key_value_heads=int(kv), max_position_embeddings=int(raw["max_position_embeddings"]),
+        rms_norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
+        rope_theta=float(raw.get("rope_theta", 10000.0)),
+        tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
+        bos_token_id=raw.get("bos_token_id", 1), eos_token_id=raw.get("eos_token_id", 2),
+        pad_token_id=raw.get("pad_token_id"), mask_token_id=raw.get("mask_token_id"),
+        initializer_range=float(raw.get("initializer_range", 0.02)),
+        torch_dtype=raw.get("torch_dtype", "bfloat16"),
+        extra={k: v for k, v in raw.items() if k not in _KNOWN})
+
+
+def config_json(cfg: DiffuLlamaConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {k: v for k, v in asdict(cfg).items() if k != "extra"}
+    if out["mask_token_id"] is None:
+        del out["mask_token_id"]  # the real config has no such field
+    out.update(cfg.extra)
+    out.update({"architectures": list(ARCHITECTURES), "model_type": MODEL_TYPE, "use_cache": False})
+    return dict(sorted(out.items()))
+
+
+class DiffuLlamaLM(LlamaForCausalLM):
+    """LlamaForCausalLM whose call returns the (shifted) logits tensor, attention bidirectional."""
+
+    def forward(self, input_ids, attention_mask=None, **_: Any):  # type: ignore[override]
+        return _logits(super().forward, input_ids, attention_mask)
+
+
+def build(cfg: DiffuLlamaConfig) -> nn.Module:
+    return make_bidirectional(DiffuLlamaLM(cfg.to_llama_config()))
+
+
+def tiny_config(dims: TinyDims, ids: TokenIds) -> DiffuLlamaConfig:
+    return DiffuLlamaConfig(
+        vocab_size=ids.vocab_size, hidden_size=dims.d_model, intermediate_size=dims.mlp_hidden,
+        num_hidden_layers=dims.n_layers, num_attention_heads=dims.n_heads,
+        num_key_value_heads=dims.n_kv_heads, max_position_embeddings=dims.max_positions,
+        rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False,
+        bos_token_id=ids.bos_token_id, eos_token_id=ids.eos_token_id,
+        pad_token_id=ids.pad_token_id, mask_token_id=ids.mask_token_id, torch_dtype="float32")
+
+
+def config_mask_token_id(cfg: DiffuLlamaConfig) -> int | None:
+    return cfg.mask_token_id
+
+
+DIFFULLAMA_FAMILY = ModelFamily(name="diffullama", parse_config=parse_config,
+                                config_json=config_json, build=build,
+                                reset_buffers=reset_rotary_buffers, tiny_config=tiny_config,
+                                config_mask_token_id=config_mask_token_id)

@@ -1,0 +1,207 @@
+"""Dream-v0 (Dream-org/Dream-v0-Base-7B) as transformers' own Qwen2 made bidirectional.
+
+Dream's checkpoint is a Qwen2.5-7B layout (`model.embed_tokens`, `model.layers.{i}.self_attn.{q,k,v}_proj`
+with bias, `o_proj` without, SwiGLU MLP, RMSNorm, untied `lm_head`) whose attention is run without a
+causal mask (upstream `DreamSdpaAttention` passes `is_causal=False`, ZHZisZZ/dllm
+`dllm/pipelines/dream/models/modeling_dream.py:262,430`). Its `config.json` carries `model_type: "Dream"`
+and an `auto_map` to remote code; here it is parsed field by field into a `Qwen2Config` and nothing from
+the hub is executed. See docs/backbones/dream_diffullama.md for the citations.
+
+With a padding mask, positions follow upstream's `generation_utils.py:394-395`
+(`cumsum(mask) - 1`, padding positions set to 1) so that left or right padding does not move the
+rotary phases of real tokens. Logits stay shifted (prediction for p is read at p-1); the adapter unshifts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+from harness.backbones.bidirectional import make_bidirectional
+from harness.backbones.models.family import ModelFamily, TinyDims, TokenIds, UnsupportedConfig
+
+MODEL_TYPE = "Dream"
+ARCHITECTURES = ["DreamModel"]
+# as published in Dream-org/Dream-v0-Base-7B/config.json (see docs/backbones/dream_diffullama.md)
+AUTO_MAP = {"AutoConfig": "configuration_dream.DreamConfig", "AutoModel": "modeling_dream.DreamModel"}
+
+
+@dataclass(frozen=True)
+class DreamConfig:
+    """Dream's config.json fields (upstream names) that the forward pass depends on."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    max_position_embeddings: int
+    rms_norm_eps: float
+    rope_theta: float
+    tie_word_embeddings: bool
+    mask_token_id: int | None
+    pad_token_id: int | None
+    bos_token_id: int | None
+    eos_token_id: int | None
+    hidden_act: str = "silu"
+    attention_dropout: float = 0.0
+    initializer_range: float = 0.02
+    rope_scaling: None = None
+    use_sliding_window: bool = False
+    sliding_window: int | None = None
+    max_window_layers: int = 28
+    torch_dtype: str | None = "bfloat16"
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)  # informational fields kept
+
+    def to_qwen2_config(self) -> Qwen2Config:
+        # transformers 5 keeps rotary settings in `rope_parameters`; Dream's rope_scaling null means
+        # plain RoPE with base rope_theta, i.e. rope_type "default".
+        cfg = Qwen2Config(
+            vocab_size=self.vocab_size, hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size, num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            num_key_value_heads=self.num_key_value_heads, hidden_act=self.hidden_act,
+            max_position_embeddings=self.max_position_embeddings,
+            initializer_range=self.initializer_range, rms_norm_eps=self.rms_norm_eps,
+            use_cache=False, tie_word_embeddings=self.tie_word_embeddings,
+            rope_parameters={"rope_type": "default", "rope_theta": float(self.rope_theta)},
+            use_sliding_window=False, sliding_window=None, max_window_layers=self.max_window_layers,
+            attention_dropout=self.attention_dropout, pad_token_id=self.pad_token_id,
+            bos_token_id=self.bos_token_id, eos_token_id=self.eos_token_id)
+        cfg.is_causal = False
+        return cfg
+
+
+_REQUIRED = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+             "num_attention_heads", "max_position_embeddings")
+_KNOWN = {f for f in DreamConfig.__dataclass_fields__ if f != "extra"} | {
+    "architectures", "auto_map", "model_type", "use_cache", "transformers_version", "_name_or_path"}
+
+
+def _check_attention(raw: dict[str, Any], source: str) -> None:
+    # fields that other Qwen2-family configs carry; Dream's modelling code has none of these
+    if "attention_bias" in raw and raw["attention_bias"] is not True:
+        raise UnsupportedConfig(source, "attention_bias", raw["attention_bias"],
+                                "absent or true (Dream's q/k/v always carry a bias, o_proj none)")
+    if raw.get("head_dim") not in (None, raw["hidden_size"] // max(1, raw["num_attention_heads"])):
+        raise UnsupportedConfig(source, "head_dim", raw["head_dim"],
+                                "hidden_size // num_attention_heads")
+
+
+def parse_config(raw: dict[str, Any], source: str) -> DreamConfig:
+    """Dream's config.json -> DreamConfig; values the native model lacks raise UnsupportedConfig."""
+    model_type = raw.get("model_type", MODEL_TYPE)
+    if model_type != MODEL_TYPE:
+        raise UnsupportedConfig(source, "model_type", model_type, f"'{MODEL_TYPE}'")
+    missing = [k for k in _REQUIRED if k not in raw]
+    if missing:
+        raise KeyError(f"{source}: Dream config.json lacks field(s) {missing}")
+    if raw.get("rope_scaling") is not None:
+        raise UnsupportedConfig(source, "rope_scaling", raw["rope_scaling"], "null (plain RoPE)")
+    if raw.get("use_sliding_window", False):
+        raise UnsupportedConfig(source, "use_sliding_window", raw["use_sliding_window"], "false")
+    if raw.get("hidden_act", "silu") != "silu":
+        raise UnsupportedConfig(source, "hidden_act", raw["hidden_act"], "'silu'")
+    if float(raw.get("attention_dropout", 0.0)) != 0.0:
+        raise UnsupportedConfig(source, "attention_dropout", raw["attention_dropout"], "0.0")
+    _check_attention(raw, source)
+    heads = raw["num_attention_heads"]
+    kv = raw.get("num_key_value_heads") or heads  # upstream: None means num_attention_heads
+    if raw["hidden_size"] % heads or heads % kv:
+        raise UnsupportedConfig(source, "num_key_value_heads", kv,
+                                "hidden_size divisible by num_attention_heads, heads by kv heads")
+    eos = raw.get("eos_token_id")
+    if isinstance(eos, list):
+        raise UnsupportedConfig(source, "eos_token_id", eos, "a single id")
+    return DreamConfig(
+        vocab_size=int(raw["vocab_size"]), hidden_size=int(raw["hidden_size"]),
+        intermediate_size=int(raw["intermediate_size"]),
+        num_hidden_layers=int(raw["num_hidden_layers"]), num_attention_heads=int(heads),
+        num_key_value_heads=int(kv), max_position_embeddings=int(raw["max_position_embeddings"]),
+        rms_norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
+        rope_theta=float(raw.get("rope_theta", 10000.0)),
+        tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
+        # upstream DreamConfig defaults (configuration_dream.py:48-49)
+        mask_token_id=raw.get("mask_token_id", 151666), pad_token_id=raw.get("pad_token_id", 151643),
+        bos_token_id=raw.get("bos_token_id"), eos_token_id=eos,
+        hidden_act="silu", attention_dropout=float(raw.get("attention_dropout", 0.0)),
+        initializer_range=float(raw.get("initializer_range", 0.02)), rope_scaling=None,
+        use_sliding_window=False, sliding_window=raw.get("sliding_window"),
+        max_window_layers=int(raw.get("max_window_layers", 28)),
+        torch_dtype=raw.get("torch_dtype", "bfloat16"),
+        extra={k: v for k, v in raw.items() if k not in _KNOWN})
+
+
+def config_json(cfg: DreamConfig) -> dict[str, Any]:
+    """DreamConfig -> config.json in Dream's on-disk format (keys sorted as transformers writes)."""
+    out: dict[str, Any] = {k: v for k, v in asdict(cfg).items() if k != "extra"}
+    out.update(cfg.extra)
+    out.update({"architectures": list(ARCHITECTURES), "auto_map": dict(AUTO_MAP),
+                "model_type": MODEL_TYPE, "use_cache": False})
+    return dict(sorted(out.items()))
+
+
+class DreamLM(Qwen2ForCausalLM):
+    """Qwen2ForCausalLM whose call returns the (shifted) logits tensor, attention bidirectional."""
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                **_: Any) -> torch.Tensor:  # type: ignore[override]
+        return _logits(super().forward, input_ids, attention_mask)
+
+
+def _logits(forward, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    position_ids = None
+    if attention_mask is not None:
+        keep = attention_mask.to(torch.long)
+        position_ids = (keep.cumsum(-1) - 1).masked_fill(keep == 0, 1)
+    out = forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                  use_cache=False, return_dict=True)
+    return out.logits
+
+
+def build(cfg: DreamConfig) -> nn.Module:
+    model = DreamLM(cfg.to_qwen2_config())
+    return make_bidirectional(model)
+
+
+def reset_rotary_buffers(model: nn.Module) -> None:
+    """Recompute every rotary `inv_freq` (non-persistent) on the CPU from the model's config."""
+    found = False
+    for module in model.modules():
+        if hasattr(module, "inv_freq") and hasattr(module, "compute_default_rope_parameters"):
+            if module.rope_type != "default":
+                raise UnsupportedConfig("<model>", "rope_parameters.rope_type", module.rope_type,
+                                        "'default'")
+            inv_freq, scaling = module.compute_default_rope_parameters(module.config, device="cpu")
+            module.inv_freq = inv_freq.to("cpu")
+            if hasattr(module, "original_inv_freq"):
+                module.original_inv_freq = inv_freq.clone().to("cpu")
+            module.attention_scaling = scaling
+            found = True
+    if not found:
+        raise TypeError(f"{type(model).__name__}: no rotary embedding with inv_freq found")
+
+
+def tiny_config(dims: TinyDims, ids: TokenIds) -> DreamConfig:
+    return DreamConfig(
+        vocab_size=ids.vocab_size, hidden_size=dims.d_model, intermediate_size=dims.mlp_hidden,
+        num_hidden_layers=dims.n_layers, num_attention_heads=dims.n_heads,
+        num_key_value_heads=dims.n_kv_heads, max_position_embeddings=dims.max_positions,
+        rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=False,
+        mask_token_id=ids.mask_token_id, pad_token_id=ids.pad_token_id,
+        bos_token_id=ids.bos_token_id if ids.bos_token_id is not None else ids.eos_token_id,
+        eos_token_id=ids.eos_token_id, max_window_layers=dims.n_layers, torch_dtype="float32")
+
+
+def config_mask_token_id(cfg: DreamConfig) -> int | None:
+    return cfg.mask_token_id
+
+
+DREAM_FAMILY = ModelFamily(name="dream", parse_config=parse_config, config_json=config_json,
+                           build=build, reset_buffers=reset_rotary_buffers,
+                           tiny_config=tiny_config, config_mask_token_id=config_mask_token_id)
