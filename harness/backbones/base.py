@@ -141,11 +141,16 @@ class Backbone(ABC):
         split = len(ids)
         for i, (start, end) in enumerate(offsets):
             if end > boundary and end > start:
-                if start < boundary and prompt[start:boundary].strip():
-                    raise ValueError(f"{self.name}: token {ids[i]} spans the prompt/answer "
-                                     f"boundary ({text[start:end]!r}); the answer cannot be "
-                                     f"split from the prompt")
                 split = i
+                if start < boundary and prompt[start:boundary].strip():
+                    # The token straddles the boundary. Only the separator may be on the
+                    # answer side (e.g. ':▁' in a SentencePiece vocabulary): it stays with
+                    # the prompt. Answer characters inside it cannot be split off.
+                    if text[boundary:end].strip():
+                        raise ValueError(f"{self.name}: token {ids[i]} ({text[start:end]!r}) "
+                                         f"spans the prompt/answer boundary; the answer "
+                                         f"cannot be split from the prompt")
+                    split = i + 1
                 break
         # Tokens with an empty span after the boundary were added by the tokenizer's
         # post-processor (e.g. an appended EOS), not written in the text: not answer tokens.

