@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -30,14 +29,3 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 2048,
 def wrap_tokenizer(tok: Tokenizer) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS_TOKEN,
                                    pad_token=EOS_TOKEN, mask_token=MASK_TOKEN)
-
-
-def save_tokenizer(tokenizer: PreTrainedTokenizerFast, directory: Path) -> None:
-    tokenizer.backend_tokenizer.save(str(Path(directory) / "tokenizer.json"))
-
-
-def load_tokenizer(directory: Path) -> PreTrainedTokenizerFast:
-    path = Path(directory) / "tokenizer.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: tokenizer file missing from checkpoint")
-    return wrap_tokenizer(Tokenizer.from_file(str(path)))

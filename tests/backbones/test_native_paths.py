@@ -251,3 +251,18 @@ def test_check_command_reports_what_the_harness_relies_on(snapshots, capsys, no_
     assert report["parameters"] > 0 and report["dtype"] == "float32"
     assert main(["check", str(snapshots["dream-7b-twin"]), "--adapter", "llada-hf"]) == 1
     assert "config.json" in capsys.readouterr().err
+
+
+def test_sampler_never_emits_ids_the_tokenizer_cannot_decode(twins, monkeypatch):
+    """Dream's embedding has more rows (152064) than its tokenizer has tokens: the padded
+    rows must never be sampled, however likely the model makes them."""
+    backbone = twins["dream-7b-twin"]
+    raw = backbone.raw_logits
+
+    def padded(ids, attention_mask=None):
+        out = raw(ids, attention_mask)
+        return torch.cat([out, torch.full((*out.shape[:-1], 8), 100.0)], dim=-1)
+
+    monkeypatch.setattr(backbone, "raw_logits", padded)
+    generation = sample_answers(backbone, FORGET, steps=4)
+    assert all(max(row) < len(backbone.tokenizer) for row in generation.token_ids)

@@ -17,8 +17,8 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from harness.backbones.bidirectional import make_bidirectional
-from harness.backbones.models.dream import _logits, reset_rotary_buffers
 from harness.backbones.models.family import ModelFamily, TinyDims, TokenIds, UnsupportedConfig
+from harness.backbones.models.hf_decoder import head_layout, logits_forward, reset_rotary_buffers
 
 MODEL_TYPE = "llama"
 ARCHITECTURES = ["LlamaForCausalLM"]
@@ -71,8 +71,6 @@ class DiffuLlamaConfig:
         return cfg
 
 
-_REQUIRED = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-             "num_attention_heads", "max_position_embeddings")
 _KNOWN = {f for f in DiffuLlamaConfig.__dataclass_fields__ if f != "extra"} | {
     "architectures", "model_type", "use_cache", "transformers_version", "_name_or_path", "head_dim"}
 
@@ -81,25 +79,13 @@ def parse_config(raw: dict[str, Any], source: str) -> DiffuLlamaConfig:
     model_type = raw.get("model_type", MODEL_TYPE)
     if model_type != MODEL_TYPE:
         raise UnsupportedConfig(source, "model_type", model_type, f"'{MODEL_TYPE}'")
-    missing = [k for k in _REQUIRED if k not in raw]
-    if missing:
-        raise KeyError(f"{source}: DiffuLLaMA config.json lacks field(s) {missing}")
+    heads, kv = head_layout(raw, source)
     checks = (("rope_scaling", None, "null (plain RoPE)"), ("attention_bias", False, "false"),
               ("mlp_bias", False, "false"), ("pretraining_tp", 1, "1"),
               ("hidden_act", "silu", "'silu'"), ("attention_dropout", 0.0, "0.0"))
     for name, ok, supported in checks:
         if name in raw and raw[name] != ok:
             raise UnsupportedConfig(source, name, raw[name], supported)
-    heads = raw["num_attention_heads"]
-    kv = raw.get("num_key_value_heads") or heads
-    if raw.get("head_dim") not in (None, raw["hidden_size"] // max(1, heads)):
-        raise UnsupportedConfig(source, "head_dim", raw["head_dim"], "hidden_size // num_attention_heads")
-    if raw["hidden_size"] % heads or heads % kv:
-        raise UnsupportedConfig(source, "num_key_value_heads", kv,
-                                "hidden_size divisible by num_attention_heads, heads by kv heads")
-    eos = raw.get("eos_token_id")
-    if isinstance(eos, list):
-        raise UnsupportedConfig(source, "eos_token_id", eos, "a single id")
     return DiffuLlamaConfig(
         vocab_size=int(raw["vocab_size"]), hidden_size=int(raw["hidden_size"]),
         intermediate_size=int(raw["intermediate_size"]),
@@ -128,7 +114,7 @@ class DiffuLlamaLM(LlamaForCausalLM):
     """LlamaForCausalLM whose call returns the (shifted) logits tensor, attention bidirectional."""
 
     def forward(self, input_ids, attention_mask=None, **_: Any):  # type: ignore[override]
-        return _logits(super().forward, input_ids, attention_mask)
+        return logits_forward(super().forward, input_ids, attention_mask)
 
 
 def build(cfg: DiffuLlamaConfig) -> nn.Module:

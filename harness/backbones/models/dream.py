@@ -23,6 +23,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from harness.backbones.bidirectional import make_bidirectional
 from harness.backbones.models.family import ModelFamily, TinyDims, TokenIds, UnsupportedConfig
+from harness.backbones.models.hf_decoder import head_layout, logits_forward, reset_rotary_buffers
 
 MODEL_TYPE = "Dream"
 ARCHITECTURES = ["DreamModel"]
@@ -77,8 +78,6 @@ class DreamConfig:
         return cfg
 
 
-_REQUIRED = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-             "num_attention_heads", "max_position_embeddings")
 _KNOWN = {f for f in DreamConfig.__dataclass_fields__ if f != "extra"} | {
     "architectures", "auto_map", "model_type", "use_cache", "transformers_version", "_name_or_path"}
 
@@ -88,9 +87,6 @@ def _check_attention(raw: dict[str, Any], source: str) -> None:
     if "attention_bias" in raw and raw["attention_bias"] is not True:
         raise UnsupportedConfig(source, "attention_bias", raw["attention_bias"],
                                 "absent or true (Dream's q/k/v always carry a bias, o_proj none)")
-    if raw.get("head_dim") not in (None, raw["hidden_size"] // max(1, raw["num_attention_heads"])):
-        raise UnsupportedConfig(source, "head_dim", raw["head_dim"],
-                                "hidden_size // num_attention_heads")
 
 
 def parse_config(raw: dict[str, Any], source: str) -> DreamConfig:
@@ -98,9 +94,7 @@ def parse_config(raw: dict[str, Any], source: str) -> DreamConfig:
     model_type = raw.get("model_type", MODEL_TYPE)
     if model_type != MODEL_TYPE:
         raise UnsupportedConfig(source, "model_type", model_type, f"'{MODEL_TYPE}'")
-    missing = [k for k in _REQUIRED if k not in raw]
-    if missing:
-        raise KeyError(f"{source}: Dream config.json lacks field(s) {missing}")
+    heads, kv = head_layout(raw, source)
     if raw.get("rope_scaling") is not None:
         raise UnsupportedConfig(source, "rope_scaling", raw["rope_scaling"], "null (plain RoPE)")
     if raw.get("use_sliding_window", False):
@@ -110,14 +104,7 @@ def parse_config(raw: dict[str, Any], source: str) -> DreamConfig:
     if float(raw.get("attention_dropout", 0.0)) != 0.0:
         raise UnsupportedConfig(source, "attention_dropout", raw["attention_dropout"], "0.0")
     _check_attention(raw, source)
-    heads = raw["num_attention_heads"]
-    kv = raw.get("num_key_value_heads") or heads  # upstream: None means num_attention_heads
-    if raw["hidden_size"] % heads or heads % kv:
-        raise UnsupportedConfig(source, "num_key_value_heads", kv,
-                                "hidden_size divisible by num_attention_heads, heads by kv heads")
     eos = raw.get("eos_token_id")
-    if isinstance(eos, list):
-        raise UnsupportedConfig(source, "eos_token_id", eos, "a single id")
     return DreamConfig(
         vocab_size=int(raw["vocab_size"]), hidden_size=int(raw["hidden_size"]),
         intermediate_size=int(raw["intermediate_size"]),
@@ -151,40 +138,12 @@ class DreamLM(Qwen2ForCausalLM):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 **_: Any) -> torch.Tensor:  # type: ignore[override]
-        return _logits(super().forward, input_ids, attention_mask)
-
-
-def _logits(forward, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-    position_ids = None
-    if attention_mask is not None:
-        keep = attention_mask.to(torch.long)
-        position_ids = (keep.cumsum(-1) - 1).masked_fill(keep == 0, 1)
-    out = forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                  use_cache=False, return_dict=True)
-    return out.logits
+        return logits_forward(super().forward, input_ids, attention_mask)
 
 
 def build(cfg: DreamConfig) -> nn.Module:
     model = DreamLM(cfg.to_qwen2_config())
     return make_bidirectional(model)
-
-
-def reset_rotary_buffers(model: nn.Module) -> None:
-    """Recompute every rotary `inv_freq` (non-persistent) on the CPU from the model's config."""
-    found = False
-    for module in model.modules():
-        if hasattr(module, "inv_freq") and hasattr(module, "compute_default_rope_parameters"):
-            if module.rope_type != "default":
-                raise UnsupportedConfig("<model>", "rope_parameters.rope_type", module.rope_type,
-                                        "'default'")
-            inv_freq, scaling = module.compute_default_rope_parameters(module.config, device="cpu")
-            module.inv_freq = inv_freq.to("cpu")
-            if hasattr(module, "original_inv_freq"):
-                module.original_inv_freq = inv_freq.clone().to("cpu")
-            module.attention_scaling = scaling
-            found = True
-    if not found:
-        raise TypeError(f"{type(model).__name__}: no rotary embedding with inv_freq found")
 
 
 def tiny_config(dims: TinyDims, ids: TokenIds) -> DreamConfig:

@@ -33,6 +33,21 @@ class UnsupportedConfig(ValueError):
                          f"native model (supported: {supported})")
 
 
+class MissingConfigField(ValueError):
+    """A field the native model needs is absent from the checkpoint's config.json."""
+
+    def __init__(self, source: str, field: str, detail: str = ""):
+        self.source, self.field = source, field
+        super().__init__(f"{source}: required config field '{field}' is missing{detail}")
+
+
+def require_fields(raw: dict[str, Any], source: str, names: tuple[str, ...]) -> None:
+    """Raise `MissingConfigField` for the first of `names` absent from `raw`."""
+    for name in names:
+        if name not in raw:
+            raise MissingConfigField(source, name)
+
+
 @dataclass(frozen=True)
 class TinyDims:
     """Sizes of a structural twin (a tiny instance of a family's real class)."""

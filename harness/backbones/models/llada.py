@@ -27,15 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.backbones.models.family import ModelFamily, TinyDims, TokenIds, UnsupportedConfig
-
-
-class MissingConfigField(ValueError):
-    """A field the native model needs is absent from the checkpoint's config.json."""
-
-    def __init__(self, source: str, field: str, detail: str = ""):
-        self.source, self.field = source, field
-        super().__init__(f"{source}: required config field '{field}' is missing{detail}")
+from harness.backbones.models.family import (MissingConfigField, ModelFamily, TinyDims, TokenIds,
+                                             UnsupportedConfig)
 
 
 # --------------------------------------------------------------------------------------------
