@@ -156,7 +156,7 @@ UNSUPPORTED = {
     "llada-8b-base-twin": ("block_type", "sequential"),
     "mmada-8b-twin": ("alibi", True),
     "dream-7b-twin": ("use_sliding_window", True),
-    "diffullama-7b-twin": ("rope_scaling", {"type": "linear", "factor": 2.0}),
+    "diffullama-7b-twin": ("tie_word_embeddings", True),
     "llada-moe-twin": ("clip_qkv", 8.0),
 }
 

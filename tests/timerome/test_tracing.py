@@ -131,3 +131,22 @@ def test_a_facts_trace_does_not_depend_on_the_facts_traced_with_it(tiny_backbone
     n = alone.ie.shape[-1]  # the longest subject of the list sets how many offsets are traced
     assert torch.allclose(together.ie[i, ..., -n:], alone.ie[0], atol=1e-4, equal_nan=True)
     assert torch.allclose(together.corruption_effect[i], alone.corruption_effect[0], atol=1e-4)
+
+
+def test_tie_summary_numbers_follow_the_trace(tiny_backbone, forget_retain):
+    from harness.timerome.tie_summary import summarize_trace
+
+    forget, _ = forget_retain
+    trace = trace_facts(tiny_backbone, forget, TimeROMEConfig(positions="subject", **FAST))
+    summary = summarize_trace(trace)
+    assert summary.n_facts == len(forget) and summary.n_layers == tiny_backbone.num_layers
+    assert abs(summary.corruption_effect - float(trace.corruption_effect.mean())) < 1e-6
+    assert summary.flagged_fraction == float(trace.flagged.float().mean())
+    traced = trace.tie[~torch.isnan(trace.tie)].abs()
+    assert summary.median_abs_tie == float(traced.median())
+    if summary.median_abs_tie > 0:
+        assert summary.located_ratio == summary.chosen_tie / summary.median_abs_tie
+    else:  # nothing to stand out from: no ratio, and the bar is not met
+        assert summary.located_ratio is None and not summary.meets_bars()["located_ratio"]
+    record = summary.as_record()
+    assert set(record["meets_bars"]) == {"corruption_effect", "located_ratio", "flagged_fraction"}

@@ -19,7 +19,7 @@ REQUIRED = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers
 def head_layout(raw: dict[str, Any], source: str) -> tuple[int, int]:
     """(attention heads, key/value heads) after the checks both formats share: required
     fields present, no explicit head_dim other than hidden/heads, heads divisible by kv
-    heads, a single EOS id."""
+    heads, a single EOS id, an untied output head."""
     require_fields(raw, source, REQUIRED)
     heads = int(raw["num_attention_heads"])
     kv = int(raw.get("num_key_value_heads") or heads)  # upstream: None means = heads
@@ -31,6 +31,11 @@ def head_layout(raw: dict[str, Any], source: str) -> tuple[int, int]:
                                 "hidden_size divisible by num_attention_heads, heads by kv heads")
     if isinstance(raw.get("eos_token_id"), list):
         raise UnsupportedConfig(source, "eos_token_id", raw["eos_token_id"], "a single id")
+    if raw.get("tie_word_embeddings", False):
+        # Dream-7B and LLaMA-2 ship a separate lm_head; the snapshot loader assigns each
+        # checkpoint tensor to one parameter and does not re-tie shared ones.
+        raise UnsupportedConfig(source, "tie_word_embeddings", raw["tie_word_embeddings"],
+                                "false (a separate lm_head.weight)")
     return heads, kv
 
 
