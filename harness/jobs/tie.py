@@ -1,14 +1,60 @@
 """TIE heatmap of one backbone: trace the first `n_facts` forget facts (positions in a
-window around the subject end) and draw `harness.timerome.figure.tie_figure`."""
+window around the subject end), draw `harness.timerome.figure.tie_figure` and write
+`<out>.json` next to the figure: `harness.timerome.tie_summary.summarize_trace(trace)`
+(corruption effect, chosen TIE, median |TIE|, their ratio, flagged fraction, the issue-13
+bars and whether each is met) plus the backbone name, the trace's levels and offsets and
+the per-fact `trace.summary()`. The JSON is strict (no NaN/Infinity) and written atomically.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+import time
+from pathlib import Path
+from typing import Any
 
+from harness.atomic import write_json_atomic
 from harness.data import load_split
 from harness.jobs.spec import job_argument, job_backbone, parse_job
+
+
+def _strict(value: Any) -> Any:
+    """`value` with every non-finite float replaced by None (JSON null)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
+
+
+def tie_record(trace, backbone: str, forget_split: str, seconds: float | None = None) -> dict:
+    """The JSON summary of one backbone's trace (strict JSON: non-finite floats -> null)."""
+    from harness.timerome.tie_summary import summarize_trace
+
+    record = {"backbone": backbone, "forget_split": forget_split,
+              **summarize_trace(trace).as_record(),
+              "levels": [float(t) for t in trace.times],
+              "offsets": [int(o) for o in trace.offsets],
+              "facts": trace.summary(), "trace_seconds": float(trace.seconds),
+              "forwards": int(trace.forwards)}
+    if seconds is not None:
+        record["wall_clock_s"] = float(seconds)
+    return _strict(record)
+
+
+def figure_caption(summary: dict) -> str:
+    """One line of the summary numbers drawn under the figure."""
+    ratio = summary["located_ratio"]
+    ratio_text = "n/a" if ratio is None else f"{ratio:.2f}"
+    return (f"corruption effect {summary['corruption_effect']:.2f} nats/token; "
+            f"chosen TIE {summary['chosen_tie']:.3f} / median |TIE| "
+            f"{summary['median_abs_tie']:.3g} = ratio {ratio_text}; "
+            f"flagged {summary['flagged_fraction']:.0%} of {summary['n_facts']} facts")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,13 +65,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.jobs.tie", description=__doc__)
     job_argument(parser)
     job = parse_job(parser.parse_args(argv).job)
+    start = time.perf_counter()
     backbone = job_backbone(job)
     facts = load_split(job["tofu_dir"], job["forget_split"])[: int(job["n_facts"])]
     config = TimeROMEConfig.from_dict({**job.get("method_config", {}), "positions": "window"})
     _, trace = TimeROMEEditor(backbone, config).trace(facts)
+    record = tie_record(trace, job["backbone"], job["forget_split"])
     paths = tie_figure(trace, job["out"], title=f"{job['backbone']}: TIE over {len(facts)} "
-                                                f"{job['forget_split']} facts")
-    print(json.dumps([str(p) for p in paths]))
+                                                f"{job['forget_split']} facts",
+                       caption=figure_caption(record))
+    record["wall_clock_s"] = time.perf_counter() - start
+    json_path = Path(job["out"]).with_suffix(".json")
+    pass  # BROKEN
+    print(json.dumps([str(p) for p in [*paths, json_path]]))
     return 0
 
 

@@ -36,8 +36,10 @@ def _save(fig, path: Path) -> None:
         fig.savefig(tmp, dpi=150, bbox_inches="tight")
 
 
-def tie_figure(trace: TraceResult, out_prefix: str | Path, title: str = "") -> list[Path]:
-    """Write `<out_prefix>.png` and `.pdf`; returns both paths."""
+def tie_figure(trace: TraceResult, out_prefix: str | Path, title: str = "",
+               caption: str = "") -> list[Path]:
+    """Write `<out_prefix>.png` and `.pdf`; returns both paths. `caption` (e.g. the
+    summary numbers of `harness.jobs.tie.figure_caption`) is drawn under the panels."""
     by_level = ie_by_level(trace).numpy()
     by_pos = tie_by_position(trace).numpy()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
@@ -60,6 +62,8 @@ def tie_figure(trace: TraceResult, out_prefix: str | Path, title: str = "") -> l
     fig.colorbar(im2, ax=ax2, label="TIE (nats / masked token)")
     if title:
         fig.suptitle(title)
+    if caption:
+        fig.supxlabel(caption, fontsize=9)
     prefix = Path(out_prefix)
     paths = [prefix.with_suffix(".png"), prefix.with_suffix(".pdf")]
     try:

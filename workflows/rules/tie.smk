@@ -1,7 +1,29 @@
-# Temporal Indirect Effect heatmaps (harness/timerome/figure.py) on the forget facts.
+# Temporal Indirect Effect heatmaps (harness/timerome/figure.py) on the forget facts, one
+# per backbone, each with a JSON summary next to it (harness/jobs/tie.py: corruption
+# effect, chosen TIE, median |TIE|, their ratio, flagged fraction, issue 13's bars).
+#
+# `tie.backbones`: a list of configured backbones, or "all" / omitted = every backbone in
+# `backbones`, in config order.
 
+
+def tie_backbones(tie_config, backbones):
+    """The backbones to trace: `tie.backbones` as given, or every backbone when it is
+    omitted or "all"; names are checked against `backbones`."""
+    names = tie_config.get("backbones", "all")
+    if names == "all":
+        return list(backbones)
+    if isinstance(names, str):
+        names = [names]
+    unknown = [n for n in names if n not in backbones]
+    if unknown:
+        raise WorkflowError(f"invalid config: tie.backbones: '{unknown[0]}' is not a "
+                            f"configured backbone (known: {', '.join(backbones)})")
+    return list(names)
+
+
+TIE_BACKBONES = tie_backbones(TIE, BACKBONES)
 TIE_FIGURES = expand("reports/figures/tie_{backbone}.{ext}", backbone=TIE_BACKBONES,
-                     ext=["png", "pdf"])
+                     ext=["png", "pdf", "json"])
 
 
 rule tie_heatmap:
@@ -10,8 +32,10 @@ rule tie_heatmap:
         lambda w: finetuned_path(w.backbone),
     output:
         png=report("reports/figures/tie_{backbone}.png", category="TIE",
+                   subcategory="{backbone}", labels={"backbone": "{backbone}"},
                    caption="../report/tie.rst"),
         pdf="reports/figures/tie_{backbone}.pdf",
+        summary="reports/figures/tie_{backbone}.json",
     params:
         job=lambda w, output: job_arg({
             "backbone": w.backbone, "backbone_entry": backbone_entry(w.backbone),
