@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                        caption=figure_caption(record))
     record["wall_clock_s"] = time.perf_counter() - start
     json_path = Path(job["out"]).with_suffix(".json")
-    pass  # BROKEN
+    write_json_atomic(json_path, record, allow_nan=False)
     print(json.dumps([str(p) for p in [*paths, json_path]]))
     return 0
 
