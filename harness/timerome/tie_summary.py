@@ -3,8 +3,10 @@
 - `corruption_effect`: mean over facts and levels of P_clean - P_corrupted (nats per masked
   answer token): how much corrupting the subject hurts the answer;
 - `chosen_tie`: mean TIE at each fact's chosen coordinate (layer, position);
-- `median_abs_tie`: median |TIE| over every traced coordinate of every fact (the
-  background a located coordinate must stand out from);
+- `median_abs_tie`: median |TIE| over the traced coordinates of every fact in layers
+  below the last (the background a located coordinate must stand out from). The last
+  layer is left out: its MLP output at a prompt position reaches no answer token (no
+  attention follows it), so its TIE there is exactly 0 by construction, on any depth;
 - `flagged_fraction`: share of facts whose max TIE is below the flag threshold (no single
   restoration recovers the answer).
 
@@ -47,7 +49,11 @@ class TieSummary:
 
 
 def summarize_trace(trace: TraceResult) -> TieSummary:
-    traced = trace.tie[~torch.isnan(trace.tie)]
+    if trace.tie.shape[1] < 2:
+        raise ValueError("a TIE summary needs at least 2 layers (the last one cannot carry "
+                         "a prompt position's effect to the answer)")
+    below_last = trace.tie[:, :-1]
+    traced = below_last[~torch.isnan(below_last)]
     if traced.numel() == 0:
         raise ValueError("the trace has no traced coordinate (every TIE is NaN)")
     median = float(traced.abs().median())

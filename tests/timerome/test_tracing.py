@@ -142,8 +142,11 @@ def test_tie_summary_numbers_follow_the_trace(tiny_backbone, forget_retain):
     assert summary.n_facts == len(forget) and summary.n_layers == tiny_backbone.num_layers
     assert abs(summary.corruption_effect - float(trace.corruption_effect.mean())) < 1e-6
     assert summary.flagged_fraction == float(trace.flagged.float().mean())
-    traced = trace.tie[~torch.isnan(trace.tie)].abs()
-    assert summary.median_abs_tie == float(traced.median())
+    below_last = trace.tie[:, :-1]
+    assert summary.median_abs_tie == float(below_last[~torch.isnan(below_last)].abs().median())
+    # The last layer's restorations at prompt positions cannot reach the answer: exactly 0.
+    last = trace.tie[:, -1]
+    assert float(last[~torch.isnan(last)].abs().max()) == 0.0
     if summary.median_abs_tie > 0:
         assert summary.located_ratio == summary.chosen_tie / summary.median_abs_tie
     else:  # nothing to stand out from: no ratio, and the bar is not met

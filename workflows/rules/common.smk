@@ -59,7 +59,11 @@ FACT_COUNTS = sorted(int(n) for n in config.get("fact_counts", []))
 SEQUENTIAL = config.get("sequential", {})
 SEQUENTIAL_BACKBONE = SEQUENTIAL.get("backbone", TUNING_BACKBONE)
 TIE = config.get("tie", {})
-TIE_BACKBONES = list(TIE.get("backbones", [TUNING_BACKBONE]))
+# `tie.backbones`: a list of names, or "all" (the default): every configured backbone.
+# Names are checked against `backbones` with the other cross-key checks (_check_names).
+_TIE_CHOICE = TIE.get("backbones", "all")
+TIE_BACKBONES = list(BACKBONES) if _TIE_CHOICE == "all" else (
+    [_TIE_CHOICE] if isinstance(_TIE_CHOICE, str) else list(_TIE_CHOICE))
 GRADIENT_BASELINES = list(config.get("gradient_baselines", []))
 
 

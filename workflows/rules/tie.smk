@@ -6,22 +6,6 @@
 # `backbones`, in config order.
 
 
-def tie_backbones(tie_config, backbones):
-    """The backbones to trace: `tie.backbones` as given, or every backbone when it is
-    omitted or "all"; names are checked against `backbones`."""
-    names = tie_config.get("backbones", "all")
-    if names == "all":
-        return list(backbones)
-    if isinstance(names, str):
-        names = [names]
-    unknown = [n for n in names if n not in backbones]
-    if unknown:
-        raise WorkflowError(f"invalid config: tie.backbones: '{unknown[0]}' is not a "
-                            f"configured backbone (known: {', '.join(backbones)})")
-    return list(names)
-
-
-TIE_BACKBONES = tie_backbones(TIE, BACKBONES)
 TIE_FIGURES = expand("reports/figures/tie_{backbone}.{ext}", backbone=TIE_BACKBONES,
                      ext=["png", "pdf", "json"])
 
