@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from dataclasses import replace
@@ -147,6 +148,8 @@ def run(job: MethodJob) -> dict[str, Any]:
             torch.cuda.empty_cache()
     finally:
         measurer.close()
+    if status == "ok":
+        check_finite_scores(job, scores)
     memory = measurer.summary()
     edit_seconds = measurer.seconds().get("edit") if status == "ok" else None
     fp = fingerprint(spec.device, job.config_hash, measurer.driver)
@@ -157,6 +160,21 @@ def run(job: MethodJob) -> dict[str, Any]:
     return build_record(job, selection, scores, memory, measurer.seconds(), edit_seconds,
                         outcome, status, error, fp, method_config, quality_notes,
                         time.perf_counter() - start, weights)
+
+
+class NonFiniteScores(RuntimeError):
+    """A method left the model producing NaN or infinite scores: no `ok` record."""
+
+
+def check_finite_scores(job: MethodJob, scores: dict[str, Any]) -> None:
+    """Fail the job (no record is written) when a computed score is NaN or infinite."""
+    bad = {k: v for k, v in scores.items()
+           if isinstance(v, (int, float)) and not math.isfinite(float(v))}
+    if bad:
+        raise NonFiniteScores(
+            f"{job.backbone} / {job.method} (seed {job.seed}): non-finite score(s) "
+            f"{', '.join(f'{k}={v}' for k, v in sorted(bad.items()))}; check the method's "
+            f"config ({json.dumps(job.method_config, default=str)})")
 
 
 def build_record(job: MethodJob, selection: FactSelection, scores: dict[str, Any],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
@@ -53,6 +55,15 @@ class TimeROMEConfig:
         object.__setattr__(self, "times", tuple(float(t) for t in self.times))
         object.__setattr__(self, "window", tuple(int(w) for w in self.window))
         problems = []
+        numbers = {"alpha": self.alpha, "lam": self.lam, "q": self.q,
+                   "noise_multiplier": self.noise_multiplier, "gate_quantile": self.gate_quantile,
+                   "flag_threshold": self.flag_threshold, "cov_shrinkage": self.cov_shrinkage,
+                   **{f"times[{i}]": t for i, t in enumerate(self.times)}}
+        bad = {k: v for k, v in numbers.items()
+               if not isinstance(v, (int, float)) or not math.isfinite(v)}
+        if bad:  # NaN passes every comparison below; infinity makes the solve a no-op
+            raise ValueError("invalid TimeROMEConfig: " + "; ".join(
+                f"{k} must be a finite number, got {v!r}" for k, v in bad.items()))
         if self.alpha < 0:
             problems.append(f"alpha must be >= 0, got {self.alpha}")
         if self.lam <= 0:

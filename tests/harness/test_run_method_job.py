@@ -135,3 +135,24 @@ def test_retain_train_and_eval_samples_are_disjoint_and_sized(tiny_setup):
     assert not {f.key for f in sel.retain_eval} & {f.key for f in sel.retain_train}
     scaling = last_n_selection(str(tofu), 5, 10, 6, 0, train_size=200)
     assert len(scaling.retain_train) == 90 - 6  # capped by the pool (100 - 10 records)
+
+
+def test_non_finite_scores_fail_the_job_and_write_no_record(tiny_setup, monkeypatch):
+    """An edit that makes the model's scores NaN is a failure, not an `ok` record with nulls."""
+    root, tofu = tiny_setup
+    real_mean_logp = run_method.mean_logp
+    calls = []
+
+    def nan_after_edit(*args, **kwargs):
+        calls.append(1)
+        return float("nan") if len(calls) > 2 else real_mean_logp(*args, **kwargs)
+
+    monkeypatch.setattr(run_method, "mean_logp", nan_after_edit)
+    job = make_job(root, tofu, "timerome", {"alpha": 2.0, "times": [1.0], "noise_samples": 1},
+                   out=str(root / "nan.json"), evaluation={"rouge": False, "forget_quality": False,
+                                                            "model_utility": False})
+    with pytest.raises(run_method.NonFiniteScores,
+                       match=r"tiny / timerome \(seed 0\): non-finite score\(s\) "
+                             r"forget_logp_after=nan, retain_logp_after=nan"):
+        run_method.main(["--job", json.dumps(asdict(job))])
+    assert not Path(job.out).exists()

@@ -235,3 +235,11 @@ def test_tuning_reports_a_choice_at_the_grids_strong_edge():
                GridPoint(64.0, 1.0, 0.25, 8.0, 0.1, True)]
     assert grid_edge(at_half[0], at_half, half)["q"] == "max"
     assert grid_edge(None, points, grid) == {}
+
+
+@pytest.mark.parametrize("field,value", [("alpha", float("nan")), ("alpha", float("inf")),
+                                         ("lam", float("inf")), ("lam", float("nan")),
+                                         ("q", float("nan")), ("gate_quantile", float("nan"))])
+def test_non_finite_hyperparameters_are_named_errors(field, value):
+    with pytest.raises(ValueError, match=rf"{field} must be a finite number"):
+        TimeROMEConfig(**{field: value})
