@@ -11,8 +11,9 @@ synthetic corpus (written once), fine-tune it with the project's recipe
   facts with the default TimeROME config (positions "window" as harness.jobs.tie, or
   "subject").
 
-One CSV row per configuration, the whole file rewritten atomically after each one, so a
-partial sweep survives. Example:
+One CSV row per configuration (and tracing position mode: --positions window,subject
+traces the same fine-tuned twin twice), the whole file rewritten atomically after each
+one, so a partial sweep survives. Example:
 
     python -m harness.timerome.size_sweep --out results/size_sweep.csv \
         --sizes 2x64x192,6x64x192,8x64x256 --epochs 100,60 --lrs 3e-3 --threads 1
@@ -77,7 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="corpus dir (written with the default synthetic config if missing)")
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="workflow config (data, "
                    "method_config.timerome, retain_eval_size)")
-    p.add_argument("--positions", default="window", choices=["window", "subject", "last_subject"])
+    p.add_argument("--positions", type=_list(str), default=["window"],
+                   help="comma list of tracing position modes (window | subject | "
+                        "last_subject); one row per mode, from one fine-tune")
     p.add_argument("--no-rouge", action="store_true", help="skip greedy ROUGE-L")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--skip-done", action="store_true",
@@ -120,7 +123,8 @@ def _round(value: Any, digits: int = 4) -> Any:
 
 
 def run_one(adapter: str, dims: dict[str, int], epochs: int | None, lr: float | None,
-            args: argparse.Namespace, tofu_dir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+            args: argparse.Namespace, tofu_dir: Path, cfg: dict[str, Any]
+            ) -> list[dict[str, Any]]:
     from harness.backbones.base import BackboneSpec
     from harness.backbones.registry import adapter_class
     from harness.data import available_splits, load_corpus
@@ -171,36 +175,45 @@ def run_one(adapter: str, dims: dict[str, int], epochs: int | None, lr: float | 
         retain_rouge = rouge_recall(backbone, selection.retain_eval, steps, batch, eval_seed)
     eval_seconds = time.perf_counter() - start
 
-    tr_cfg = TimeROMEConfig.from_dict({**cfg.get("method_config", {}).get("timerome", {}),
-                                       "positions": args.positions})
-    start = time.perf_counter()
-    _, trace = TimeROMEEditor(backbone, tr_cfg).trace(selection.forget)
-    trace_seconds = time.perf_counter() - start
-    summary = summarize_trace(trace)
-    bars = summary.meets_bars()
-    row = {"adapter": adapter, **dims, "params": n_params, "epochs": ft_cfg.epochs,
-           "lr": ft_cfg.lr, "batch_size": ft_cfg.batch_size, "seed": ft_cfg.seed,
-           "finetune_seconds": _round(report.seconds, 1), "final_loss": _round(report.final_loss),
-           "forget_logp": _round(forget_logp), "retain_logp": _round(retain_logp),
-           "forget_rougeL": _round(forget_rouge), "retain_rougeL": _round(retain_rouge),
-           "positions": args.positions, "tie_facts": summary.n_facts,
-           "corruption_effect": _round(summary.corruption_effect),
-           "chosen_tie": _round(summary.chosen_tie, 5),
-           "median_abs_tie": _round(summary.median_abs_tie, 6),
-           "located_ratio": _round(summary.located_ratio, 2),
-           "flagged_fraction": _round(summary.flagged_fraction, 3),
-           "chosen_layers": " ".join(str(l) for l in summary.chosen_layers),
-           "meets_corruption": bars["corruption_effect"], "meets_ratio": bars["located_ratio"],
-           "meets_flagged": bars["flagged_fraction"], "meets_all": all(bars.values()),
-           "trace_seconds": _round(trace_seconds, 1), "eval_seconds": _round(eval_seconds, 1),
-           "threads": torch.get_num_threads()}
-    print("[size_sweep]   " + json.dumps({k: row[k] for k in FIELDS[10:24]}), flush=True)
-    return row
+    rows = []
+    for positions in args.positions:
+        tr_cfg = TimeROMEConfig.from_dict({**cfg.get("method_config", {}).get("timerome", {}),
+                                           "positions": positions})
+        start = time.perf_counter()
+        _, trace = TimeROMEEditor(backbone, tr_cfg).trace(selection.forget)
+        trace_seconds = time.perf_counter() - start
+        summary = summarize_trace(trace)
+        bars = summary.meets_bars()
+        row = {"adapter": adapter, **dims, "params": n_params, "epochs": ft_cfg.epochs,
+               "lr": ft_cfg.lr, "batch_size": ft_cfg.batch_size, "seed": ft_cfg.seed,
+               "finetune_seconds": _round(report.seconds, 1),
+               "final_loss": _round(report.final_loss),
+               "forget_logp": _round(forget_logp), "retain_logp": _round(retain_logp),
+               "forget_rougeL": _round(forget_rouge), "retain_rougeL": _round(retain_rouge),
+               "positions": positions, "tie_facts": summary.n_facts,
+               "corruption_effect": _round(summary.corruption_effect),
+               "chosen_tie": _round(summary.chosen_tie, 5),
+               "median_abs_tie": _round(summary.median_abs_tie, 6),
+               "located_ratio": _round(summary.located_ratio, 2),
+               "flagged_fraction": _round(summary.flagged_fraction, 3),
+               "chosen_layers": " ".join(str(l) for l in summary.chosen_layers),
+               "meets_corruption": bars["corruption_effect"],
+               "meets_ratio": bars["located_ratio"], "meets_flagged": bars["flagged_fraction"],
+               "meets_all": all(bars.values()), "trace_seconds": _round(trace_seconds, 1),
+               "eval_seconds": _round(eval_seconds, 1), "threads": torch.get_num_threads()}
+        print("[size_sweep]   " + json.dumps({k: row[k] for k in FIELDS[10:24]}), flush=True)
+        rows.append(row)
+    return rows
 
 
 def _key(adapter: str, dims: dict[str, int], epochs: Any, lr: Any) -> tuple[str, ...]:
     return (adapter, str(dims["n_layers"]), str(dims["d_model"]), str(dims["mlp_hidden"]),
             str(epochs), str(float(lr)))
+
+
+def _row_key(row: dict[str, str]) -> tuple[str, ...]:
+    return (row["adapter"], row["n_layers"], row["d_model"], row["mlp_hidden"], row["epochs"],
+            str(float(row["lr"])))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,15 +227,14 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     defaults = FinetuneConfig()
     sizes = [parse_size(s, args.n_heads) for s in args.sizes.split(",") if s.strip()]
-    done = {(r["adapter"], r["n_layers"], r["d_model"], r["mlp_hidden"], r["epochs"],
-             str(float(r["lr"]))) for r in read_rows(out)} if args.skip_done else set()
+    done = {_row_key(r) for r in read_rows(out)} if args.skip_done else set()
     for adapter, dims, epochs, lr in itertools.product(
             args.adapters, sizes, args.epochs or [defaults.epochs], args.lrs or [defaults.lr]):
         if _key(adapter, dims, epochs, lr) in done:
             print(f"[size_sweep] skip {adapter} {dims} {epochs} {lr} (in {out})", flush=True)
             continue
-        row = run_one(adapter, dims, epochs, lr, args, tofu_dir, cfg)
-        append_row(out, row)
+        for row in run_one(adapter, dims, epochs, lr, args, tofu_dir, cfg):
+            append_row(out, row)
     return 0
 
 
