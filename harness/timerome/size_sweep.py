@@ -71,7 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sizes", type=str, default="2x64x192")
     p.add_argument("--n-heads", type=int, default=2, help="heads when a size does not say")
     p.add_argument("--epochs", type=_list(int), default=None, help="comma list (default recipe)")
-    p.add_argument("--lrs", type=_list(float), default=None, help="comma list (default recipe)")
+    p.add_argument("--lrs", "--lr", dest="lrs", type=_list(float), default=None,
+                   help="comma list (default recipe)")
     p.add_argument("--seed", type=int, default=0, help="fine-tune and init seed")
     p.add_argument("--vocab-size", type=int, default=2048)
     p.add_argument("--tofu-dir", default=None,
