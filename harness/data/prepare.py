@@ -103,8 +103,9 @@ def choose_authors(full: Sequence[Fact], forget_authors: set[int], validation: s
     return sorted(forget_authors | validation | set(picked))
 
 
-def fact_row(fact: Fact) -> dict:
-    """A TOFU-format record of `fact`, with `author_id` (and `subject` only if given)."""
+def fact_row(fact: Fact, with_ids: bool = True) -> dict:
+    """A TOFU-format record of `fact`; `with_ids` adds `author_id` (and `subject` only if
+    given), as the prepared corpus carries them. Without, the record is TOFU's own fields."""
     row: dict = {"question": fact.question, "answer": fact.answer}
     if fact.paraphrased_answer is not None:
         row["paraphrased_answer"] = fact.paraphrased_answer
@@ -112,9 +113,10 @@ def fact_row(fact: Fact) -> dict:
         row["paraphrased_question"] = fact.paraphrased_question
     if fact.perturbed_answers:
         row["perturbed_answer"] = list(fact.perturbed_answers)
-    if fact.subject_source is SubjectSource.GIVEN:
-        row["subject"] = fact.subject
-    row["author_id"] = fact.author_id
+    if with_ids:
+        if fact.subject_source is SubjectSource.GIVEN:
+            row["subject"] = fact.subject
+        row["author_id"] = fact.author_id
     return row
 
 

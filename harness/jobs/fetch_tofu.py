@@ -12,19 +12,8 @@ from pathlib import Path
 
 from harness.data import load_hub_split
 from harness.data.hub import HUB_CONFIGS, HUB_REPO
-from harness.data.fact import Fact
+from harness.data.prepare import fact_row
 from harness.atomic import write_json_atomic
-
-
-def fact_row(fact: Fact) -> dict:
-    row = {"question": fact.question, "answer": fact.answer}
-    if fact.paraphrased_answer is not None:
-        row["paraphrased_answer"] = fact.paraphrased_answer
-    if fact.paraphrased_question is not None:
-        row["paraphrased_question"] = fact.paraphrased_question
-    if fact.perturbed_answers:
-        row["perturbed_answer"] = list(fact.perturbed_answers)
-    return row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     counts = {}
     for split in args.splits:
         facts = load_hub_split(split)
-        text = "".join(json.dumps(fact_row(f), ensure_ascii=False) + "\n" for f in facts)
+        text = "".join(json.dumps(fact_row(f, with_ids=False), ensure_ascii=False) + "\n" for f in facts)
         tmp = out / f".{split}.json.tmp"
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(out / f"{split}.json")

@@ -33,10 +33,11 @@ SEEDS = [int(s) for s in config["seeds"]]
 DATA = config["data"]
 # The corpus as configured (given, downloaded or generated) ...
 SOURCE_DIR = DATA["tofu_dir"].rstrip("/")
-VALIDATION_SPLIT = DATA.get("validation_split", "validation")
-VALIDATION_AUTHORS = int(DATA.get("validation_authors", 2))
+# Defaults of these keys are filled in from schema.json by the validation above.
+VALIDATION_SPLIT = DATA["validation_split"]
+VALIDATION_AUTHORS = int(DATA["validation_authors"])
 SUBSET_AUTHORS = DATA.get("authors")
-SPLIT_SEED = int(DATA.get("split_seed", 0))
+SPLIT_SEED = int(DATA["split_seed"])
 # ... and the prepared corpus every job reads (rule prepare_corpus, harness.data.prepare):
 # validation split present, optional author subset, an author_id on every record. Its
 # path names the data settings it was made with, so configs never share a stale copy.

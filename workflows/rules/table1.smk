@@ -18,7 +18,7 @@ rule tune_timerome:
         job=lambda w, output: job_arg({
             "backbone": w.backbone, "backbone_entry": backbone_entry(w.backbone),
             "backbone_path": finetuned_path(w.backbone), "tofu_dir": TOFU_DIR,
-            "validation_split": DATA.get("validation_split", "validation"),
+            "validation_split": VALIDATION_SPLIT,
             "retain_split": DATA["retain_split"], "forget_split": DATA["forget_split"],
             "retain_eval_size": int(DATA.get("retain_eval_size", 40)),
             "retain_train_size": int(DATA.get("retain_train_size", 400)),
