@@ -177,8 +177,7 @@ def run_backbone(twin: Twin, data: SmokeData, opts: SmokeOptions, workdir: Path
             checkpoint = workdir / twin.name
             built.save_pretrained(str(checkpoint))
             metrics["n_params"] = sum(p.numel() for p in built.model.parameters())
-        del built
-        built = None
+        del built  # the load phase measures the reloaded model alone
         gc.collect()
         with phase("load", "load"):
             backbone = load_backbone(replace(spec, path=str(checkpoint)))
