@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from harness.data.errors import DataError
-from harness.data.prepare import DEFAULT_VALIDATION_AUTHORS, prepare_corpus
+from harness.data.prepare import prepare_corpus
 from harness.data.reader import load_corpus
 from harness.data.subjects import subject_source_counts
 from harness.data.synth import write_synthetic
@@ -42,19 +42,21 @@ def main(argv: list[str] | None = None) -> int:
     p_pre.add_argument("--out", required=True, type=Path)
     p_pre.add_argument("--forget-split", required=True)
     p_pre.add_argument("--retain-split", required=True)
-    p_pre.add_argument("--validation-split", default="validation")
-    p_pre.add_argument("--validation-authors", type=int, default=DEFAULT_VALIDATION_AUTHORS)
-    p_pre.add_argument("--authors", type=int, default=None)
-    p_pre.add_argument("--seed", type=int, default=0)
+    # No defaults: the workflow passes data.* from its schema-validated config.
+    p_pre.add_argument("--validation-split", required=True)
+    p_pre.add_argument("--validation-authors", type=int, required=True)
+    p_pre.add_argument("--authors", type=int, default=None, help="omit: every author")
+    p_pre.add_argument("--seed", type=int, required=True)
     p_pre.add_argument("--facts-per-author", type=int, default=20)
     args = parser.parse_args(argv)
 
     try:
         if args.command == "prepare":
             manifest = prepare_corpus(args.source, args.out, args.forget_split,
-                                      args.retain_split, args.validation_split,
-                                      args.validation_authors, args.authors, args.seed,
-                                      args.facts_per_author)
+                                      args.retain_split, validation_split=args.validation_split,
+                                      validation_authors=args.validation_authors,
+                                      authors=args.authors, seed=args.seed,
+                                      facts_per_author=args.facts_per_author)
             print(f"validation ({manifest['validation']}): authors "
                   f"{manifest['validation_authors']}; kept authors: "
                   f"{manifest['authors'] if manifest['authors'] is not None else 'all'}")

@@ -38,7 +38,6 @@ from harness.data.splits import (
     perturbed_split_for,
 )
 
-DEFAULT_VALIDATION_AUTHORS = 2  # as many authors as forget01
 UTILITY_RETAIN_SPLIT = "retain_perturbed"
 
 
@@ -128,11 +127,10 @@ def _write_jsonl(path: Path, facts: Sequence[Fact]) -> None:
 
 
 def prepare_corpus(source: str | Path, out: str | Path, forget_split: str, retain_split: str,
-                   validation_split: str = "validation",
-                   validation_authors: int = DEFAULT_VALIDATION_AUTHORS,
-                   authors: int | None = None, seed: int = 0,
-                   facts_per_author: int = TOFU_FACTS_PER_AUTHOR) -> dict:
-    """Write the prepared corpus into `out`; return its manifest (also written)."""
+                   *, validation_split: str, validation_authors: int, authors: int | None,
+                   seed: int, facts_per_author: int = TOFU_FACTS_PER_AUTHOR) -> dict:
+    """Write the prepared corpus into `out`; return its manifest (also written). The data
+    settings have no defaults here: the workflow config (schema.json) states them once."""
     source, out = Path(source), Path(out)
     if out.resolve() == source.resolve():
         raise ValueError(f"prepared corpus must not overwrite its source {source}")
@@ -219,6 +217,6 @@ def validation_author_ids(tofu_dir: str | Path, validation_split: str = "validat
     return {f.author_id for f in load_corpus(tofu_dir, [validation_split])[validation_split]}
 
 
-__all__ = ["DEFAULT_VALIDATION_AUTHORS", "check_split_files", "choose_authors",
+__all__ = ["check_split_files", "choose_authors",
            "choose_validation_authors", "prepare_corpus", "required_splits",
            "validation_author_ids"]

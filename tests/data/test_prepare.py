@@ -25,6 +25,9 @@ PER = 2  # records per author of the tiny corpus (real TOFU: 20)
 
 def prepare(src, out, **kw):
     kw.setdefault("facts_per_author", PER)
+    for key, value in (("validation_split", "validation"), ("validation_authors", 2),
+                       ("authors", None), ("seed", 0)):
+        kw.setdefault(key, value)
     return prepare_corpus(src, out, "forget01", "retain99", **kw)
 
 
@@ -143,7 +146,9 @@ def test_prepare_cli(tiny, tmp_path):
     out = tmp_path / "p"
     r = subprocess.run([sys.executable, "-m", "harness.data", "prepare", "--source", str(tiny),
                         "--out", str(out), "--forget-split", "forget01", "--retain-split",
-                        "retain99", "--facts-per-author", str(PER), "--authors", "4"],
+                        "retain99", "--facts-per-author", str(PER), "--authors", "4",
+                        "--validation-split", "validation", "--validation-authors", "2",
+                        "--seed", "0"],
                        capture_output=True, text=True, timeout=60,
                        cwd=Path(__file__).resolve().parents[2])
     assert r.returncode == 0, r.stderr

@@ -18,7 +18,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from harness.backbones.bidirectional import make_bidirectional
 from harness.backbones.models.family import ModelFamily, TinyDims, TokenIds, UnsupportedConfig
-from harness.backbones.models.hf_decoder import head_layout, logits_forward, reset_rotary_buffers
+from harness.backbones.models.hf_decoder import DecoderGeometry, geometry_fields, logits_forward, reset_rotary_buffers
 
 MODEL_TYPE = "llama"
 ARCHITECTURES = ["LlamaForCausalLM"]
@@ -27,19 +27,9 @@ UPSTREAM_MASK_TOKEN_ID = 811
 
 
 @dataclass(frozen=True)
-class DiffuLlamaConfig:
+class DiffuLlamaConfig(DecoderGeometry):
     """DiffuLLaMA's config.json fields (LLaMA-2 names) that the forward pass depends on."""
 
-    vocab_size: int
-    hidden_size: int
-    intermediate_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    max_position_embeddings: int
-    rms_norm_eps: float
-    rope_theta: float
-    tie_word_embeddings: bool
     bos_token_id: int | None
     eos_token_id: int | None
     pad_token_id: int | None = None
@@ -56,16 +46,9 @@ class DiffuLlamaConfig:
 
     def to_llama_config(self) -> LlamaConfig:
         cfg = LlamaConfig(
-            vocab_size=self.vocab_size, hidden_size=self.hidden_size,
-            intermediate_size=self.intermediate_size, num_hidden_layers=self.num_hidden_layers,
-            num_attention_heads=self.num_attention_heads,
-            num_key_value_heads=self.num_key_value_heads, hidden_act=self.hidden_act,
-            max_position_embeddings=self.max_position_embeddings,
-            initializer_range=self.initializer_range, rms_norm_eps=self.rms_norm_eps,
-            use_cache=False, pad_token_id=self.pad_token_id, bos_token_id=self.bos_token_id,
-            eos_token_id=self.eos_token_id, pretraining_tp=1,
-            tie_word_embeddings=self.tie_word_embeddings,
-            rope_parameters={"rope_type": "default", "rope_theta": float(self.rope_theta)},
+            **self.transformers_kwargs(), hidden_act=self.hidden_act,
+            initializer_range=self.initializer_range, pad_token_id=self.pad_token_id,
+            bos_token_id=self.bos_token_id, eos_token_id=self.eos_token_id, pretraining_tp=1,
             attention_bias=False, attention_dropout=0.0, mlp_bias=False)
         cfg.is_causal = False
         return cfg
@@ -79,7 +62,6 @@ def parse_config(raw: dict[str, Any], source: str) -> DiffuLlamaConfig:
     model_type = raw.get("model_type", MODEL_TYPE)
     if model_type != MODEL_TYPE:
         raise UnsupportedConfig(source, "model_type", model_type, f"'{MODEL_TYPE}'")
-    heads, kv = head_layout(raw, source)
     checks = (("rope_scaling", None, "null (plain RoPE)"), ("attention_bias", False, "false"),
               ("mlp_bias", False, "false"), ("pretraining_tp", 1, "1"),
               ("hidden_act", "silu", "'silu'"), ("attention_dropout", 0.0, "0.0"))
@@ -87,13 +69,7 @@ def parse_config(raw: dict[str, Any], source: str) -> DiffuLlamaConfig:
         if name in raw and raw[name] != ok:
             raise UnsupportedConfig(source, name, raw[name], supported)
     return DiffuLlamaConfig(
-        vocab_size=int(raw["vocab_size"]), hidden_size=int(raw["hidden_size"]),
-        intermediate_size=int(raw["intermediate_size"]),
-        num_hidden_layers=int(raw["num_hidden_layers"]), num_attention_heads=int(heads),
-        num_key_value_heads=int(kv), max_position_embeddings=int(raw["max_position_embeddings"]),
-        rms_norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
-        rope_theta=float(raw.get("rope_theta", 10000.0)),
-        tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
+        **geometry_fields(raw, source),
         bos_token_id=raw.get("bos_token_id", 1), eos_token_id=raw.get("eos_token_id", 2),
         pad_token_id=raw.get("pad_token_id"), mask_token_id=raw.get("mask_token_id"),
         initializer_range=float(raw.get("initializer_range", 0.02)),

@@ -23,7 +23,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from harness.backbones.bidirectional import make_bidirectional
 from harness.backbones.models.family import ModelFamily, TinyDims, TokenIds, UnsupportedConfig
-from harness.backbones.models.hf_decoder import head_layout, logits_forward, reset_rotary_buffers
+from harness.backbones.models.hf_decoder import DecoderGeometry, geometry_fields, logits_forward, reset_rotary_buffers
 
 MODEL_TYPE = "Dream"
 ARCHITECTURES = ["DreamModel"]
@@ -32,19 +32,9 @@ AUTO_MAP = {"AutoConfig": "configuration_dream.DreamConfig", "AutoModel": "model
 
 
 @dataclass(frozen=True)
-class DreamConfig:
+class DreamConfig(DecoderGeometry):
     """Dream's config.json fields (upstream names) that the forward pass depends on."""
 
-    vocab_size: int
-    hidden_size: int
-    intermediate_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    max_position_embeddings: int
-    rms_norm_eps: float
-    rope_theta: float
-    tie_word_embeddings: bool
     mask_token_id: int | None
     pad_token_id: int | None
     bos_token_id: int | None
@@ -60,18 +50,9 @@ class DreamConfig:
     extra: dict[str, Any] = field(default_factory=dict, compare=False)  # informational fields kept
 
     def to_qwen2_config(self) -> Qwen2Config:
-        # transformers 5 keeps rotary settings in `rope_parameters`; Dream's rope_scaling null means
-        # plain RoPE with base rope_theta, i.e. rope_type "default".
         cfg = Qwen2Config(
-            vocab_size=self.vocab_size, hidden_size=self.hidden_size,
-            intermediate_size=self.intermediate_size, num_hidden_layers=self.num_hidden_layers,
-            num_attention_heads=self.num_attention_heads,
-            num_key_value_heads=self.num_key_value_heads, hidden_act=self.hidden_act,
-            max_position_embeddings=self.max_position_embeddings,
-            initializer_range=self.initializer_range, rms_norm_eps=self.rms_norm_eps,
-            use_cache=False, tie_word_embeddings=self.tie_word_embeddings,
-            rope_parameters={"rope_type": "default", "rope_theta": float(self.rope_theta)},
-            use_sliding_window=False, sliding_window=None, max_window_layers=self.max_window_layers,
+            **self.transformers_kwargs(), hidden_act=self.hidden_act,
+            initializer_range=self.initializer_range, use_sliding_window=False, sliding_window=None, max_window_layers=self.max_window_layers,
             attention_dropout=self.attention_dropout, pad_token_id=self.pad_token_id,
             bos_token_id=self.bos_token_id, eos_token_id=self.eos_token_id)
         cfg.is_causal = False
@@ -94,7 +75,6 @@ def parse_config(raw: dict[str, Any], source: str) -> DreamConfig:
     model_type = raw.get("model_type", MODEL_TYPE)
     if model_type != MODEL_TYPE:
         raise UnsupportedConfig(source, "model_type", model_type, f"'{MODEL_TYPE}'")
-    heads, kv = head_layout(raw, source)
     if raw.get("rope_scaling") is not None:
         raise UnsupportedConfig(source, "rope_scaling", raw["rope_scaling"], "null (plain RoPE)")
     if raw.get("use_sliding_window", False):
@@ -106,13 +86,7 @@ def parse_config(raw: dict[str, Any], source: str) -> DreamConfig:
     _check_attention(raw, source)
     eos = raw.get("eos_token_id")
     return DreamConfig(
-        vocab_size=int(raw["vocab_size"]), hidden_size=int(raw["hidden_size"]),
-        intermediate_size=int(raw["intermediate_size"]),
-        num_hidden_layers=int(raw["num_hidden_layers"]), num_attention_heads=int(heads),
-        num_key_value_heads=int(kv), max_position_embeddings=int(raw["max_position_embeddings"]),
-        rms_norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
-        rope_theta=float(raw.get("rope_theta", 10000.0)),
-        tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
+        **geometry_fields(raw, source),
         # upstream DreamConfig defaults (configuration_dream.py:48-49)
         mask_token_id=raw.get("mask_token_id", 151666), pad_token_id=raw.get("pad_token_id", 151643),
         bos_token_id=raw.get("bos_token_id"), eos_token_id=eos,

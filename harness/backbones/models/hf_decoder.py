@@ -5,12 +5,43 @@ meta-device build."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from harness.backbones.models.family import UnsupportedConfig, require_fields
+
+@dataclass(frozen=True)
+class DecoderGeometry:
+    """The config.json fields Qwen2 (Dream) and Llama (DiffuLLaMA) share, under their names."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    max_position_embeddings: int
+    rms_norm_eps: float
+    rope_theta: float
+    tie_word_embeddings: bool
+
+    def transformers_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of the transformers config class for the shared fields. transformers
+        5 keeps rotary settings in `rope_parameters`; rope_scaling null (the only value the
+        parsers accept) is plain RoPE with base rope_theta, i.e. rope_type "default"."""
+        return {"vocab_size": self.vocab_size, "hidden_size": self.hidden_size,
+                "intermediate_size": self.intermediate_size,
+                "num_hidden_layers": self.num_hidden_layers,
+                "num_attention_heads": self.num_attention_heads,
+                "num_key_value_heads": self.num_key_value_heads,
+                "max_position_embeddings": self.max_position_embeddings,
+                "rms_norm_eps": self.rms_norm_eps, "use_cache": False,
+                "tie_word_embeddings": self.tie_word_embeddings,
+                "rope_parameters": {"rope_type": "default", "rope_theta": float(self.rope_theta)}}
+
 
 REQUIRED = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
             "num_attention_heads", "max_position_embeddings")
@@ -37,6 +68,20 @@ def head_layout(raw: dict[str, Any], source: str) -> tuple[int, int]:
         raise UnsupportedConfig(source, "tie_word_embeddings", raw["tie_word_embeddings"],
                                 "false (a separate lm_head.weight)")
     return heads, kv
+
+
+def geometry_fields(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    """`DecoderGeometry`'s fields from a config.json, after `head_layout`'s checks (defaults
+    for absent keys as the transformers configuration classes set them)."""
+    heads, kv = head_layout(raw, source)
+    return {"vocab_size": int(raw["vocab_size"]), "hidden_size": int(raw["hidden_size"]),
+            "intermediate_size": int(raw["intermediate_size"]),
+            "num_hidden_layers": int(raw["num_hidden_layers"]), "num_attention_heads": heads,
+            "num_key_value_heads": kv,
+            "max_position_embeddings": int(raw["max_position_embeddings"]),
+            "rms_norm_eps": float(raw.get("rms_norm_eps", 1e-6)),
+            "rope_theta": float(raw.get("rope_theta", 10000.0)),
+            "tie_word_embeddings": bool(raw.get("tie_word_embeddings", False))}
 
 
 def logits_forward(forward: Callable[..., Any], input_ids: torch.Tensor,
