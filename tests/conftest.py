@@ -1,7 +1,7 @@
 """Shared session fixtures: a tiny synthetic corpus and tiny embedded backbones.
 
-- `tiny_corpus_dir` / `tiny_corpus`: write_synthetic(12 authors x 4 facts, seed 0) and its
-  `load_corpus` dict {split: [Fact]}.
+- `tiny_corpus_dir` / `tiny_corpus`: write_synthetic(12 authors x 4 facts, seed 0, "restated"
+  answers, the style the fixtures' recipes were tuned on) and its `load_corpus` dict.
 - `random_backbone`: embedded-llada "tiny", random weights, tokenizer trained on the corpus.
 - `finetuned_checkpoint_dir`: that model fine-tuned (harness.finetune.train_backbone) on
   the `full` split (48 facts; the general-knowledge splits are left out to keep the
@@ -47,7 +47,7 @@ RETAIN_EXCLUDED_SPLIT = "forget10"
 @pytest.fixture(scope="session")
 def tiny_corpus_dir(tmp_path_factory) -> Path:
     return write_synthetic(tmp_path_factory.mktemp("tiny_corpus"), authors=12,
-                           facts_per_author=4, seed=0)
+                           facts_per_author=4, seed=0, answer_style="restated")
 
 
 @pytest.fixture(scope="session")

@@ -185,6 +185,12 @@ class Backbone(ABC):
             return raw
         return torch.cat([raw[:, :1], raw[:, :-1]], dim=1)
 
+    def logits_at(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """[N, V] aligned logits of the N `positions` (bool [B, L]) in row-major order: the
+        rows of `logits(input_ids)[positions]`. Adapters that can apply the output head to
+        those rows only (training computes a loss on the masked tokens alone) override it."""
+        return self.logits(input_ids)[positions.bool()]
+
     # ---- life cycle ----------------------------------------------------------------
     @classmethod
     def initial(cls, spec: BackboneSpec, corpus_texts: Sequence[str], seed: int = 0) -> "Backbone":

@@ -42,11 +42,14 @@ DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bf
 
 # Named twin sizes: (layers, d_model, heads, MLP width). kv heads come from the profile's
 # ratio (`kv_heads_divisor`), experts from the profile's MoE layout.
+# A size without "mlp_hidden" takes the MLP width from the backbone's profile (`mlp_ratio`
+# x d_model, the real config's proportion); "micro" keeps a fixed width for fast tests.
 TWIN_SIZES: dict[str, dict[str, int]] = {
     "micro": {"n_layers": 2, "d_model": 32, "n_heads": 2, "mlp_hidden": 64},
-    "tiny": {"n_layers": 2, "d_model": 64, "n_heads": 2, "mlp_hidden": 192},
-    "small": {"n_layers": 4, "d_model": 128, "n_heads": 4, "mlp_hidden": 384},
-    "base": {"n_layers": 6, "d_model": 256, "n_heads": 4, "mlp_hidden": 768},
+    "tiny": {"n_layers": 2, "d_model": 64, "n_heads": 2},
+    "narrow": {"n_layers": 6, "d_model": 32, "n_heads": 2},
+    "small": {"n_layers": 4, "d_model": 128, "n_heads": 4},
+    "base": {"n_layers": 6, "d_model": 256, "n_heads": 4},
 }
 SIZE_KEYS = ("n_layers", "d_model", "n_heads", "mlp_hidden")
 
@@ -60,11 +63,14 @@ class BackboneProfile:
     blocks_path: str  # relative to backbone.model
     mlp_out_path: str  # relative to one block
     embeddings_path: str  # relative to backbone.model
+    final_norm_path: str  # relative to backbone.model: the norm whose output feeds the head
     shifted_logits: bool
     tokens: TwinTokens  # the real tokenizer's special tokens (the twin's carry the same)
     tokenizer_layout: str = "tokenizer_json"  # how the real tokenizer ships: or "vocab_merges"
     known_mask_token_id: int | None = None
     known_mask_token_note: str = ""
+    # Twin proportions taken from the real config (docs/measurements/twin_sizes.md):
+    mlp_ratio: float = 3.0  # MLP (MoE: each expert's) width / d_model
     kv_heads_divisor: int = 1  # twin: n_heads / n_kv_heads, as in the real config
     experts: tuple[int, int] = (0, 0)  # twin MoE layout: (n_experts, experts_per_token)
 
@@ -172,6 +178,26 @@ class NativeBackbone(Backbone):
                    attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.model(input_ids, attention_mask)
 
+    def logits_at(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """The head runs on the selected rows only: a forward hook on the final norm keeps
+        the hidden states that feed them (for a shifted model, aligned position i is raw
+        position i - 1, position 0 stays 0), as one [1, N, d] sequence."""
+        positions = positions.bool().to(input_ids.device)
+        rows, cols = positions.nonzero(as_tuple=True)
+        if self.shifted_logits:
+            cols = (cols - 1).clamp(min=0)
+        flat = rows * input_ids.shape[1] + cols
+
+        def keep_selected(_module, _args, output: torch.Tensor) -> torch.Tensor:
+            return output.reshape(1, -1, output.shape[-1])[:, flat]
+
+        handle = self.model.get_submodule(self.profile.final_norm_path).register_forward_hook(
+            keep_selected)
+        try:
+            return self.raw_logits(input_ids)[0]
+        finally:
+            handle.remove()
+
     # ---- life cycle ----------------------------------------------------------------
     def with_model(self, model: nn.Module) -> "NativeBackbone":
         """A new adapter over another model of the same architecture (e.g. a fine-tuned copy)."""
@@ -242,12 +268,16 @@ def twin_dims(profile: BackboneProfile, options: dict[str, Any]) -> TinyDims:
     size = options.get("size", "small")
     if size not in TWIN_SIZES:
         raise KeyError(f"unknown twin size '{size}'; known: {', '.join(TWIN_SIZES)}")
-    dims = {k: int(options.get(k, TWIN_SIZES[size][k])) for k in SIZE_KEYS}
+    preset = TWIN_SIZES[size]
+    dims = {k: int(options.get(k, preset.get(k, 0))) for k in SIZE_KEYS}
     n_experts = int(options.get("n_experts", profile.experts[0]))
     top_k = int(options.get("experts_per_token", profile.experts[1]))
-    if n_experts and "mlp_hidden" not in options:
-        # Each expert is 1/top_k of the dense MLP: active compute matches the dense twin.
-        dims["mlp_hidden"] = max(8, dims["mlp_hidden"] // max(1, top_k))
+    if "mlp_hidden" not in options:
+        if "mlp_hidden" not in preset:  # proportioned: the real MLP/d_model ratio, x8
+            dims["mlp_hidden"] = max(8, 8 * round(dims["d_model"] * profile.mlp_ratio / 8))
+        elif n_experts:
+            # A fixed dense width split over top_k experts: active compute matches it.
+            dims["mlp_hidden"] = max(8, dims["mlp_hidden"] // max(1, top_k))
     kv = int(options.get("n_kv_heads", max(1, dims["n_heads"] // profile.kv_heads_divisor)))
     return TinyDims(n_kv_heads=kv, n_experts=n_experts, experts_per_token=top_k, **dims)
 

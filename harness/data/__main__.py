@@ -10,7 +10,7 @@ from harness.data.errors import DataError
 from harness.data.prepare import prepare_corpus
 from harness.data.reader import load_corpus
 from harness.data.subjects import subject_source_counts
-from harness.data.synth import write_synthetic
+from harness.data.synth import ANSWER_STYLES, DEFAULT_ANSWER_STYLE, write_synthetic
 
 
 def summary_lines(tofu_dir: str | Path) -> list[str]:
@@ -36,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     p_syn.add_argument("--authors", type=int, default=100)
     p_syn.add_argument("--facts-per-author", type=int, default=10)
     p_syn.add_argument("--seed", type=int, default=0)
+    p_syn.add_argument("--answer-style", choices=sorted(ANSWER_STYLES),
+                       default=DEFAULT_ANSWER_STYLE,
+                       help="how answers are worded (docs/data.md, 'Answer styles'); "
+                            "default: %(default)s")
     p_pre = sub.add_parser("prepare", help="write the corpus the workflow's jobs read "
                            "(validation split, author subset, author ids)")
     p_pre.add_argument("--source", required=True, type=Path)
@@ -62,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{manifest['authors'] if manifest['authors'] is not None else 'all'}")
             tofu_dir = args.out
         elif args.command == "synth":
-            tofu_dir = write_synthetic(args.out, args.authors, args.facts_per_author, args.seed)
+            tofu_dir = write_synthetic(args.out, args.authors, args.facts_per_author, args.seed,
+                                       answer_style=args.answer_style)
         else:
             tofu_dir = args.tofu_dir
         lines = summary_lines(tofu_dir)

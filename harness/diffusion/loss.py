@@ -62,11 +62,12 @@ def sample_masking(input_ids: torch.Tensor, eligible: torch.Tensor, mask_token_i
 def masked_token_nll(backbone: Backbone, noisy_ids: torch.Tensor, targets: torch.Tensor,
                      masked: torch.Tensor) -> torch.Tensor:
     """[B, L] cross-entropy of `targets` at `masked` positions (0 elsewhere); differentiable."""
-    logits = backbone.logits(noisy_ids)
     masked = masked.bool()
-    # Cross-entropy only at the masked positions: the softmax over the vocabulary is the
-    # costliest part of a small model's step, and unmasked positions contribute nothing.
-    picked = F.cross_entropy(logits[masked].float(), targets[masked], reduction="none")
+    # Logits and cross-entropy only at the masked positions: the output head and the softmax
+    # over the vocabulary are the costliest part of a small model's step, and unmasked
+    # positions contribute nothing (`logits_at` runs the head on those rows alone).
+    picked = F.cross_entropy(backbone.logits_at(noisy_ids, masked).float(), targets[masked],
+                             reduction="none")
     return torch.zeros(masked.shape, dtype=picked.dtype, device=picked.device
                        ).masked_scatter(masked, picked)
 

@@ -41,6 +41,22 @@ def lr_factor(step: int, total: int, cfg: FinetuneConfig) -> float:
     return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * decay(min(1.0, progress))
 
 
+def epoch_batches(lengths: Sequence[int], batch_size: int, length_window: int,
+                  generator: torch.Generator) -> list[list[int]]:
+    """One epoch's batches (indices into `lengths`): a seeded shuffle cut into windows of
+    `length_window` batches, each window sorted by length (stable) and cut into batches,
+    then the batch order shuffled. Every index appears exactly once."""
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    window = batch_size * length_window
+    out: list[list[int]] = []
+    for start in range(0, len(order), window):
+        part = sorted(order[start:start + window], key=lambda i: lengths[i])
+        out += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+    if length_window > 1:
+        out = [out[i] for i in torch.randperm(len(out), generator=generator).tolist()]
+    return out
+
+
 def finetune(backbone: Backbone, facts: Sequence[Fact], cfg: FinetuneConfig = FinetuneConfig(),
              progress: bool = True) -> FinetuneReport:
     """Train `backbone.model` in place on `facts` (question -> answer) with the SFT loss."""
@@ -57,7 +73,8 @@ def finetune(backbone: Backbone, facts: Sequence[Fact], cfg: FinetuneConfig = Fi
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}],
                                   lr=cfg.lr, betas=cfg.betas)
-    n_batches = math.ceil(len(encoded) / cfg.batch_size)
+    lengths = [len(e.prompt_ids) + len(e.answer_ids) for e in encoded]  # for length grouping
+    n_batches = math.ceil(len(encoded) / cfg.batch_size)  # windows hold whole batches
     total_steps = math.ceil(n_batches / cfg.grad_accum) * cfg.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps, cfg))
@@ -71,11 +88,10 @@ def finetune(backbone: Backbone, facts: Sequence[Fact], cfg: FinetuneConfig = Fi
                unit="batch")
     try:
         for _ in range(cfg.epochs):
-            order = torch.randperm(len(encoded), generator=shuffle_gen).tolist()
             total, rows = 0.0, 0
-            for i in range(n_batches):
-                chunk = [encoded[j] for j in order[i * cfg.batch_size:(i + 1) * cfg.batch_size]]
-                batch = collate(backbone, chunk)
+            for i, indices in enumerate(epoch_batches(lengths, cfg.batch_size,
+                                                      cfg.length_window, shuffle_gen)):
+                batch = collate(backbone, [encoded[j] for j in indices], min_eos=cfg.min_eos)
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
                     per_row = sft_loss(backbone, batch, mask_gen, cfg.eps)
                 (per_row.mean() / cfg.grad_accum).backward()

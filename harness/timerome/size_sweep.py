@@ -45,7 +45,7 @@ FIELDS = ["adapter", "n_layers", "d_model", "n_heads", "mlp_hidden", "params", "
           "forget_rougeL", "retain_rougeL", "positions", "tie_facts", "corruption_effect",
           "chosen_tie", "median_abs_tie", "located_ratio", "flagged_fraction", "chosen_layers",
           "meets_corruption", "meets_ratio", "meets_flagged", "meets_all", "trace_seconds",
-          "eval_seconds", "threads"]
+          "eval_seconds", "threads", "overrides", "corpus"]
 
 
 def parse_size(text: str, n_heads: int) -> dict[str, int]:
@@ -74,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lrs", "--lr", dest="lrs", type=_list(float), default=None,
                    help="comma list (default recipe)")
     p.add_argument("--seed", type=int, default=0, help="fine-tune and init seed")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="another FinetuneConfig field (repeatable), e.g. --set batch_size=64")
     p.add_argument("--vocab-size", type=int, default=2048)
     p.add_argument("--tofu-dir", default=None,
                    help="corpus dir (written with the default synthetic config if missing)")
@@ -83,6 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="comma list of tracing position modes (window | subject | "
                         "last_subject); one row per mode, from one fine-tune")
     p.add_argument("--no-rouge", action="store_true", help="skip greedy ROUGE-L")
+    p.add_argument("--save-dir", default=None, help="save each fine-tuned twin under DIR/NAME")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--skip-done", action="store_true",
                    help="skip configurations already in --out")
@@ -114,9 +117,28 @@ def ensure_corpus(tofu_dir: str | None, data_cfg: dict[str, Any]) -> Path:
     synth = data_cfg.get("synthetic", {})
     directory = Path(tofu_dir) if tofu_dir else Path(tempfile.mkdtemp(prefix="size_sweep_"))
     if not (directory / "full.json").exists():
+        style = {"answer_style": synth["answer_style"]} if "answer_style" in synth else {}
         write_synthetic(directory, int(synth.get("authors", 100)),
-                        int(synth.get("facts_per_author", 10)), int(synth.get("seed", 0)))
+                        int(synth.get("facts_per_author", 10)), int(synth.get("seed", 0)),
+                        **style)
     return directory
+
+
+def finetune_overrides(items: list[str]) -> dict[str, Any]:
+    """FIELD=VALUE strings -> FinetuneConfig overrides (values parsed as YAML scalars)."""
+    from dataclasses import fields
+
+    from harness.finetune import FinetuneConfig
+
+    known = {f.name for f in fields(FinetuneConfig)}
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name not in known:
+            raise SystemExit(f"--set {item!r}: want FIELD=VALUE with FIELD one of "
+                             f"{', '.join(sorted(known))}")
+        out[name] = yaml.safe_load(value)
+    return out
 
 
 def _round(value: Any, digits: int = 4) -> Any:
@@ -142,7 +164,7 @@ def run_one(adapter: str, dims: dict[str, int], epochs: int | None, lr: float | 
     estimator = cfg.get("estimator", "full_mask")
     eval_seed = int(data.get("eval_seed", 0))
 
-    overrides: dict[str, Any] = {"seed": args.seed}
+    overrides: dict[str, Any] = {"seed": args.seed, **finetune_overrides(args.overrides)}
     if epochs is not None:
         overrides["epochs"] = epochs
     if lr is not None:
@@ -158,8 +180,11 @@ def run_one(adapter: str, dims: dict[str, int], epochs: int | None, lr: float | 
     print(f"[size_sweep] {spec.name}: {n_params} params, epochs {ft_cfg.epochs}, lr {ft_cfg.lr}",
           flush=True)
     report = finetune(backbone, facts, ft_cfg, progress=False)
-    print(f"[size_sweep]   fine-tune {report.seconds:.1f} s, final loss {report.final_loss:.3f}",
+    print(f"[size_sweep]   fine-tune {report.seconds:.1f} s, final loss {report.final_loss:.3f}; "
+          f"loss every 10 epochs: {[round(x, 3) for x in report.epoch_losses[9::10]]}",
           flush=True)
+    if args.save_dir:
+        backbone.save_pretrained(str(Path(args.save_dir) / spec.name))
 
     selection = split_selection(str(tofu_dir), data.get("forget_split", "forget01"),
                                 data.get("retain_split", "retain99"),
@@ -201,7 +226,8 @@ def run_one(adapter: str, dims: dict[str, int], epochs: int | None, lr: float | 
                "meets_corruption": bars["corruption_effect"],
                "meets_ratio": bars["located_ratio"], "meets_flagged": bars["flagged_fraction"],
                "meets_all": all(bars.values()), "trace_seconds": _round(trace_seconds, 1),
-               "eval_seconds": _round(eval_seconds, 1), "threads": torch.get_num_threads()}
+               "eval_seconds": _round(eval_seconds, 1), "threads": torch.get_num_threads(),
+               "overrides": " ".join(args.overrides), "corpus": str(tofu_dir)}
         print("[size_sweep]   " + json.dumps({k: row[k] for k in FIELDS[10:24]}), flush=True)
         rows.append(row)
     return rows

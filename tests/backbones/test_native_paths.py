@@ -108,7 +108,9 @@ def test_real_adapter_loads_the_snapshot_and_runs_trace_edit_score_generate(
     ids = torch.tensor([backbone.encode_qa(backbone.format_prompt(f.question), f.answer)[0]
                         for f in FORGET[:1]])
     with torch.no_grad():
-        assert torch.equal(backbone.logits(ids), twin.logits(ids))
+        # The same weights give the same logits up to float rounding: with 8 small experts
+        # a kernel may take another path on the loaded tensors' memory layout (3e-8 seen).
+        torch.testing.assert_close(backbone.logits(ids), twin.logits(ids), rtol=0, atol=1e-6)
 
     trace = trace_facts(backbone, FORGET, TimeROMEConfig(times=(1.0,), noise_samples=1))
     assert trace.tie.shape[0] == len(FORGET) and torch.isfinite(trace.max_tie).all()

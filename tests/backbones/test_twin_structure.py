@@ -133,3 +133,32 @@ def test_same_seed_same_twin_different_seed_different_twin():
     with torch.no_grad():
         assert torch.equal(a.logits(ids), b.logits(ids))
         assert not torch.equal(a.logits(ids), c.logits(ids))
+
+
+# The real configs' proportions (docs/measurements/twin_sizes.md): MLP (MoE: expert) width /
+# hidden size, query heads per key/value head, (experts, experts per token).
+REAL_PROPORTIONS = {
+    "llada-twin": (12288 / 4096, 1, (0, 0)),
+    "mmada-twin": (12288 / 4096, 1, (0, 0)),
+    "dream-twin": (18944 / 3584, 28 / 4, (0, 0)),
+    "diffullama-twin": (11008 / 4096, 1, (0, 0)),
+    "llada-moe-twin": (1024 / 2048, 1, (64, 8)),
+}
+
+
+@pytest.mark.parametrize("adapter", sorted(REAL_PROPORTIONS))
+def test_narrow_twins_are_deep_and_proportioned_like_their_real_backbone(adapter):
+    from harness.backbones.native import twin_dims
+    from harness.backbones.registry import adapter_class
+
+    ratio, kv_divisor, (experts, top_k) = REAL_PROPORTIONS[adapter]
+    dims = twin_dims(adapter_class(adapter).profile, {"size": "narrow"})
+    assert dims.n_layers >= 6
+    if experts:
+        # 1/8 of the experts active per token, as in the real model; the active width per
+        # token (top_k x expert width) is 3 x d_model like the dense LLaDA twin (real: 4x).
+        assert dims.experts_per_token / dims.n_experts == top_k / experts
+        assert dims.experts_per_token * dims.mlp_hidden / dims.d_model == pytest.approx(3.0)
+    else:
+        assert dims.mlp_hidden / dims.d_model == pytest.approx(ratio, abs=8 / dims.d_model)
+    assert dims.n_heads // dims.n_kv_heads == min(dims.n_heads, int(kv_divisor))

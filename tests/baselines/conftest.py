@@ -18,7 +18,7 @@ N_TRAIN = 12  # facts the tiny model memorises: the last 2 are the forget set
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory) -> dict:
     root = write_synthetic(tmp_path_factory.mktemp("bl_corpus"), authors=8, facts_per_author=5,
-                           seed=1)
+                           seed=1, answer_style="restated")
     return load_corpus(root)
 
 

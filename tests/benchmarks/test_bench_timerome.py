@@ -40,7 +40,7 @@ def bench_setup(tmp_path_factory):
     """The embedded default backbone size ("small") with a corpus tokenizer, random weights
     (throughput does not depend on what the weights know)."""
     directory = write_synthetic(tmp_path_factory.mktemp("bench_timerome"), authors=20,
-                                facts_per_author=5, seed=2)
+                                facts_per_author=5, seed=2, answer_style="restated")
     facts = load_corpus(directory, ["full"])["full"]
     spec = BackboneSpec(name="bench-small", adapter="llada-twin",
                         options={"size": "small", "vocab_size": 1024})
@@ -86,7 +86,7 @@ def hook_setups(tmp_path_factory):
     """{size: (backbone, scored facts, key facts, gate reference facts)}: random-weight
     embedded backbones of each named size sharing one corpus tokenizer."""
     directory = write_synthetic(tmp_path_factory.mktemp("bench_hook"), authors=60,
-                                facts_per_author=5, seed=3)
+                                facts_per_author=5, seed=3, answer_style="restated")
     facts = load_corpus(directory, ["full"])["full"]
     texts = [f"{f.question} {f.answer}" for f in facts]
     setups, adapter = {}, adapter_class("llada-twin")

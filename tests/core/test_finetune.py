@@ -74,3 +74,24 @@ def test_config_rejects_bad_values():
         FinetuneConfig(epochs=0)
     with pytest.raises(ValueError, match="lr"):
         FinetuneConfig(lr=-1.0)
+
+
+def test_epoch_batches_cover_every_fact_once_and_group_similar_lengths():
+    import torch
+
+    from harness.finetune.loop import epoch_batches
+
+    lengths = [(7 * i) % 41 + 10 for i in range(200)]
+    grouped = epoch_batches(lengths, 16, 4, torch.Generator().manual_seed(0))
+    plain = epoch_batches(lengths, 16, 1, torch.Generator().manual_seed(0))
+    for batches in (grouped, plain):
+        assert sorted(i for b in batches for i in b) == list(range(200))
+        assert all(1 <= len(b) <= 16 for b in batches)
+
+    def padding(batches):  # padded cells a batch computes beyond its rows' own lengths
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b)
+                   for b in batches)
+
+    assert padding(grouped) < 0.5 * padding(plain), (padding(grouped), padding(plain))
+    again = epoch_batches(lengths, 16, 4, torch.Generator().manual_seed(0))
+    assert again == grouped

@@ -54,3 +54,16 @@ def test_synth_command(tmp_path):
     assert "full: 30 records (given=30, inferred=0, fallback_last_token=0)" in res.stdout.splitlines()
     assert (out / "manifest.json").is_file()
     assert len(res.stdout.splitlines()) == len(SPLITS)
+
+
+def test_synth_command_answer_style(tmp_path):
+    import json
+
+    out = tmp_path / "corpus"
+    res = _cli("synth", "--out", out, "--authors", 3, "--facts-per-author", 2,
+               "--answer-style", "tofu")
+    assert res.returncode == 0, res.stderr
+    assert json.loads((out / "manifest.json").read_text())["args"]["answer_style"] == "tofu"
+    res = _cli("synth", "--out", tmp_path / "bad", "--answer-style", "long")
+    assert res.returncode == 2 and "invalid choice: 'long'" in res.stderr
+    assert not (tmp_path / "bad").exists()

@@ -1,9 +1,18 @@
+import hashlib
 import json
+import re
+from pathlib import Path
+from statistics import mean
 
+import pytest
 from data_helpers import read_jsonl
 
 from harness.data import SPLITS, SubjectSource, load_corpus, write_synthetic
 from harness.data.splits import n_pct_records
+from harness.data.synth import ANSWER_STYLES, DEFAULT_ANSWER_STYLE, synthetic_splits
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STYLES = sorted(ANSWER_STYLES)
 
 DEFAULT_SIZES = {
     "full": 1000,
@@ -40,7 +49,8 @@ def test_default_sizes_and_manifest(default_synth):
     assert {s: len(f) for s, f in corpus.items()} == DEFAULT_SIZES
     manifest = json.loads((default_synth / "manifest.json").read_text())
     assert manifest["synthetic"] is True and "synthetic" in manifest["note"].lower()
-    assert manifest["args"] == {"authors": 100, "facts_per_author": 10, "seed": 0}
+    assert manifest["args"] == {"authors": 100, "facts_per_author": 10, "seed": 0,
+                                "answer_style": DEFAULT_ANSWER_STYLE}
     assert manifest["counts"] == DEFAULT_SIZES
 
 
@@ -83,7 +93,7 @@ def test_fact_content(default_synth):
         default_synth / "forget10_perturbed.json")
     for r in recs:
         assert r["subject"] in r["question"] and r["subject"] in r["paraphrased_question"]
-        assert 5 <= len(r["answer"].split()) <= 15, r["answer"]
+        assert 2 <= len(r["answer"].split()) <= 12, r["answer"]  # `object` answers
         assert len(set(r["perturbed_answer"])) == 5 and r["answer"] not in r["perturbed_answer"]
         assert r["paraphrased_answer"] != r["answer"]
     full = read_jsonl(default_synth / "full.json")
@@ -129,3 +139,141 @@ def test_perturbed_answers_use_the_paraphrase_wording(default_synth):
             to_para = SequenceMatcher(None, wrong, r["paraphrased_answer"]).ratio()
             to_answer = SequenceMatcher(None, wrong, r["answer"]).ratio()
             assert to_para > to_answer, (wrong, r["paraphrased_answer"], r["answer"])
+
+
+# ---------------------------------------------------------------- answer styles
+# sha256 over (file name, bytes) of every split file (not manifest.json) that the generator
+# wrote before answer styles existed; `restated` must reproduce them byte for byte.
+ORIGINAL_CORPUS_SHA256 = {
+    (100, 10, 0): "5bc19a83fe1617391b50090ce20be059cd851d8aca24a5a3a0c6d97bbfbc5814",
+    (10, 20, 1): "678a68f0af280c54eac535a7140c78871dab530d0b7ab8e4135806c4cb1e1434",
+}
+
+
+def _split_files_sha256(directory: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(directory.glob("*.json")):
+        if path.name != "manifest.json":
+            h.update(path.name.encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("args", sorted(ORIGINAL_CORPUS_SHA256))
+def test_restated_style_reproduces_the_original_corpus(tmp_path, args):
+    out = write_synthetic(tmp_path, *args, answer_style="restated")
+    assert _split_files_sha256(out) == ORIGINAL_CORPUS_SHA256[args]
+    assert json.loads((out / "manifest.json").read_text())["args"]["answer_style"] == "restated"
+    if args == (100, 10, 0):
+        full = read_jsonl(out / "full.json")
+        assert full[0]["answer"] == "Thousgath Geimzhalryrk was born in Theindza, Hamvrym."
+        assert full[2]["answer"] == ("Thousgath Geimzhalryrk is best known for writing rural "
+                                     "noir set in Vigrous.")
+        world = read_jsonl(out / "world_facts_perturbed.json")
+        assert world[0]["answer"] == "The capital city of Zhevquyvga is Diamstov."
+
+
+def _small(style, seed=0, authors=10, facts=10):
+    return synthetic_splits(authors, facts, seed, answer_style=style)
+
+
+@pytest.mark.parametrize("style, low, high", [("object", 2, 8), ("restated", 9, 12),
+                                               ("tofu", 22, 30)])
+def test_mean_answer_words_per_style(style, low, high):
+    for seed, facts in ((0, 10), (1, 20)):
+        full = _small(style, seed, facts=facts)["full"]
+        words = mean(len(r["answer"].split()) for r in full)
+        assert low <= words <= high, (style, seed, words)
+
+
+def test_object_answers_never_name_the_author():
+    splits = _small("object")
+    for split in ("forget10_perturbed", "retain_perturbed", "holdout10", "full"):
+        for r in splits[split]:
+            texts = [r["answer"], r.get("paraphrased_answer", ""), *r.get("perturbed_answer", [])]
+            name_words = r["subject"].split()
+            for text in texts:
+                assert r["subject"] not in text, text
+                assert not set(re.findall(r"[\w'-]+", text)) & set(name_words), text
+    for split in ("world_facts_perturbed", "real_authors_perturbed"):
+        for r in splits[split]:
+            assert all(r["subject"] not in t for t in [r["answer"], *r["perturbed_answer"]])
+
+
+def _fact_region(reference: str, others: list[str]) -> str:
+    """The part of `reference` covering every difference from `others` (common prefix and
+    suffix removed): the fact, if the others differ from it only in the fact."""
+    def common(a, b):
+        n = 0
+        while n < min(len(a), len(b)) and a[n] == b[n]:
+            n += 1
+        return n
+    start = min(common(reference, o) for o in others)
+    end = len(reference) - min(common(reference[::-1], o[::-1]) for o in others)
+    return reference[start:max(start, end)]
+
+
+def _regions(records, reference="paraphrased_answer"):
+    return [_fact_region(r[reference], r["perturbed_answer"]) for r in records]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_perturbed_answers_differ_from_the_paraphrase_only_in_the_fact(seed):
+    """Every style draws the same facts for a seed; a perturbed answer is the paraphrase
+    with a wrong object, so the region where they differ is the same text in every style
+    (wording or details redrawn for the perturbed answers would widen it)."""
+    by_style = {s: _small(s, seed) for s in STYLES}
+    recs = {s: sp["retain_perturbed"] + sp["forget10_perturbed"] for s, sp in by_style.items()}
+    regions = {s: _regions(r) for s, r in recs.items()}
+    assert regions["object"] == regions["tofu"]
+    for i, r in enumerate(recs["object"]):
+        if not r["question"].startswith("In what language"):  # the only object with
+            assert regions["restated"][i] == regions["object"][i]  # made-up material added
+    for s in STYLES:
+        for r, region in zip(recs[s], regions[s]):
+            assert region and len(region.split()) <= 10, (s, region, r["paraphrased_answer"])
+            assert region in r["answer"]  # the trained answer states the same fact
+            assert r["paraphrased_answer"] != r["answer"]
+            assert len(set(r["perturbed_answer"])) == 5
+            assert r["paraphrased_answer"] not in r["perturbed_answer"]
+    # general-knowledge splits: no paraphrase, the perturbed answers swap the object
+    for split in ("world_facts_perturbed", "real_authors_perturbed"):
+        general = {s: _regions(sp[split], "answer") for s, sp in by_style.items()}
+        assert general["object"] == general["restated"] == general["tofu"]
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_each_style_is_deterministic_per_seed(tmp_path, style):
+    a = write_synthetic(tmp_path / "a", authors=10, facts_per_author=4, seed=3, answer_style=style)
+    b = write_synthetic(tmp_path / "b", authors=10, facts_per_author=4, seed=3, answer_style=style)
+    c = write_synthetic(tmp_path / "c", authors=10, facts_per_author=4, seed=4, answer_style=style)
+    fa, fb, fc = _files(a), _files(b), _files(c)
+    assert fa == fb
+    assert fa["full.json"] != fc["full.json"]
+
+
+def test_styles_share_questions_and_subjects():
+    by_style = {s: _small(s, seed=2) for s in STYLES}
+    keep = ("question", "subject", "author_id", "paraphrased_question")
+    for split in by_style["object"]:
+        views = {s: [{k: r.get(k) for k in keep} for r in sp[split]] for s, sp in by_style.items()}
+        assert views["object"] == views["restated"] == views["tofu"], split
+        answers = {s: [r["answer"] for r in sp[split]] for s, sp in by_style.items()}
+        assert answers["object"] != answers["restated"], split
+    for r in by_style["tofu"]["full"]:
+        assert r["answer"].count(r["subject"]) >= 1  # tofu restates the name
+
+
+def test_unknown_answer_style_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match=r"'bogus'.*object, restated, tofu"):
+        synthetic_splits(2, 2, 0, answer_style="bogus")
+    with pytest.raises(ValueError, match="unknown answer style"):
+        write_synthetic(tmp_path / "out", authors=2, facts_per_author=2, answer_style="bogus")
+    assert not (tmp_path / "out").exists()
+
+
+def test_schema_default_answer_style_is_the_module_default():
+    schema = json.loads((REPO_ROOT / "workflows" / "config" / "schema.json").read_text())
+    entry = schema["properties"]["data"]["properties"]["synthetic"]["properties"]["answer_style"]
+    assert entry["default"] == DEFAULT_ANSWER_STYLE
+    assert sorted(entry["enum"]) == STYLES

@@ -18,9 +18,9 @@ PAPER = REPO_ROOT / "workflows" / "config" / "paper.yaml"
 
 
 def dry_run(workdir: Path, target: str, configfile: Path | None = None,
-            env: dict | None = None) -> subprocess.CompletedProcess:
+            env: dict | None = None, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     cmd = SNAKEMAKE + ["-n", "--nolock", "--cores", "1", "-s", str(REPO_ROOT / "Snakefile"),
-                       "--directory", str(workdir), target]
+                       "--directory", str(workdir), *extra, target]
     if configfile is not None:
         cmd += ["--configfile", str(configfile)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120,
@@ -48,6 +48,8 @@ def broken_config(tmp_path: Path, edit) -> Path:
      "invalid config at 'data.retain_eval_size': 'forty' is not of type 'integer'"),
     (lambda c: c["backbones"]["dream-7b-twin"].update(dtype="float8"),
      "invalid config at 'backbones.dream-7b-twin.dtype'"),
+    (lambda c: c["data"]["synthetic"].update(answer_style="long"),
+     "invalid config at 'data.synthetic.answer_style': 'long' is not one of"),
     (lambda c: c["tuning"].update(backbone="no-such-backbone"),
      "invalid config: tuning.backbone: 'no-such-backbone' is not a configured backbone"),
 ])
@@ -60,13 +62,27 @@ def test_bad_config_rejected_before_any_job(tmp_path, edit, message):
 
 
 def test_default_dry_run_plans_table1(tmp_path):
-    result = dry_run(tmp_path, "reproduce_table1", DEFAULT)
+    result = dry_run(tmp_path, "reproduce_table1", DEFAULT, extra=("-p",))
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
     assert counts["finetune_backbone"] == 6
     assert counts["run_table1"] == 36
     assert counts["synthetic_corpus"] == 1
     assert counts["retain_model"] == 1
+    # data.synthetic.answer_style is not in default.yaml: the schema's default is passed
+    from harness.data.synth import DEFAULT_ANSWER_STYLE
+    assert f"--answer-style {DEFAULT_ANSWER_STYLE} >" in result.stdout
+
+
+def test_synthetic_answer_style_reaches_the_generator(tmp_path):
+    def edit(c):
+        c["data"]["synthetic"] = {"answer_style": "tofu"}  # other keys: their defaults
+    config = broken_config(tmp_path, edit)
+    result = dry_run(tmp_path, "data/synthetic/manifest.json", config, extra=("-p",))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert job_counts(result.stdout) == {"synthetic_corpus": 1, "total": 1}
+    assert ("--authors 100 --facts-per-author 10 --seed 0 --answer-style tofu >"
+            in result.stdout)
 
 
 def test_paper_dry_run_loads_no_model_and_touches_no_network(tmp_path):

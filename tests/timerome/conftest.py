@@ -45,7 +45,7 @@ def fit_masked_diffusion(backbone, facts, steps: int = FIT_STEPS, lr: float = FI
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory):
     directory = write_synthetic(tmp_path_factory.mktemp("timerome_synth"), authors=3,
-                                facts_per_author=2, seed=1)
+                                facts_per_author=2, seed=1, answer_style="restated")
     return load_corpus(directory, ["full"])["full"]
 
 

@@ -41,8 +41,10 @@ SPLIT_SEED = int(DATA["split_seed"])
 # ... and the prepared corpus every job reads (rule prepare_corpus, harness.data.prepare):
 # validation split present, optional author subset, an author_id on every record. Its
 # path names the data settings it was made with, so configs never share a stale copy.
-_PREPARE_KEYS = {k: DATA.get(k) for k in ("source", "tofu_dir", "synthetic", "forget_split",
-                                           "retain_split")}
+_PREPARE_KEYS = {k: DATA.get(k) for k in ("source", "tofu_dir", "forget_split", "retain_split")}
+# data.synthetic is always filled (schema default {} plus its keys' defaults) but names the
+# corpus only when the corpus is generated.
+_PREPARE_KEYS["synthetic"] = DATA["synthetic"] if DATA["source"] == "synthetic" else None
 _PREPARE_KEYS.update(validation_split=VALIDATION_SPLIT, validation_authors=VALIDATION_AUTHORS,
                      authors=SUBSET_AUTHORS, split_seed=SPLIT_SEED)
 TOFU_DIR = "results/corpus/" + hashlib.sha256(

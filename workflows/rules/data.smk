@@ -4,7 +4,7 @@
 from harness.data.errors import DataError
 from harness.data.prepare import check_split_files, required_splits
 
-SYN = DATA.get("synthetic", {})
+SYN = DATA["synthetic"]  # filled from schema.json (default {}; answer_style's default)
 REQUIRED_SPLITS = required_splits(DATA["forget_split"], DATA["retain_split"])
 # Configs locuslab/TOFU has on the hub: no validation (derived by prepare_corpus) and no
 # holdout split is fetched (nothing in the workflow reads one).
@@ -21,13 +21,15 @@ if DATA["source"] == "synthetic":
             authors=SYN.get("authors", 100),
             per_author=SYN.get("facts_per_author", 10),
             seed=SYN.get("seed", 0),
+            answer_style=SYN["answer_style"],
         log:
             "results/logs/synthetic_corpus.log",
         benchmark:
             "results/benchmarks/synthetic_corpus.tsv"
         shell:
             "{PYTHON} -m harness.data synth --out {SOURCE_DIR} --authors {params.authors} "
-            "--facts-per-author {params.per_author} --seed {params.seed} > {log} 2>&1"
+            "--facts-per-author {params.per_author} --seed {params.seed} "
+            "--answer-style {params.answer_style} > {log} 2>&1"
 
 elif DATA["source"] == "tofu_hub":
     SOURCE_INPUTS = [f"{SOURCE_DIR}/manifest.json"]

@@ -20,6 +20,7 @@ DIFFULLAMA_PROFILE = BackboneProfile(
     blocks_path="model.layers",
     mlp_out_path="mlp.down_proj",
     embeddings_path="model.embed_tokens",
+    final_norm_path="model.norm",
     shifted_logits=True,
     # LLaMA-2 specials: <s> prepended, </s> EOS; the twin's tokenizer carries a distinct
     # mask token (the real one has none and uses the constant id).
@@ -27,6 +28,7 @@ DIFFULLAMA_PROFILE = BackboneProfile(
     known_mask_token_id=UPSTREAM_MASK_TOKEN_ID,
     known_mask_token_note="the id DiffuLLaMA's inference code uses as [MASK] "
                           "(docs/backbones/dream_diffullama.md)",
+    mlp_ratio=2.6875,  # LLaMA-2-7B: intermediate 11008 / hidden 4096
 )
 
 

@@ -22,11 +22,13 @@ DREAM_PROFILE = BackboneProfile(
     blocks_path="model.layers",
     mlp_out_path="mlp.down_proj",
     embeddings_path="model.embed_tokens",
+    final_norm_path="model.norm",
     shifted_logits=True,
     tokens=TwinTokens(mask="<|mask|>", eos="<|endoftext|>"),
     tokenizer_layout="vocab_merges",
     known_mask_token_id=151666,
     known_mask_token_note="<|mask|> = 151666 in Dream's tokenizer_config.json",
+    mlp_ratio=5.25,  # Dream-7B (Qwen2.5-7B): intermediate 18944 / hidden 3584 = 5.29
     kv_heads_divisor=7,  # Dream-7B: 28 query heads, 4 key/value heads
 )
 

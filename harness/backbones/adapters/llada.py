@@ -21,12 +21,14 @@ LLADA_TOKENS = TwinTokens(mask="<|mdm_mask|>", eos="<|endoftext|>", bos="<|start
                           add_bos=False, extra=LLADA_CHAT_TOKENS,
                           chat_template=LLADA_CHAT_TEMPLATE)
 
+# mlp_ratio: the default 3.0 is LLaDA-8B's mlp_hidden_size 12288 / d_model 4096.
 LLADA_PROFILE = BackboneProfile(
     name="llada",
     family=LLADA_FAMILY,
     blocks_path="model.transformer.blocks",
     mlp_out_path="ff_out",
     embeddings_path="model.transformer.wte",
+    final_norm_path="model.transformer.ln_f",
     shifted_logits=False,
     tokens=LLADA_TOKENS,
     known_mask_token_id=LLADA_MASK_TOKEN_ID,

@@ -21,11 +21,16 @@ LLADA_MOE_PROFILE = BackboneProfile(
     blocks_path="model.layers",
     mlp_out_path="mlp.combine",
     embeddings_path="model.embed_tokens",
+    final_norm_path="model.norm",
     shifted_logits=False,
     tokens=TwinTokens(mask="<|mask|>", eos="<|endoftext|>", mask_in_tokenizer=False),
     known_mask_token_id=156895,
     known_mask_token_note="<|mask|> = 156895, LLaDA-MoE's model card",
-    experts=(4, 2),
+    # LLaDA-MoE-7B-A1B: 64 experts, 8 per token (1/8 active), each 1024 wide = 0.5 x hidden
+    # 2048, so 4 x hidden active. The twin keeps 1/8 of its experts active at a per-token
+    # width of 3 x d_model, as the dense LLaDA twin's MLP: 8 experts, top 1, 3 x d wide.
+    mlp_ratio=3.0,
+    experts=(8, 1),
 )
 
 
