@@ -20,19 +20,7 @@ from harness.backbones.base import Backbone
 from harness.data.fact import Fact
 from harness.diffusion.batching import EncodedFact, collate, encode_fact
 
-
-@dataclass(frozen=True)
-class ContextConfig:
-    n_prefixes: int = 4  # random prefixes, in addition to the plain prompt
-    prefix_tokens: tuple[int, int] = (2, 8)  # prefix length range in tokens (inclusive)
-    mask_ratios: tuple[float, ...] = (1.0, 0.5, 0.25)
-
-    def __post_init__(self) -> None:
-        lo, hi = self.prefix_tokens
-        if self.n_prefixes < 0 or not 1 <= lo <= hi:
-            raise ValueError(f"invalid context config: {self}")
-        if not self.mask_ratios or any(not 0 < r <= 1 for r in self.mask_ratios):
-            raise ValueError(f"mask_ratios must be in (0, 1], got {self.mask_ratios}")
+from baselines.configs import ContextConfig  # torch-free: checked when the workflow plans
 
 
 @dataclass

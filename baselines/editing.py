@@ -14,17 +14,17 @@ import torch
 
 from harness.methods.base import EditRequest, MethodNotApplicable, MethodOutcome
 
+from baselines.configs import (  # noqa: F401  (the key tables, re-exported)
+    COMMON_KEYS,
+    CONTEXT_KEYS,
+    VALUE_KEYS,
+    ContextConfig,
+    ValueConfig,
+    parse_edit_config,
+)
 from baselines.covariance import key_second_moments
-from baselines.edit_contexts import ContextConfig, prefix_token_lists
+from baselines.edit_contexts import prefix_token_lists
 from baselines.scores import json_safe, mean_logprobs, retain_eval_subset
-from baselines.value_target import ValueConfig
-
-# Method config key -> field of ContextConfig / ValueConfig.
-CONTEXT_KEYS = {"n_prefixes": "n_prefixes", "prefix_tokens": "prefix_tokens",
-                "mask_ratios": "mask_ratios"}
-VALUE_KEYS = {"v_steps": "steps", "v_lr": "lr", "kl_factor": "kl_factor",
-              "v_weight_decay": "weight_decay", "clamp": "clamp"}
-COMMON_KEYS = ("cov_facts", "cov_ridge", "retain_eval_facts", "score_batch_size")
 
 
 def solve_psd(matrix: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
@@ -75,28 +75,20 @@ class EditSetup:
 
 def edit_setup(request: EditRequest, config: dict[str, Any], method: str,
                extra_keys: Sequence[str] = ()) -> EditSetup:
-    known = set(CONTEXT_KEYS) | set(VALUE_KEYS) | set(COMMON_KEYS) | set(extra_keys)
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise ValueError(f"method '{method}': unknown config key(s) {', '.join(unknown)}; "
-                         f"known: {', '.join(sorted(known))}")
+    parsed = parse_edit_config(config, method, extra_keys)  # the plan-time check's parser
     if not request.forget:
         raise ValueError(f"method '{method}': the forget set is empty")
     if not request.retain:
         raise ValueError(f"method '{method}': needs retain facts (key statistics, prefixes)")
-    ctx_kw = {CONTEXT_KEYS[k]: (tuple(v) if isinstance(v, list) else v)
-              for k, v in config.items() if k in CONTEXT_KEYS}
-    contexts = ContextConfig(**ctx_kw)
-    values = ValueConfig(**{VALUE_KEYS[k]: v for k, v in config.items() if k in VALUE_KEYS})
+    contexts, values = parsed.contexts, parsed.values
     corpus = [f.answer for f in request.retain]
     prefixes = prefix_token_lists(request.backbone, corpus, contexts, request.seed)
-    retain_eval = retain_eval_subset(request.retain, int(config.get("retain_eval_facts", 32)),
-                                     request.seed)
-    batch = int(config.get("score_batch_size", 32))
+    retain_eval = retain_eval_subset(request.retain, parsed.retain_eval_facts, request.seed)
+    batch = parsed.score_batch_size
     start = time.perf_counter()
     before = mean_logprobs(request.backbone, request.forget, retain_eval, batch)
-    return EditSetup(request, contexts, values, prefixes, int(config.get("cov_facts", 256)),
-                     float(config.get("cov_ridge", 1e-4)), retain_eval, batch, before,
+    return EditSetup(request, contexts, values, prefixes, parsed.cov_facts,
+                     float(parsed.cov_ridge), retain_eval, batch, before,
                      time.perf_counter() - start)
 
 

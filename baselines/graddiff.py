@@ -15,18 +15,18 @@ from harness.diffusion.batching import QABatch
 from harness.methods.base import EditRequest, Method, MethodOutcome
 from harness.methods.registry import register_method
 
+from baselines.configs import GRADDIFF_KEYS, check_graddiff_objective
 from baselines.objectives import answer_loss, retain_loss
 from baselines.training import split_config, train_unlearning
 
-OBJECTIVE_KEYS = ("gamma", "alpha")
+OBJECTIVE_KEYS = GRADDIFF_KEYS  # checked at plan time by baselines.configs.validate_graddiff
 
 
 class GradDiffObjective:
     needs_retain = True
 
     def __init__(self, gamma: float = 1.0, alpha: float = 1.0, eps: float = 1e-3):
-        if gamma < 0 or alpha < 0:
-            raise ValueError(f"graddiff: gamma and alpha must be >= 0, got {gamma}, {alpha}")
+        check_graddiff_objective(gamma, alpha)
         self.gamma, self.alpha, self.eps = gamma, alpha, eps
 
     def setup(self, backbone: Backbone) -> None:

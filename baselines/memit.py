@@ -26,6 +26,7 @@ from harness.backbones.base import Backbone
 from harness.methods.base import EditRequest, Method, MethodOutcome
 from harness.methods.registry import register_method
 
+from baselines.configs import DEFAULT_MOM2_RATIO, MEMIT_KEYS, memit_mom2, validate_memit  # noqa: F401
 from baselines.edit_contexts import ContextBatch, build_contexts, neutral_contexts
 from baselines.editing import EditSetup, edit_setup, finish_edit, solve_psd
 from baselines.hooks import at_positions, capture
@@ -33,7 +34,6 @@ from baselines.layer_choice import memit_layers, tie_layer, window_around
 from baselines.training import timed
 from baselines.value_target import optimise_delta
 
-DEFAULT_MOM2_RATIO = 0.1
 
 
 def memit_update(keys: torch.Tensor, residuals: torch.Tensor, cov: torch.Tensor,
@@ -78,8 +78,9 @@ class MEMIT(Method):
 
     def apply(self, request: EditRequest) -> MethodOutcome:
         config: dict[str, Any] = {**self.config, **request.config}
-        setup = edit_setup(request, config, self.name,
-                           extra_keys=("layers", "mom2_weight", "mom2_ratio"))
+        validate_memit(config)  # the plan-time check (harness.plan_checks), before any work
+        weight, ratio = memit_mom2(config)
+        setup = edit_setup(request, config, self.name, extra_keys=MEMIT_KEYS)
         phases: dict[str, float] = {}
         extra: dict[str, Any] = {}
         if config.get("layers") == "tie":
@@ -88,10 +89,6 @@ class MEMIT(Method):
             layers = window_around(request.backbone, centre)
         else:
             layers = memit_layers(request.backbone, config.get("layers"))
-        ratio = float(config.get("mom2_ratio", DEFAULT_MOM2_RATIO))
-        weight = config.get("mom2_weight")
-        if (weight is not None and not float(weight) > 0) or not ratio > 0:
-            raise ValueError(f"memit: mom2_weight / mom2_ratio must be > 0, got {weight}, {ratio}")
         return _run_memit(request, setup, layers, weight, ratio, phases, extra)
 
 

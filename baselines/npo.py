@@ -18,18 +18,16 @@ from harness.diffusion.batching import QABatch
 from harness.methods.base import EditRequest, Method, MethodOutcome
 from harness.methods.registry import register_method
 
+from baselines.configs import NPO_KEYS, check_npo_objective
 from baselines.objectives import npo_loss, paired_answer_nll, retain_loss
 from baselines.training import frozen_reference, split_config, train_unlearning
 
-OBJECTIVE_KEYS = ("beta", "alpha")
+OBJECTIVE_KEYS = NPO_KEYS  # checked at plan time by baselines.configs.validate_npo
 
 
 class NPOObjective:
     def __init__(self, beta: float = 0.1, alpha: float = 1.0, eps: float = 1e-3):
-        if not beta > 0:
-            raise ValueError(f"npo: beta must be > 0, got {beta}")
-        if alpha < 0:
-            raise ValueError(f"npo: alpha must be >= 0, got {alpha}")
+        check_npo_objective(beta, alpha)
         self.beta, self.alpha, self.eps = beta, alpha, eps
         self.needs_retain = alpha > 0
         self.reference: Backbone | None = None

@@ -27,6 +27,7 @@ import torch
 from harness.methods.base import EditRequest, Method, MethodOutcome
 from harness.methods.registry import register_method
 
+from baselines.configs import ROME_KEYS, validate_rome
 from baselines.editing import EditSetup, edit_setup, finish_edit, solve_psd
 from baselines.edit_contexts import build_contexts, neutral_contexts
 from baselines.hooks import at_positions, capture
@@ -54,7 +55,8 @@ class ROME(Method):
 
     def apply(self, request: EditRequest) -> MethodOutcome:
         config: dict[str, Any] = {**self.config, **request.config}
-        setup = edit_setup(request, config, self.name, extra_keys=("layer",))
+        validate_rome(config)  # the plan-time check (harness.plan_checks), before any work
+        setup = edit_setup(request, config, self.name, extra_keys=ROME_KEYS)
         phases: dict[str, float] = {}
         extra: dict[str, Any] = {}
         if config.get("layer") == "tie":

@@ -16,8 +16,8 @@ import math
 import random
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Iterator, Protocol, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -28,6 +28,8 @@ from harness.diffusion.batching import EncodedFact, QABatch, collate, encode_fac
 from harness.methods.base import EditRequest, MethodOutcome
 
 from baselines.scores import json_safe, mean_logprobs, retain_eval_subset
+# The loop's config and its parser: torch-free, so that the workflow checks it at plan time.
+from baselines.configs import SCHEDULES, TRAINING_KEYS, TrainingConfig, split_config  # noqa: F401
 from baselines.convergence import (
     StopDecision,
     StoppingRule,
@@ -62,82 +64,6 @@ def default_lr(backbone: Backbone, method: str) -> float:
     if backbone_family(backbone) == "small":
         return SMALL_BACKBONE_DEFAULT_LR.get(method, HUB_DEFAULT_LR)
     return HUB_DEFAULT_LR
-
-
-def _constant(progress: float) -> float:
-    return 1.0
-
-
-def _linear(progress: float) -> float:
-    return 1.0 - progress
-
-
-def _cosine(progress: float) -> float:
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-SCHEDULES: dict[str, Callable[[float], float]] = {"constant": _constant, "linear": _linear,
-                                                  "cosine": _cosine}
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    """Hyper-parameters of the unlearning loop (method config keys of the same names)."""
-
-    lr: float | None = None  # None: default_lr(backbone, method)
-    weight_decay: float = 0.01
-    warmup_steps: int = 5
-    schedule: str = "linear"  # decay after warm-up, over max_steps (HF Trainer's default)
-    batch_size: int = 32  # forget rows per micro-batch (capped at the forget set size)
-    grad_accum: int = 1
-    max_steps: int = 200  # step cap (converged=False when reached)
-    eval_every: int = 5
-    max_grad_norm: float = 1.0
-    eps: float = 1e-3
-    bf16: bool = True  # autocast, CUDA only
-    plateau_window: int = 4  # evaluations
-    plateau_rel_tol: float = 0.01
-    collapse_retain_drop: float = 5.0  # nats per sample
-    retain_eval_facts: int = 32  # retain facts scored at each evaluation (seeded subset)
-    generation_prompts: int = 3  # retain prompts checked for degenerate generations (0: off)
-    score_batch_size: int = 32
-    keep_original: bool = False  # keep a CPU copy of the weights so that `undo` works
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        checks = {"lr": self.lr is None or self.lr > 0, "weight_decay": self.weight_decay >= 0,
-                  "warmup_steps": self.warmup_steps >= 0, "batch_size": self.batch_size >= 1,
-                  "grad_accum": self.grad_accum >= 1, "max_steps": self.max_steps >= 1,
-                  "eval_every": self.eval_every >= 1, "max_grad_norm": self.max_grad_norm > 0,
-                  "eps": 0 <= self.eps < 1, "plateau_window": self.plateau_window >= 1,
-                  "collapse_retain_drop": self.collapse_retain_drop > 0,
-                  "retain_eval_facts": self.retain_eval_facts >= 1,
-                  "generation_prompts": self.generation_prompts >= 0,
-                  "schedule": self.schedule in SCHEDULES}
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"invalid training config field(s) {', '.join(bad)}: {self}")
-
-    def lr_factor(self, step: int) -> float:
-        """Multiplier of lr at optimiser step `step` (0-based)."""
-        if step < self.warmup_steps:
-            return (step + 1) / self.warmup_steps
-        span = max(1, self.max_steps - self.warmup_steps)
-        return SCHEDULES[self.schedule](min(1.0, (step - self.warmup_steps) / span))
-
-
-TRAINING_KEYS = frozenset(f.name for f in fields(TrainingConfig))
-
-
-def split_config(config: dict[str, Any], method: str, objective_keys: Sequence[str]
-                 ) -> tuple[TrainingConfig, dict[str, Any]]:
-    """(TrainingConfig, objective kwargs) from a method config; unknown keys are an error."""
-    unknown = sorted(set(config) - TRAINING_KEYS - set(objective_keys))
-    if unknown:
-        raise ValueError(f"method '{method}': unknown config key(s) {', '.join(unknown)}; "
-                         f"known: {', '.join(sorted(TRAINING_KEYS | set(objective_keys)))}")
-    train = TrainingConfig(**{k: v for k, v in config.items() if k in TRAINING_KEYS})
-    return train, {k: v for k, v in config.items() if k in objective_keys}
 
 
 class Objective(Protocol):

@@ -21,22 +21,9 @@ from contextlib import contextmanager
 
 from harness.backbones.base import Backbone
 
+from baselines.configs import ValueConfig  # torch-free: checked when the workflow plans
 from baselines.edit_contexts import ContextBatch
 from baselines.hooks import add_at_positions, at_positions, capture
-
-
-@dataclass(frozen=True)
-class ValueConfig:
-    steps: int = 25
-    lr: float = 0.5  # ROME's v_lr
-    kl_factor: float = 0.0625  # ROME's kl_factor
-    weight_decay: float = 0.0
-    clamp: float = 1.0  # ||delta|| <= clamp * ||v_original||
-
-    def __post_init__(self) -> None:
-        if self.steps < 1 or not self.lr > 0 or self.kl_factor < 0 or self.weight_decay < 0 \
-                or not self.clamp > 0:
-            raise ValueError(f"invalid value-optimisation config: {self}")
 
 
 @dataclass

@@ -7,12 +7,14 @@ Everything is written to a temporary sibling and renamed into place with `os.rep
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 @contextmanager
@@ -43,9 +45,65 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
-def write_json_atomic(path: str | os.PathLike, payload: Any, allow_nan: bool = True) -> Path:
-    """Write `payload` as indented, key-sorted JSON to `path` atomically."""
-    text = json.dumps(payload, indent=2, sort_keys=True, allow_nan=allow_nan) + "\n"
+class NonFiniteJSONError(ValueError):
+    """A JSON payload holding NaN or an infinity (strict JSON has neither); names the file
+    and the key path of each such value."""
+
+
+def non_finite_paths(payload: Any, prefix: str = "") -> list[tuple[str, float]]:
+    """(key path, value) of every NaN / infinity in `payload` (mappings and lists/tuples
+    walked; a path is keys and list indices joined by '/'), in document order."""
+    if isinstance(payload, float):
+        return [] if math.isfinite(payload) else [(prefix or "(top level)", payload)]
+    if isinstance(payload, Mapping):
+        items = ((str(k), v) for k, v in payload.items())
+    elif isinstance(payload, (list, tuple)):
+        items = ((str(i), v) for i, v in enumerate(payload))
+    else:
+        return []
+    found: list[tuple[str, float]] = []
+    for key, value in items:
+        found += non_finite_paths(value, f"{prefix}/{key}" if prefix else key)
+    return found
+
+
+def non_finite_message(paths: list[tuple[str, float]]) -> str:
+    """"non-finite number nan at 'a/b' (JSON has no NaN or Infinity)[; also at ...]"."""
+    first, value = paths[0]
+    return (f"non-finite number {value!r} at '{first}' (JSON has no NaN or Infinity)"
+            + also_at(paths))
+
+
+def also_at(paths: list[tuple[str, float]], shown: int = 5) -> str:
+    """"; also at 'x', 'y'" for the non-finite values after the first ('' if none)."""
+    rest = [p for p, _ in paths[1:]]
+    if not rest:
+        return ""
+    more = f" and {len(rest) - shown} more" if len(rest) > shown else ""
+    return "; also at " + ", ".join(f"'{p}'" for p in rest[:shown]) + more
+
+
+def dumps_strict(payload: Any, source: str | os.PathLike = "<json>", **kwargs: Any) -> str:
+    """`json.dumps(payload, allow_nan=False, **kwargs)`; a NaN / infinity raises
+    NonFiniteJSONError naming `source` and the key path holding it."""
+    try:
+        return json.dumps(payload, allow_nan=False, **kwargs)
+    except ValueError as exc:
+        paths = non_finite_paths(payload)
+        if not paths:  # not a non-finite number (e.g. a circular reference): not ours
+            raise
+        raise NonFiniteJSONError(f"{source}: {non_finite_message(paths)}") from exc
+
+
+def write_json_atomic(path: str | os.PathLike, payload: Any, allow_nan: bool = False) -> Path:
+    """Write `payload` as indented, key-sorted, strict JSON to `path` atomically.
+
+    A NaN or an infinity raises NonFiniteJSONError naming `path` and the key path holding
+    it, and nothing is written. `allow_nan` is accepted for the callers that pass
+    `allow_nan=False` explicitly; True is refused (no file of this project holds NaN)."""
+    if allow_nan:
+        raise ValueError("write_json_atomic writes strict JSON only (allow_nan=True refused)")
+    text = dumps_strict(payload, path, indent=2, sort_keys=True) + "\n"
     return write_text_atomic(path, text)
 
 

@@ -11,13 +11,16 @@ compared with the recorded one:
   current > baseline x (1 + tolerance).
 A device class of the current runs with no entry in the baseline file gets one: its current
 values are recorded there as its new baseline (entries of other device classes are kept) and
-the check passes, saying so (device class and file named). Every row of the runs CSV must be
-well formed (key columns present, n_facts a whole number, numbers numeric, a known status):
-a garbage line is an error naming its line, never silently dropped.
-Exit status: 0 all within tolerance (or a new baseline recorded); 1 a regression (or a
-baseline entry with no current run, unless --allow-missing); 2 bad input.
+the check passes, saying so (device class and file named). Both inputs are validated
+before anything is checked or written: every row of the runs CSV must be well formed (every
+field there, key columns non-empty, n_facts a whole number, numbers finite, converged /
+collapsed true or false, a known status, an ok run with its edit time and forget
+log-probs; harness.reports.inputs), and the baseline file must match BASELINE_SCHEMA
+(strict JSON, one entry per key): a garbage line or entry is an error naming it, never
+silently dropped or read as something else.
 `--write-baseline` records the current values instead (other device classes are kept).
-`--out` gets the report in every outcome (pass, regression, new baseline), written atomically.
+`--out` gets the report in every outcome (pass, regression, new baseline, bad input),
+written atomically.
 """
 
 from __future__ import annotations
@@ -26,21 +29,56 @@ import argparse
 import json
 import math
 import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import jsonschema
 import pandas as pd
 
-from harness.atomic import write_text_atomic
-from harness.reports.table1 import DEFAULT_GRADIENT_BASELINES, strongest_baseline, summarise
+from harness.atomic import non_finite_paths, write_text_atomic
+from harness.reports.inputs import InputError, RunsSpec, read_runs_csv, validate_frame
+from harness.reports.table1 import (DEFAULT_GRADIENT_BASELINES, FLAGS, NUMERIC,
+                                    strongest_baseline, summarise)
 
 KEY = ("device_class", "experiment", "backbone", "method", "n_facts")
 METRICS = {"speedup": "higher", "peak_mem_ratio": "lower"}
 REQUIRED = ("device_class", "backbone", "method", "n_facts", "wall_clock_s", "peak_mem_bytes",
-            "inference_mem_bytes")
+            "inference_mem_bytes", "forget_logp_before", "forget_logp_after", *FLAGS)
 NUMBERS = ("wall_clock_s", "peak_mem_bytes", "inference_mem_bytes")
-STATUSES = ("ok", "oom", "not_applicable")
+# What the check needs of a runs CSV (validated row by row; harness.reports.inputs).
+RUNS_SPEC = RunsSpec(required=REQUIRED, keys=("device_class", "backbone", "method", "experiment"),
+                     numbers=tuple(dict.fromkeys((*NUMBERS, *NUMERIC))),
+                     whole={"n_facts": 1, "seed": 0}, flags=FLAGS,
+                     ok_needs=("wall_clock_s", "forget_logp_before", "forget_logp_after"))
+_TEXT = {"type": "string", "minLength": 1}
+_RATIO = {"type": ["number", "null"], "exclusiveMinimum": 0}
+BASELINE_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["entries"],
+    "properties": {
+        "schema": {"const": 1},
+        "tolerance": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
+        "note": {"type": "string"},
+        "entries": {"type": "array", "items": {
+            "type": "object",
+            "required": list(KEY),
+            "properties": {"device_class": _TEXT, "experiment": _TEXT, "backbone": _TEXT,
+                           "method": _TEXT, "n_facts": {"type": "integer", "minimum": 1},
+                           "speedup": _RATIO, "peak_mem_ratio": _RATIO},
+        }},
+    },
+}
+EXIT_OK, EXIT_REGRESSED, EXIT_BAD_INPUT, EXIT_BUG = 0, 1, 2, 3
+EXIT_STATUS = """\
+exit status: 0 all within tolerance (or a new baseline recorded); 1 regression found (or a
+baseline entry with no current run, unless --allow-missing); 2 bad input: a malformed runs
+CSV or baseline file (or a bad option), reported on one line as
+`error: <file>: <what is wrong> (row N, column C)` before anything is checked or written
+(row N counts data rows from 1; the line named with it is the file line, the header being
+line 1); 3 internal error (a bug, not a regression: traceback printed)."""
 
 
 @dataclass
@@ -62,46 +100,12 @@ class Check:
         return self.current / self.baseline - 1.0
 
 
-def _blank(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or \
-        (isinstance(value, str) and not value.strip())
-
-
 def validate_runs(runs: pd.DataFrame) -> None:
-    """Raise ValueError naming the first malformed row ('line N', 1 = the header) and what is
-    wrong with it: a missing key, a non-integer n_facts, a non-numeric measurement, an
-    unknown status, or an ok run without an edit time."""
-    missing = [c for c in REQUIRED if c not in runs.columns]
-    if missing:
-        raise ValueError(f"runs CSV lacks column(s): {', '.join(missing)}")
-    keys = ["device_class", "backbone", "method"] + \
-        (["experiment"] if "experiment" in runs.columns else [])
-    for i, row in enumerate(runs.to_dict("records")):
-        line = i + 2
-        problems = [f"{k} is empty" for k in keys if _blank(row[k])]
-        try:
-            n = float(row["n_facts"])
-            if not (math.isfinite(n) and n == int(n) and n >= 1):
-                raise ValueError
-        except (TypeError, ValueError):
-            problems.append(f"n_facts {row['n_facts']!r} is not a whole number >= 1")
-        for col in NUMBERS:
-            value = row[col]
-            if _blank(value):
-                continue
-            try:
-                if not math.isfinite(float(value)):
-                    raise ValueError
-            except (TypeError, ValueError):
-                problems.append(f"{col} {value!r} is not a finite number")
-        status = row.get("status", "ok")
-        status = "ok" if _blank(status) else str(status)
-        if status not in STATUSES:
-            problems.append(f"status {status!r} is not one of {', '.join(STATUSES)}")
-        elif status == "ok" and _blank(row["wall_clock_s"]):
-            problems.append("status ok but no wall_clock_s")
-        if problems:
-            raise ValueError(f"line {line}: malformed run row ({'; '.join(problems)})")
+    """Raise InputError (a ValueError) naming the first malformed row ('line N', 1 = the
+    header) and what is wrong with it (RUNS_SPEC: a missing column, an empty key, a
+    non-integer n_facts, a non-numeric measurement, a flag other than true/false, an unknown
+    status, or an ok run without an edit time or forget log-probs)."""
+    validate_frame(runs, RUNS_SPEC, "runs CSV")
 
 
 def current_metrics(runs: pd.DataFrame,
@@ -191,18 +195,45 @@ NOTE = ("speedup = strongest converged gradient baseline edit time / method edit
         "peak_mem_ratio = peak edit memory / inference memory")
 
 
+def read_baseline(path: Path) -> dict[str, Any]:
+    """The baseline file, validated (strict JSON, BASELINE_SCHEMA, one entry per key);
+    InputError naming the file and the offending entry otherwise."""
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from None
+    errors = sorted(jsonschema.Draft202012Validator(BASELINE_SCHEMA).iter_errors(payload),
+                    key=lambda e: list(map(str, e.path)))
+    if errors:
+        where = "/".join(str(p) for p in errors[0].path) or "(top level)"
+        raise InputError(f"{path}: invalid baseline at '{where}': {errors[0].message}")
+    bad = non_finite_paths(payload)
+    if bad:
+        raise InputError(f"{path}: invalid baseline at '{bad[0][0]}': non-finite number "
+                         f"{bad[0][1]!r} (JSON has no NaN or Infinity)")
+    seen: dict[tuple, int] = {}
+    for j, entry in enumerate(payload["entries"]):
+        key = tuple(entry[k] for k in KEY)
+        if key in seen:
+            raise InputError(f"{path}: invalid baseline at 'entries/{j}': same key as entry "
+                             f"{seen[key]} ({', '.join(map(str, key))})")
+        seen[key] = j
+    return payload
+
+
 def write_baseline(path: Path, current: list[dict[str, Any]], tolerance: float) -> None:
     """Record `current` as the baseline of its device classes (entries of other device
-    classes, and the file's other top-level fields, are kept)."""
+    classes, and the file's other top-level fields, are kept; a malformed existing file is
+    an InputError and is left as it is)."""
     devices = {e["device_class"] for e in current}
-    previous: dict[str, Any] = {}
-    if path.is_file():
-        previous = json.loads(path.read_text())
+    previous: dict[str, Any] = read_baseline(path) if path.is_file() else {}
     kept = [e for e in previous.get("entries", []) if e["device_class"] not in devices]
     payload = {**previous, "schema": 1, "tolerance": tolerance,
                "note": previous.get("note", NOTE),
                "entries": sorted(kept + current, key=lambda e: tuple(str(e[k]) for k in KEY))}
-    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
+    write_text_atomic(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
 
 
 def baseline_devices(baseline: dict[str, Any]) -> set[str]:
@@ -211,6 +242,7 @@ def baseline_devices(baseline: dict[str, Any]) -> set[str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m harness.regress", description=__doc__,
+                                epilog=EXIT_STATUS,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", help="aggregated runs CSV (results/runs.csv)")
     p.add_argument("--baseline", required=True, help="baseline JSON (reports/baseline_speedups.json)")
@@ -227,32 +259,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {message}", file=sys.stderr)
         if args.out:
             write_text_atomic(args.out, f"error: {message}\n")
-        return 2
+        return EXIT_BAD_INPUT
 
     if not 0 <= args.tolerance < 1:
         return error(f"--tolerance must be in [0, 1), got {args.tolerance}")
     try:
-        current = current_metrics(pd.read_csv(args.runs),
-                                  [b for b in args.gradient_baselines if b != "none"])
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        return error(f"{args.runs}: {exc}")
+        return _check(args)
+    except InputError as exc:  # only bad input; anything else is a bug (traceback, exit 3)
+        return error(str(exc))
+
+
+def _check(args: argparse.Namespace) -> int:
+    # Both inputs are validated before anything is checked or written.
+    runs = read_runs_csv(args.runs, RUNS_SPEC)
     baseline_path = Path(args.baseline)
+    baseline = read_baseline(baseline_path) if (
+        baseline_path.is_file() or not args.write_baseline) else {}
+    current = current_metrics(runs, [b for b in args.gradient_baselines if b != "none"])
     if args.write_baseline:
         write_baseline(baseline_path, current, args.tolerance)
         text = f"{baseline_path}: recorded {len(current)} entries\n"
         print(text, end="")
         if args.out:
             write_text_atomic(args.out, text)
-        return 0
-    try:
-        baseline = json.loads(baseline_path.read_text())
-        if not isinstance(baseline, dict) or not isinstance(baseline.get("entries", []), list):
-            raise ValueError("not a baseline object with an 'entries' list")
-        known = baseline_devices(baseline)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        return error(f"{baseline_path}: {exc}")
+        return EXIT_OK
     if not current:
-        return error(f"{args.runs}: no completed runs to check")
+        raise InputError(f"{args.runs}: no completed runs to check")
+    known = baseline_devices(baseline)
     messages = []
     new_devices = sorted({e["device_class"] for e in current} - known)
     if new_devices:
@@ -271,10 +304,20 @@ def main(argv: list[str] | None = None) -> int:
                  for c in checks)
     if args.out:
         write_text_atomic(args.out, text)
-    return 1 if failed else 0
+    return EXIT_REGRESSED if failed else EXIT_OK
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """`main`, with a crash (a bug) reported as exit 3 and its traceback, never as exit 1
+    (which means "regression found")."""
+    try:
+        return main(argv)
+    except Exception:  # noqa: BLE001 - any bug: keep the traceback, change only the status
+        traceback.print_exc()
+        print("error: internal error in harness.regress (a bug, not a regression; "
+              "traceback above)", file=sys.stderr)
+        return EXIT_BUG
 
 
 if __name__ == "__main__":
-    sys.exit(main())
-
-
+    sys.exit(cli())

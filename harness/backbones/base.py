@@ -166,6 +166,13 @@ class Backbone(ABC):
     answer_suffix: str = ""
 
     @property
+    def max_positions(self) -> int | None:
+        """The most token positions one sequence may have (the checkpoint's context length,
+        from its config); None when the adapter knows of no limit. Facts are checked against
+        it when they are encoded (`harness.diffusion.batching.encode_fact`)."""
+        return None
+
+    @property
     def emittable_vocab_size(self) -> int:
         """Ids at or above this have no token (the embedding table may be padded past the
         tokenizer): the sampler never emits them."""

@@ -27,12 +27,13 @@ import torch
 from torch import nn
 
 from harness.atomic import atomic_directory
-from harness.backbones.base import Backbone, BackboneSpec
+from harness.backbones.base import Backbone, BackboneSpec, spec_to_dict
 from harness.backbones.chat_formats import prompt_format
 from harness.backbones.models.family import ModelFamily, TinyDims, TokenIds
 from harness.backbones.snapshot import (LINEAGE_FILE, SnapshotError, SnapshotInfo, check_pin,
                                         find_cached_snapshot, fingerprint, lineage_of,
-                                        load_model, save_model)
+                                        load_model, save_model, verify_content,
+                                        write_content_manifest)
 from harness.backbones.tokenizer_files import (load_snapshot_tokenizer, to_qwen2_pipeline,
                                                write_snapshot_tokenizer)
 from harness.backbones.twin_tokenizers import TwinTokens, build_twin_tokenizer
@@ -103,6 +104,9 @@ class NativeBackbone(Backbone):
             tokenizer = load_snapshot_tokenizer(directory)
             model, model_config = load_model(directory, self.profile.family, torch_dtype(spec),
                                               spec.device)
+            # Last, so that a file that does not parse or fit is named by what is wrong
+            # with it; a file edited since it was saved parses and is caught here.
+            verify_content(directory)
         if tokenizer is None or model_config is None:
             raise ValueError(f"backbone '{spec.name}': a tokenizer and the model config are required")
         self.snapshot = snapshot
@@ -163,6 +167,16 @@ class NativeBackbone(Backbone):
     def format_prompt(self, question: str) -> str:
         return self._prompt.render(self.tokenizer, question)
 
+    @property
+    def max_positions(self) -> int | None:
+        """The context length of the checkpoint's config: LLaDA / MMaDA `max_sequence_length`,
+        Dream, DiffuLLaMA and LLaDA-MoE `max_position_embeddings` (upstream field names)."""
+        for field in ("max_sequence_length", "max_position_embeddings"):
+            value = getattr(self.model_config, field, None)
+            if value is not None:
+                return int(value)
+        return None
+
     # ---- structure -----------------------------------------------------------------
     def blocks(self) -> Sequence[nn.Module]:
         return self.model.get_submodule(self.profile.blocks_path)
@@ -205,7 +219,9 @@ class NativeBackbone(Backbone):
                           model_config=self.model_config, snapshot=self.snapshot)
 
     def save_pretrained(self, directory: str, max_shard_bytes: int | None = None) -> None:
-        """config.json + safetensors + tokenizer files in the upstream on-disk format."""
+        """config.json + safetensors + tokenizer files in the upstream on-disk format, and the
+        content manifest (size + sha256 of each file, and this backbone's spec minus path and
+        device: what loads it back) that the loader verifies (`snapshot.verify_content`)."""
         with atomic_directory(directory) as tmp:
             save_model(self.model, self.profile.family, self.model_config, Path(tmp),
                        max_shard_bytes)
@@ -213,6 +229,9 @@ class NativeBackbone(Backbone):
             base = lineage_of(self.snapshot)
             if base is not None:
                 (Path(tmp) / LINEAGE_FILE).write_text(json.dumps({"base": base}, indent=2))
+            record = {k: v for k, v in spec_to_dict(self.spec).items()
+                      if k not in ("path", "device")}
+            write_content_manifest(tmp, backbone=record)
 
     def identity(self) -> dict[str, Any]:
         ident = super().identity()

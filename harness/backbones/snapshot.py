@@ -11,6 +11,12 @@ Loading builds the model on the meta device (no memory), then assigns each tenso
 each shard to its parameter, converted to the run's dtype and moved to the run's device
 one tensor at a time: the host holds at most one tensor beyond what is already placed.
 No pickle is ever read: `.bin`/`.pt` weights are refused.
+
+A damaged file (a safetensors file cut short or with a corrupt header, an unparsable
+config.json or index) raises `DamagedArtefact` naming it. A folder written by `save_model`'s
+callers (`NativeBackbone.save_pretrained`) carries a content manifest (`harness_content.json`:
+size and sha256 of every file, see `harness.artefacts`); `verify_content` checks a folder
+against it after loading, so a file edited or truncated since it was saved is named too.
 """
 
 from __future__ import annotations
@@ -23,10 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from harness.artefacts import (CONTENT_FILE, DamagedArtefact, read_json, read_manifest,
+                               verify_manifest, write_manifest)
 from harness.atomic import atomic_directory
 from harness.backbones.models.family import ModelFamily
 
@@ -36,6 +44,12 @@ INDEX_FILE = "model.safetensors.index.json"
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt")
 # Written by this project next to a fine-tuned copy: the snapshot the weights started from.
 LINEAGE_FILE = "harness_lineage.json"
+# Files above this size are checked against the content manifest by size only, unless
+# asked (`verify_content(hash_all=True)` or HARNESS_VERIFY_CONTENT=all): hashing a real
+# checkpoint's multi-GB shards on every load costs seconds per GB; the twins, configs and
+# tokenizer files are far below it and are always hashed.
+VERIFY_HASH_MAX_BYTES = 256 * 2**20
+VERIFY_ENV = "HARNESS_VERIFY_CONTENT"  # "all": hash every file; "off": no check; unset: default
 
 
 class SnapshotError(ValueError):
@@ -98,7 +112,7 @@ def fingerprint(directory: str | os.PathLike) -> SnapshotInfo:
     else:
         index_digest = _sha256(_safetensors_header(shards[0]))
     lineage = path / LINEAGE_FILE
-    base = json.loads(lineage.read_text()).get("base") if lineage.is_file() else None
+    base = read_json(lineage).get("base") if lineage.is_file() else None
     return SnapshotInfo(str(path), cache_revision(path), _sha256(config.read_bytes()),
                         index_digest, base)
 
@@ -124,11 +138,41 @@ def _sha256(data: bytes) -> str:
 
 
 def _safetensors_header(path: Path) -> bytes:
+    """The JSON header of a safetensors file, after checking that the file holds exactly the
+    tensor bytes the header declares (a truncated or corrupt file raises DamagedArtefact)."""
     if not path.is_file():
         raise SnapshotError(f"{path}: weights missing ({WEIGHTS_FILE} or {INDEX_FILE} expected)")
+    size = path.stat().st_size
     with path.open("rb") as handle:
-        size = int.from_bytes(handle.read(8), "little")
-        return handle.read(size)
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            raise DamagedArtefact(path, f"truncated: {size} bytes, less than the 8-byte header "
+                                        f"length of a safetensors file")
+        length = int.from_bytes(prefix, "little")
+        if length > size - 8:
+            raise DamagedArtefact(path, f"truncated or not safetensors: the header length "
+                                        f"says {length} bytes, the file holds {size - 8} after it")
+        header = handle.read(length)
+    try:
+        entries = json.loads(header)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DamagedArtefact(path, f"corrupt safetensors header (not valid JSON: {exc})") from None
+    if not isinstance(entries, dict):
+        raise DamagedArtefact(path, "corrupt safetensors header (not a JSON object)")
+    end = 0
+    for key, entry in entries.items():
+        if key == "__metadata__":
+            continue
+        try:
+            end = max(end, int(entry["data_offsets"][1]))
+        except (KeyError, TypeError, IndexError, ValueError):
+            raise DamagedArtefact(path, f"corrupt safetensors header (tensor '{key}' has no "
+                                        f"data_offsets)") from None
+    held = size - 8 - length
+    if held != end:
+        raise DamagedArtefact(path, f"{'truncated' if held < end else 'corrupt'}: the header "
+                                    f"declares {end} bytes of tensor data, the file holds {held}")
+    return header
 
 
 # ---- reading ---------------------------------------------------------------------------
@@ -136,12 +180,9 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise SnapshotError(f"{path}: config.json missing (is {directory} a model snapshot?)")
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise SnapshotError(f"{path}: not valid JSON ({exc})") from None
+    raw = read_json(path)
     if not isinstance(raw, dict):
-        raise SnapshotError(f"{path}: expected a JSON object")
+        raise DamagedArtefact(path, "expected a JSON object")
     return raw
 
 
@@ -150,10 +191,11 @@ def weight_shards(directory: str | os.PathLike) -> list[Path]:
     path = Path(directory)
     index = path / INDEX_FILE
     if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise SnapshotError(f"{index}: no readable 'weight_map' ({exc})") from None
+        raw = read_json(index, "safetensors index JSON")
+        weight_map = raw.get("weight_map") if isinstance(raw, dict) else None
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str)
+                                                       for v in weight_map.values()):
+            raise DamagedArtefact(index, "no 'weight_map' of tensor name -> shard file")
         shards = [path / name for name in dict.fromkeys(weight_map.values())]
     elif (path / WEIGHTS_FILE).is_file():
         shards = [path / WEIGHTS_FILE]
@@ -184,7 +226,12 @@ def load_model(directory: str | os.PathLike, family: ModelFamily, dtype: torch.d
     params = dict(model.named_parameters(remove_duplicate=False))
     assigned: set[str] = set()
     for shard in shards:
-        with safe_open(str(shard), framework="pt", device="cpu") as handle:
+        _safetensors_header(shard)  # a truncated or corrupt shard is named before reading it
+        try:
+            handle_context = safe_open(str(shard), framework="pt", device="cpu")
+        except SafetensorError as exc:
+            raise DamagedArtefact(shard, f"not a readable safetensors file ({exc})") from None
+        with handle_context as handle:
             for key in handle.keys():
                 if key not in params:
                     raise SnapshotError(f"{shard}: tensor '{key}' has no parameter in the native "
@@ -192,7 +239,10 @@ def load_model(directory: str | os.PathLike, family: ModelFamily, dtype: torch.d
                                         f"implement?)")
                 if key in assigned:
                     raise SnapshotError(f"{shard}: tensor '{key}' appears in two shards")
-                tensor = handle.get_tensor(key)
+                try:
+                    tensor = handle.get_tensor(key)
+                except SafetensorError as exc:
+                    raise DamagedArtefact(shard, f"tensor '{key}' cannot be read ({exc})") from None
                 expected = tuple(params[key].shape)
                 if tuple(tensor.shape) != expected:
                     raise SnapshotError(f"{shard}: tensor '{key}' has shape {tuple(tensor.shape)}, "
@@ -215,11 +265,51 @@ def _assign(model: nn.Module, key: str, tensor: torch.Tensor) -> None:
     owner._parameters[name] = nn.Parameter(tensor, requires_grad=True)
 
 
+def verify_content(directory: str | os.PathLike, hash_all: bool | None = None
+                   ) -> dict[str, Any] | None:
+    """Check a snapshot folder against the content manifest written when it was saved;
+    returns the manifest (None: the folder has none, e.g. a hub snapshot, and is not checked).
+
+    Every listed file must exist with its recorded size, and hash to its recorded sha256;
+    the first that differs raises `DamagedArtefact` ("content differs from the manifest
+    written when it was saved: edited or truncated"). Cost: files above
+    `VERIFY_HASH_MAX_BYTES` (256 MiB: the shards of a real 7-8B checkpoint, not the twins)
+    are checked by size only, which catches truncation but not an edit of the same size,
+    unless `hash_all` is True or the environment sets HARNESS_VERIFY_CONTENT=all (then every
+    byte is hashed: about a second per GB). HARNESS_VERIFY_CONTENT=off skips the check.
+    """
+    mode = os.environ.get(VERIFY_ENV, "").strip().lower()
+    if mode not in ("", "all", "off"):
+        raise SnapshotError(f"{VERIFY_ENV}={mode!r}: expected 'all', 'off' or unset")
+    if hash_all is None:
+        if mode == "off":
+            return None
+        hash_all = mode == "all"
+    return verify_manifest(directory, None if hash_all else VERIFY_HASH_MAX_BYTES)
+
+
+def saved_backbone(directory: str | os.PathLike) -> dict[str, Any] | None:
+    """The backbone record (`name`, `adapter`, `options`, ...) that `write_content_manifest`
+    stored with a saved folder; None for a folder without one."""
+    manifest = read_manifest(directory)
+    record = manifest.get("backbone") if manifest else None
+    return dict(record) if isinstance(record, dict) else None
+
+
+def write_content_manifest(directory: str | os.PathLike,
+                           backbone: dict[str, Any] | None = None) -> Path:
+    """Write the content manifest (size + sha256 of every file now in `directory`) and the
+    record of the backbone that saved it. Call it after every file is written."""
+    extra = {"backbone": backbone} if backbone is not None else {}
+    return write_manifest(directory, **extra)
+
+
 # ---- writing ---------------------------------------------------------------------------
 def save_model(model: nn.Module, family: ModelFamily, cfg: Any, directory: Path,
                max_shard_bytes: int | None = None) -> None:
     """Write `config.json` + safetensors (sharded with an index past `max_shard_bytes`) into
-    `directory` (an existing, empty folder: callers wrap this in `atomic_directory`)."""
+    `directory` (an existing, empty folder: callers wrap this in `atomic_directory`, and call
+    `write_content_manifest` once every file of the folder, tokenizer included, is written)."""
     (directory / CONFIG_FILE).write_text(json.dumps(family.config_json(cfg), indent=2,
                                                     sort_keys=True))
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -245,6 +335,7 @@ def save_model(model: nn.Module, family: ModelFamily, cfg: Any, directory: Path,
         {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2, sort_keys=True))
 
 
-__all__ = ["SnapshotError", "SnapshotInfo", "atomic_directory", "cache_revision", "check_pin",
-           "find_cached_snapshot", "fingerprint", "load_model", "read_config", "save_model",
-           "weight_shards"]
+__all__ = ["CONTENT_FILE", "DamagedArtefact", "SnapshotError", "SnapshotInfo",
+           "atomic_directory", "cache_revision", "check_pin", "find_cached_snapshot",
+           "fingerprint", "load_model", "read_config", "save_model", "saved_backbone",
+           "verify_content", "weight_shards", "write_content_manifest"]

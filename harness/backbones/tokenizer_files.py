@@ -13,6 +13,8 @@ Two on-disk layouts exist among the six backbones (docs/backbones/tokenizers.md)
 `write_snapshot_tokenizer` writes either layout so that structural twins ship their tokenizer the
 way the real model does and are read back through `load_snapshot_tokenizer`, the same code path
 as the real snapshot.
+
+A tokenizer file that cannot be parsed (cut short, corrupt) raises `DamagedArtefact` naming it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalize
     pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
+from harness.artefacts import DamagedArtefact, read_json
+
 QWEN2_PRETOKENIZE_REGEX = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"""
                            r""" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""")
 LAYOUTS = ("tokenizer_json", "vocab_merges")
@@ -36,8 +40,17 @@ _PASSTHROUGH = ("model_max_length", "clean_up_tokenization_spaces", "padding_sid
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    with path.open(encoding="utf-8") as fh:
-        return json.load(fh)
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise DamagedArtefact(path, f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DamagedArtefact(path, f"not valid UTF-8 text ({exc}): corrupt") from None
 
 
 def _token_content(value: Any) -> str | None:
@@ -86,11 +99,14 @@ def _add_declared_tokens(tok: Tokenizer, decoder: dict[str, dict[str, Any]], whe
 
 def _read_merges(path: Path) -> list[tuple[str, str]]:
     merges = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
         if not line or line.startswith("#version"):
             continue
-        a, b = line.split(" ")
-        merges.append((a, b))
+        parts = line.split(" ")
+        if len(parts) != 2 or not all(parts):
+            raise DamagedArtefact(path, f"line {number}: expected two space-separated tokens, "
+                                        f"got {line!r} (truncated or corrupt)")
+        merges.append((parts[0], parts[1]))
     return merges
 
 
@@ -104,7 +120,12 @@ def load_snapshot_tokenizer(directory: str | Path) -> PreTrainedTokenizerFast:
     added_decoder: dict[str, dict[str, Any]] = config.get("added_tokens_decoder") or {}
 
     if (path / "tokenizer.json").is_file():
-        backend = Tokenizer.from_file(str(path / "tokenizer.json"))
+        try:
+            backend = Tokenizer.from_file(str(path / "tokenizer.json"))
+        except Exception as exc:  # the tokenizers library raises a bare Exception
+            raise DamagedArtefact(path / "tokenizer.json",
+                                  f"not a readable tokenizer file ({exc}): truncated or "
+                                  f"corrupt") from None
         # tokenizer.json carries its added tokens; check the config's ids agree with them
         for key, spec in added_decoder.items():
             got = backend.token_to_id(spec["content"])
@@ -115,7 +136,12 @@ def load_snapshot_tokenizer(directory: str | Path) -> PreTrainedTokenizerFast:
                                  f"tokenizer.json has {got}")
     elif (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
         vocab = _read_json(path / "vocab.json")
-        backend = qwen2_backend(vocab, _read_merges(path / "merges.txt"))
+        merges = _read_merges(path / "merges.txt")
+        try:
+            backend = qwen2_backend(vocab, merges)
+        except Exception as exc:  # the tokenizers library raises a bare Exception
+            raise DamagedArtefact(path / "merges.txt", f"does not fit vocab.json ({exc}): "
+                                                       f"truncated or corrupt") from None
         _add_declared_tokens(backend, added_decoder, path)
     else:
         raise FileNotFoundError(
@@ -139,7 +165,7 @@ def load_snapshot_tokenizer(directory: str | Path) -> PreTrainedTokenizerFast:
     template = config.get("chat_template")
     jinja = path / "chat_template.jinja"
     if jinja.is_file():
-        template = jinja.read_text(encoding="utf-8")
+        template = _read_text(jinja)
     tok = PreTrainedTokenizerFast(tokenizer_object=backend, **kwargs)
     if template is not None:
         tok.chat_template = template

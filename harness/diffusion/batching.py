@@ -48,9 +48,36 @@ class QABatch:
         return int(self.input_ids.shape[0])
 
 
+class InputTooLong(ValueError):
+    """A fact whose sequence would not fit the backbone's context (`max_positions`)."""
+
+    def __init__(self, key: str, n_tokens: int, max_positions: int, detail: str = ""):
+        self.key, self.n_tokens, self.max_positions = key, n_tokens, max_positions
+        super().__init__(f"fact {key}: {n_tokens} tokens exceed the backbone's max_positions "
+                         f"{max_positions}{detail}")
+
+
+def check_length(backbone: Backbone, fact: Fact, n_prompt: int, n_answer: int) -> None:
+    """Refuse a fact whose longest row, prompt + answer + 1 EOS + the generation extra
+    (`sampling.DEFAULT_EXTRA_TOKENS` masks past the answer), exceeds the backbone's
+    `max_positions` (no check when it is None). Rows are padded to a multiple of 8 on top;
+    context lengths are multiples of 8, so a row that fits stays within them."""
+    limit = getattr(backbone, "max_positions", None)
+    if limit is None:
+        return
+    from harness.diffusion.sampling import DEFAULT_EXTRA_TOKENS
+
+    n_tokens = n_prompt + n_answer + 1 + DEFAULT_EXTRA_TOKENS
+    if n_tokens > limit:
+        raise InputTooLong(fact.key, n_tokens, int(limit),
+                           f" (prompt {n_prompt} + answer {n_answer} + 1 EOS + "
+                           f"{DEFAULT_EXTRA_TOKENS} generation tokens)")
+
+
 def encode_fact(backbone: Backbone, fact: Fact, question: str | None = None,
                 answer: str | None = None) -> EncodedFact:
-    """Tokenise `fact` (or a variant: paraphrased question / perturbed answer)."""
+    """Tokenise `fact` (or a variant: paraphrased question / perturbed answer). A fact
+    longer than the backbone's context raises `InputTooLong` (see `check_length`)."""
     question = fact.question if question is None else question
     answer = fact.answer if answer is None else answer
     if not answer.strip():
@@ -60,6 +87,7 @@ def encode_fact(backbone: Backbone, fact: Fact, question: str | None = None,
     prompt_ids, offsets, answer_ids = backbone.encode_qa(prompt, answer)
     if not answer_ids:
         raise ValueError(f"fact {fact.key}: answer {answer!r} gives no tokens")
+    check_length(backbone, fact, len(prompt_ids), len(answer_ids))
     span = None
     if fact.subject is not None and fact.subject in question:
         start = question.rfind(fact.subject)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from harness.backbones.base import Backbone
 from harness.data.fact import Fact
+
+if TYPE_CHECKING:  # annotation only: this module imports no torch, so that the workflow can
+    # check method configs (Method.validate_config) when it plans the DAG
+    from harness.backbones.base import Backbone
 
 
 @dataclass
@@ -47,6 +51,15 @@ class MethodNotApplicable(ValueError):
     point). The harness records the job as `not_applicable` instead of failing the DAG."""
 
 
+class MethodConfigError(ValueError):
+    """A method config the method cannot run with; `key` names the offending key of the
+    config (None: the config as a whole)."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
+
+
 class Method(ABC):
     """An unlearning method. Instances are built from a config dict by the registry."""
 
@@ -54,6 +67,22 @@ class Method(ABC):
 
     def __init__(self, config: dict[str, Any] | None = None):
         self.config = dict(config or {})
+
+    @classmethod
+    def validate_config(cls, config: Mapping[str, Any]) -> None:
+        """Raise MethodConfigError (a ValueError) unless `config` (the method's
+        `method_config` entry) is one this method can run with: unknown keys, wrong types,
+        out-of-range or non-finite values. The workflow calls it when it plans the DAG
+        (harness.plan_checks, through harness.methods.registry.validate_method_config), so
+        an override must parse the config the way `apply` does without importing torch or
+        loading a model. The default: a built-in method's validator from
+        harness.methods.registry.BUILTIN_CONFIG_VALIDATORS (the parser its `apply` uses);
+        any config for other methods."""
+        from harness.methods.registry import builtin_config_validator
+
+        check = builtin_config_validator(cls.name)
+        if check is not None:
+            check(config)
 
     @abstractmethod
     def apply(self, request: EditRequest) -> MethodOutcome:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from harness.methods.base import Method
 
@@ -18,6 +19,20 @@ BUILTIN_METHOD_MODULES = (
     "baselines.rome",
     "baselines.memit",
 )
+
+# Built-in method name -> "module:function" that checks its `method_config` entry (raises
+# MethodConfigError). These modules import neither torch nor a model, so the workflow checks
+# method names and configs when it plans the DAG without importing the method modules above.
+# Method.validate_config calls the same function (tests/harness/test_plan_checks.py checks
+# that this table and the registered methods name the same methods).
+BUILTIN_CONFIG_VALIDATORS: dict[str, str] = {
+    "timerome": "harness.timerome.config:validate_config",
+    "gradient_ascent": "baselines.configs:validate_gradient_ascent",
+    "graddiff": "baselines.configs:validate_graddiff",
+    "npo": "baselines.configs:validate_npo",
+    "rome": "baselines.configs:validate_rome",
+    "memit": "baselines.configs:validate_memit",
+}
 
 T = TypeVar("T", bound=type)
 
@@ -45,6 +60,34 @@ def _import_builtins() -> None:
 def method_names() -> list[str]:
     _import_builtins()
     return sorted(_METHODS)
+
+
+def known_method_names() -> list[str]:
+    """The built-in method names and any registered since, without importing the built-in
+    method modules (no torch): what `method_names()` lists once they are imported."""
+    return sorted(set(_METHODS) | set(BUILTIN_CONFIG_VALIDATORS))
+
+
+def builtin_config_validator(name: str) -> Callable[[Mapping[str, Any]], None] | None:
+    """The config validator of built-in method `name` (imported without torch), or None."""
+    if name not in BUILTIN_CONFIG_VALIDATORS:
+        return None
+    module, function = BUILTIN_CONFIG_VALIDATORS[name].split(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def validate_method_config(name: str, config: Mapping[str, Any]) -> None:
+    """Check `config` for method `name` with the method's own parser: Method.validate_config
+    of a registered class, else the built-in's validator (no method module imported, so no
+    torch). Raises KeyError for an unknown method, MethodConfigError (a ValueError) for a
+    config the method would refuse."""
+    if name in _METHODS:
+        _METHODS[name].validate_config(config)
+        return
+    check = builtin_config_validator(name)
+    if check is None:
+        raise KeyError(f"unknown method '{name}'; known: {', '.join(known_method_names())}")
+    check(config)
 
 
 def get_method(name: str, config: dict[str, Any] | None = None) -> Method:

@@ -15,7 +15,19 @@ import seaborn as sns  # noqa: E402
 
 from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 
+import jsonschema
+
+from harness.reports.inputs import InputError, RunsSpec
+from harness.reports.table1 import FLAGS, LOGPS, NUMERIC
+
 MIB = 1024 * 1024
+
+# What `python -m harness.reports scaling` needs of its runs CSV (harness.reports.inputs).
+SCALING_RUNS = RunsSpec(required=("method", "n_facts", "wall_clock_s", "peak_mem_bytes",
+                                  "extra_mem_bytes", *LOGPS),
+                        keys=("backbone", "method"), numbers=NUMERIC,
+                        whole={"n_facts": 1, "seed": 0}, flags=FLAGS,
+                        ok_needs=(*LOGPS, "wall_clock_s"))
 
 
 def _plain_log_x(*axes: plt.Axes) -> None:
@@ -98,6 +110,28 @@ def scaling_figures(runs: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     for name, make in SCALING_FIGURES.items():
         paths += save(make(runs), Path(out_dir) / name)
     return paths
+
+
+CURVE_SCHEMA = {
+    "type": "array", "minItems": 1,
+    "items": {"type": "object", "required": ["n_inserted", "retain_delta", "forget_delta"],
+              "properties": {"n_inserted": {"type": "integer", "minimum": 1},
+                             "retain_delta": {"type": "number"},
+                             "forget_delta": {"type": "number"}}},
+}
+
+
+def check_sequential(record: dict, source: str) -> None:
+    """InputError naming `source` unless `record` has a usable insertion curve (records are
+    read through harness.results.store, so the rest of it is schema-valid and finite)."""
+    if "curve" not in record:
+        raise InputError(f"{source}: no 'curve' (a sequential record has one)")
+    errors = sorted(jsonschema.Draft202012Validator(CURVE_SCHEMA).iter_errors(record["curve"]),
+                    key=lambda e: list(e.path))
+    if errors:
+        where = "/".join(["curve", *(str(p) for p in errors[0].path)])
+        raise InputError(f"{source}: invalid sequential record at '{where}': "
+                         f"{errors[0].message}")
 
 
 def sequential_figure(curves: Sequence[dict]) -> plt.Figure:

@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
+from harness.reports.inputs import RunsSpec
 from harness.reports.render import Table
 
 DEFAULT_GRADIENT_BASELINES = ("gradient_ascent", "graddiff", "npo")
@@ -22,6 +23,14 @@ MIB = 1024 * 1024
 NUMERIC = ("forget_logp_before", "forget_logp_after", "retain_logp_before", "retain_logp_after",
            "forget_rougeL_after", "retain_rougeL_after", "forget_quality", "model_utility",
            "wall_clock_s", "peak_mem_bytes", "inference_mem_bytes", "extra_mem_bytes")
+FLAGS = ("converged", "collapsed")
+LOGPS = ("forget_logp_before", "forget_logp_after", "retain_logp_before", "retain_logp_after")
+
+# What `python -m harness.reports table1` needs of its runs CSV (harness.reports.inputs).
+TABLE1_RUNS = RunsSpec(required=("backbone", "method", "status", *FLAGS, *NUMERIC),
+                       keys=("backbone", "method"), numbers=NUMERIC,
+                       whole={"n_facts": 1, "seed": 0}, flags=FLAGS,
+                       ok_needs=(*LOGPS, "wall_clock_s"))
 
 
 @dataclass(frozen=True)
@@ -136,11 +145,16 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _as_bool(value: object) -> bool | None:
-    if _missing(value):
+    """True / False / None (no value); any other value is an error, never read as False."""
+    if _missing(value) or value is pd.NA:
         return None
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes")
-    return bool(value)
+    if hasattr(value, "item") and not isinstance(value, str):
+        value = value.item()  # numpy bool
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ValueError(f"not a true/false flag: {value!r}")
 
 
 def strongest_baseline(rows: pd.DataFrame, gradient_baselines: Sequence[str]) -> pd.Series | None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.reports.inputs import InputError
 from harness.reports.render import Table
 from harness.reports.table1 import _mib, _num, summarise
 
@@ -17,11 +18,27 @@ LATEX = ["Backbone", "$\\log p_f$ before", "$\\log p_f$ after", "$\\Delta_f$", "
 
 
 def tuned_params(path: str | None) -> dict:
+    """The chosen hyper-parameters of a tuning output ({} when it chose none: method
+    defaults); InputError naming `path` when it is not a tuning output."""
     if not path:
         return {}
-    payload = json.loads(Path(path).read_text())
+    try:
+        payload = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(payload, dict):
+        raise InputError(f"{path}: not a tuning output (a JSON object)")
     chosen = payload.get("chosen", payload)
-    return dict(chosen.get("params", chosen)) if isinstance(chosen, dict) else {}
+    if chosen is None:
+        return {}
+    if not isinstance(chosen, dict):
+        raise InputError(f"{path}: 'chosen' is neither an object nor null")
+    params = chosen.get("params", chosen)
+    if not isinstance(params, dict):
+        raise InputError(f"{path}: 'chosen/params' is not an object")
+    return dict(params)
 
 
 def build_transfer(runs: pd.DataFrame, source: str, tuned: dict) -> tuple[Table, pd.DataFrame]:

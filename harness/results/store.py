@@ -3,6 +3,9 @@
 A record is written to a temporary file in the destination directory, flushed and fsynced,
 then `os.replace`d onto its final name: a job killed at any point leaves either no record
 or a complete one, never a partial file (Snakemake then reruns the job).
+
+Records are strict JSON: a NaN or an infinity anywhere in a record (written or read) is a
+RecordError naming the file and the key path holding it; nothing is written.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import jsonschema
-from harness.atomic import write_json_atomic
+from harness.atomic import also_at, non_finite_paths, write_json_atomic
 
 SCHEMA_FILE = Path(__file__).with_name("record.schema.json")
 
@@ -40,24 +43,36 @@ RECORD_COLUMNS: tuple[str, ...] = tuple(record_schema()["required"])
 
 
 def validate_record(record: Mapping[str, Any], source: str | os.PathLike = "<record>") -> None:
-    """Raise RecordError naming `source` and the offending field if `record` is invalid."""
+    """Raise RecordError naming `source` and the offending field if `record` is invalid:
+    not matching the schema, or holding a NaN / infinity (strict JSON has neither)."""
     errors = sorted(_validator().iter_errors(dict(record)), key=lambda e: list(e.path))
     if errors:
         err = errors[0]
         where = "/".join(str(p) for p in err.path) or "(top level)"
         raise RecordError(f"{source}: invalid result record at '{where}': {err.message}")
+    _check_finite(record, source)
 
 
+def _check_finite(record: Mapping[str, Any], source: str | os.PathLike) -> None:
+    """RecordError naming `source` and the key path of the first NaN / infinity, if any
+    (the schema's "number" admits them; strict JSON does not)."""
+    paths = non_finite_paths(dict(record))
+    if paths:
+        where, value = paths[0]
+        raise RecordError(f"{source}: invalid result record at '{where}': non-finite number "
+                          f"{value!r} (JSON has no NaN or Infinity){also_at(paths)}")
 
 
 def write_record(path: str | os.PathLike, record: Mapping[str, Any]) -> Path:
-    """Validate then atomically write one job record."""
+    """Validate (schema, then finite numbers only) then atomically write one job record as
+    strict JSON."""
     validate_record(record, path)
     return write_json_atomic(path, dict(record))
 
 
 def read_record(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and validate one record."""
+    """Read and validate one record (a NaN / Infinity literal is a RecordError naming the
+    key path)."""
     p = Path(path)
     try:
         record = json.loads(p.read_text(encoding="utf-8"))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 import math
-
 from dataclasses import asdict, dataclass, fields
+from numbers import Integral, Real
 from typing import Any, Mapping
+
+from harness.methods.base import MethodConfigError
 
 TARGETS = ("corrupt", "suppress")
 PRECONDITIONS = ("none", "retain_cov")
@@ -52,43 +55,75 @@ class TimeROMEConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        self._check_types()
         object.__setattr__(self, "times", tuple(float(t) for t in self.times))
         object.__setattr__(self, "window", tuple(int(w) for w in self.window))
-        problems = []
-        numbers = {"alpha": self.alpha, "lam": self.lam, "q": self.q,
-                   "noise_multiplier": self.noise_multiplier, "gate_quantile": self.gate_quantile,
-                   "flag_threshold": self.flag_threshold, "cov_shrinkage": self.cov_shrinkage,
-                   **{f"times[{i}]": t for i, t in enumerate(self.times)}}
-        bad = {k: v for k, v in numbers.items()
-               if not isinstance(v, (int, float)) or not math.isfinite(v)}
-        if bad:  # NaN passes every comparison below; infinity makes the solve a no-op
-            raise ValueError("invalid TimeROMEConfig: " + "; ".join(
-                f"{k} must be a finite number, got {v!r}" for k, v in bad.items()))
+        problems: list[tuple[str, str]] = []  # (key, problem)
         if self.alpha < 0:
-            problems.append(f"alpha must be >= 0, got {self.alpha}")
+            problems.append(("alpha", f"alpha must be >= 0, got {self.alpha}"))
         if self.lam <= 0:
-            problems.append(f"lam must be > 0, got {self.lam}")
+            problems.append(("lam", f"lam must be > 0, got {self.lam}"))
         if not 0 < self.q <= 1:
-            problems.append(f"q must lie in (0, 1], got {self.q}")
+            problems.append(("q", f"q must lie in (0, 1], got {self.q}"))
         if not self.times or any(not 0 < t <= 1 for t in self.times):
-            problems.append(f"times must be a non-empty grid in (0, 1], got {self.times}")
+            problems.append(("times",
+                             f"times must be a non-empty grid in (0, 1], got {self.times}"))
         if self.noise_samples < 1:
-            problems.append(f"noise_samples must be >= 1, got {self.noise_samples}")
+            problems.append(("noise_samples",
+                             f"noise_samples must be >= 1, got {self.noise_samples}"))
         if self.noise_multiplier < 0:
-            problems.append(f"noise_multiplier must be >= 0, got {self.noise_multiplier}")
+            problems.append(("noise_multiplier",
+                             f"noise_multiplier must be >= 0, got {self.noise_multiplier}"))
         for name, value, known in (("target", self.target, TARGETS),
                                    ("precondition", self.precondition, PRECONDITIONS),
                                    ("positions", self.positions, POSITION_MODES)):
             if value not in known:
-                problems.append(f"unknown {name} '{value}'; known: {', '.join(known)}")
+                problems.append((name, f"unknown {name} '{value}'; known: {', '.join(known)}"))
         if not 0 < self.gate_quantile <= 1:
-            problems.append(f"gate_quantile must lie in (0, 1], got {self.gate_quantile}")
+            problems.append(("gate_quantile",
+                             f"gate_quantile must lie in (0, 1], got {self.gate_quantile}"))
         if len(self.window) != 2 or min(self.window) < 0:
-            problems.append(f"window must be two non-negative ints, got {self.window}")
+            problems.append(("window", f"window must be two non-negative ints, got {self.window}"))
         if self.trace_batch_rows < 1 or self.fact_batch < 1:
-            problems.append("trace_batch_rows and fact_batch must be >= 1")
+            problems.append(("trace_batch_rows" if self.trace_batch_rows < 1 else "fact_batch",
+                             "trace_batch_rows and fact_batch must be >= 1"))
         if problems:
-            raise ValueError("invalid TimeROMEConfig: " + "; ".join(problems))
+            raise MethodConfigError("invalid TimeROMEConfig: " + "; ".join(p for _, p in problems),
+                                    key=problems[0][0])
+
+    def _check_types(self) -> None:
+        """Named errors for values of the wrong type (before any comparison could raise a
+        TypeError or pass by accident) and for NaN / infinity, which pass every comparison
+        of __post_init__ or make the solve a no-op."""
+        def real(v: Any) -> bool:
+            return isinstance(v, Real) and not isinstance(v, bool)
+
+        def integer(v: Any) -> bool:
+            return isinstance(v, Integral) and not isinstance(v, bool)
+
+        problems: list[tuple[str, str]] = []
+        numbers = {"alpha": self.alpha, "lam": self.lam, "q": self.q,
+                   "noise_multiplier": self.noise_multiplier, "gate_quantile": self.gate_quantile,
+                   "flag_threshold": self.flag_threshold, "cov_shrinkage": self.cov_shrinkage}
+        if isinstance(self.times, (list, tuple)):
+            numbers.update({f"times[{i}]": t for i, t in enumerate(self.times)})
+        else:
+            problems.append(("times", f"times must be a list of numbers, got {self.times!r}"))
+        for key, v in numbers.items():
+            if not real(v) or not math.isfinite(v):
+                problems.append((key.split("[")[0], f"{key} must be a finite number, got {v!r}"))
+        for key in ("noise_samples", "trace_batch_rows", "fact_batch", "seed"):
+            if not integer(getattr(self, key)):
+                problems.append((key, f"{key} must be an integer, got {getattr(self, key)!r}"))
+        for key in ("gate", "edit_flagged"):
+            if not isinstance(getattr(self, key), bool):
+                problems.append((key, f"{key} must be true or false, got {getattr(self, key)!r}"))
+        if not (isinstance(self.window, (list, tuple)) and all(integer(w) for w in self.window)):
+            problems.append(("window",
+                             f"window must be two non-negative ints, got {self.window!r}"))
+        if problems:
+            raise MethodConfigError("invalid TimeROMEConfig: " + "; ".join(p for _, p in problems),
+                                    key=problems[0][0])
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -98,12 +133,20 @@ class TimeROMEConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TimeROMEConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        known = sorted(f.name for f in fields(cls))
+        unknown = sorted(set(data) - set(known))
         if unknown:
-            raise ValueError(f"unknown TimeROMEConfig key(s): {', '.join(unknown)}; "
-                             f"known: {', '.join(sorted(known))}")
+            close = difflib.get_close_matches(str(unknown[0]), known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise MethodConfigError(f"unknown TimeROMEConfig key(s): {', '.join(unknown)}{hint}; "
+                                    f"known: {', '.join(known)}", key=unknown[0])
         return cls(**dict(data))
 
     def with_overrides(self, **overrides: Any) -> "TimeROMEConfig":
         return type(self).from_dict({**self.to_dict(), **overrides})
+
+
+def validate_config(data: Mapping[str, Any]) -> None:
+    """Raise MethodConfigError unless `data` is a valid `method_config.timerome` (the
+    method's Method.validate_config; the workflow calls it when it plans the DAG)."""
+    TimeROMEConfig.from_dict(data)

@@ -19,21 +19,26 @@ on other devices the coefficients are masked instead (no host sync in the forwar
 Weights are never modified; `detach()` removes the hooks (and restores the layer's own forward).
 
 Saved as safetensors: tensors `layer{l}.{keys,deltas,gram_inv,a[,metric]}` and metadata
-`timerome` = JSON {config, identity, facts per layer, gate thresholds}.
+`timerome` = JSON {config, identity, facts per layer, gate thresholds} and `content_sha256`
+(sha256 of that JSON and of every tensor's name, dtype, shape and bytes: `content_digest`).
+Loading checks the digest when present: a memory truncated, corrupt or edited since it was
+saved raises `DamagedArtefact` naming the file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from harness.artefacts import CONTENT_DIFFERS, DamagedArtefact
 from harness.atomic import atomic_file
 from harness.backbones.base import Backbone
 from harness.timerome.config import TimeROMEConfig
@@ -285,25 +290,57 @@ class EditMemory:
                 "identity": self.identity,
                 "facts": {str(l): keys for l, keys in self.fact_keys.items()},
                 "gate_tau": {str(l): tau for l, tau in self.gate_tau.items()}}
+        tensors = {k: v.contiguous() for k, v in tensors.items()}
+        meta_json = json.dumps(meta, sort_keys=True)
         with atomic_file(path) as tmp:
-            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
-                      metadata={"timerome": json.dumps(meta, sort_keys=True)})
+            save_file(tensors, str(tmp), metadata={
+                "timerome": meta_json, "content_sha256": content_digest(meta_json, tensors)})
         return path
 
-    @classmethod
-    def load(cls, path: str | Path, backbone: Backbone, attach: bool = True) -> "EditMemory":
-        """Load a saved memory; refuses a backbone whose identity differs."""
+    @staticmethod
+    def read(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """(metadata, tensors) of a saved memory, checked without a backbone: a file that is
+        not a readable TimeROME memory, or whose content differs from the digest written
+        when it was saved, raises `DamagedArtefact` naming it."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"edit memory not found: {path}")
-        with safe_open(str(path), framework="pt") as handle:
-            raw = (handle.metadata() or {}).get("timerome")
-            if raw is None:
-                raise ValueError(f"{path}: not a TimeROME edit memory (no 'timerome' metadata)")
-            tensors = {k: handle.get_tensor(k) for k in handle.keys()}
-        meta = json.loads(raw)
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = handle.metadata() or {}
+                tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+        except SafetensorError as exc:
+            raise DamagedArtefact(path, f"not a readable safetensors file ({exc}): truncated "
+                                        f"or corrupt") from None
+        raw = metadata.get("timerome")
+        if raw is None:
+            raise DamagedArtefact(path, "not a TimeROME edit memory (no 'timerome' metadata)")
+        digest = metadata.get("content_sha256")
+        if digest is not None and digest != content_digest(raw, tensors):
+            raise DamagedArtefact(path, CONTENT_DIFFERS)
+        try:
+            meta = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise DamagedArtefact(path, f"'timerome' metadata is not valid JSON ({exc})") from None
+        if not isinstance(meta, dict):
+            raise DamagedArtefact(path, "'timerome' metadata is not a JSON object")
         if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: unsupported memory format {meta.get('format_version')}")
+            raise ValueError(f"{path}: unsupported memory format {meta.get('format_version')} "
+                             f"(this harness reads format {FORMAT_VERSION})")
+        for key in ("config", "identity", "facts"):
+            if not isinstance(meta.get(key), dict):
+                raise DamagedArtefact(path, f"'timerome' metadata has no '{key}' object")
+        for layer_s in meta["facts"]:
+            for part in ("keys", "deltas", "gram_inv", "a"):
+                if f"layer{layer_s}.{part}" not in tensors:
+                    raise DamagedArtefact(path, f"tensor 'layer{layer_s}.{part}' is missing")
+        return meta, tensors
+
+    @classmethod
+    def load(cls, path: str | Path, backbone: Backbone, attach: bool = True) -> "EditMemory":
+        """Load a saved memory (checked by `read`); refuses a backbone whose identity differs."""
+        path = Path(path)
+        meta, tensors = cls.read(path)
         check_identity(meta["identity"], backbone.identity(), f"edit memory {path}")
         memory = cls(TimeROMEConfig.from_dict(meta["config"]), meta["identity"])
         memory.gate_tau = {int(l): [float(x) for x in t] for l, t in meta.get("gate_tau", {}).items()}
@@ -394,6 +431,17 @@ class FusedLinear:
                 del self.module.forward
             else:
                 self.module.forward = self._previous
+
+
+def content_digest(meta_json: str, tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 of a memory's metadata JSON and of each tensor's name, dtype, shape and bytes."""
+    digest = hashlib.sha256(meta_json.encode("utf-8"))
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"\n{name}:{str(tensor.dtype).removeprefix('torch.')}:"
+                      f"{list(tensor.shape)}\n".encode("utf-8"))
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def check_identity(expected: dict[str, Any], actual: dict[str, Any], what: str) -> None:

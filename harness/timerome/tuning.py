@@ -59,6 +59,10 @@ class TuningResult:
     # Hyperparameters whose chosen value is the grid's "min" or "max" while the retain
     # constraint never bound beyond it: the optimum may lie outside the grid.
     grid_edge: dict[str, str] = field(default_factory=dict)
+    # No point was utility-safe and the job was told to fall back (the tune job's
+    # `on_no_safe_point: fallback_defaults`): `chosen` is None and the method runs untuned.
+    fallback: bool = False
+    fallback_reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,6 +73,15 @@ class TuningResult:
         where = ", ".join(f"{name} at the grid's {side}" for name, side in self.grid_edge.items())
         return (f"warning: the utility-safe point has {where}, and no grid point past it was "
                 "unsafe; widen the grid to find the real operating point")
+
+    def no_safe_point(self) -> str:
+        """Why nothing was chosen: the budget and the grid point that came closest."""
+        text = f"no grid point keeps the mean retain drop <= {self.max_retain_drop} nats/sample"
+        if self.grid:
+            best = min(self.grid, key=lambda p: p.retain_drop)
+            text += (f" (smallest: {best.retain_drop:.4g} at alpha={best.alpha}, "
+                     f"lam={best.lam}, q={best.q})")
+        return text
 
     def config(self) -> TimeROMEConfig:
         """The base config at the chosen operating point."""
@@ -168,6 +181,7 @@ def grid_edge(chosen: GridPoint | None, points: Sequence[GridPoint],
 
 
 def write_tuning(result: TuningResult, path: str | Path) -> Path:
+    """Strict JSON: a NaN / infinity is an error naming the key path (nothing written)."""
     return write_json_atomic(path, result.to_dict())
 
 

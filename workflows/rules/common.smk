@@ -6,12 +6,20 @@ import os
 import sys
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 from snakemake.utils import validate
+
+from harness import plan_checks
+from harness.plan_checks import ConfigError
 
 PYTHON = sys.executable
 
 
 def _validate_config():
+    try:  # `--config seeds=[0,1]`: typed as YAML first (Snakemake passes ['0', '1'])
+        plan_checks.parse_overrides(config, workflow.config_settings.config)
+    except ConfigError as exc:
+        raise WorkflowError(f"invalid config at '{exc.key}': {exc.message}") from None
     try:
         validate(config, "../config/schema.json")
     except WorkflowError as exc:
@@ -72,32 +80,84 @@ GRADIENT_BASELINES = list(config.get("gradient_baselines", []))
 
 def _check_names():
     """Cross-key checks the JSON schema cannot express; each names the offending key."""
+    import difflib
+
     known = set(BACKBONES)
     refs = {"tuning.backbone": [TUNING_BACKBONE], "scaling_backbone": [SCALING_BACKBONE],
             "sequential.backbone": [SEQUENTIAL_BACKBONE], "tie.backbones": TIE_BACKBONES}
     for key, names in refs.items():
         for name in names:
             if name not in known:
+                close = difflib.get_close_matches(str(name), BACKBONES, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
                 raise WorkflowError(f"invalid config: {key}: '{name}' is not a configured "
-                                    f"backbone (known: {', '.join(BACKBONES)})")
-    unknown = sorted(set(config.get("method_config", {})) - set(METHODS) - set(SCALING_METHODS)
-                     - {"timerome"})
-    if unknown:
-        raise WorkflowError(f"invalid config: method_config: no method named "
-                            f"{', '.join(unknown)} in methods/scaling_methods")
+                                    f"backbone{hint} (known: {', '.join(BACKBONES)})")
     if SUBSET_AUTHORS is not None and int(SUBSET_AUTHORS) <= VALIDATION_AUTHORS:
         raise WorkflowError(f"invalid config: data.authors: {SUBSET_AUTHORS} retain authors "
                             f"must exceed data.validation_authors ({VALIDATION_AUTHORS}), "
                             f"which count among them")
-    if FACT_COUNTS and DATA["source"] == "synthetic":
-        syn = DATA.get("synthetic", {})
-        total = syn.get("authors", 100) * syn.get("facts_per_author", 10)
-        if FACT_COUNTS[-1] >= total:
-            raise WorkflowError(f"invalid config: fact_counts: {FACT_COUNTS[-1]} facts do not "
-                                f"leave a retain pool in the {total}-record synthetic corpus")
 
 
 _check_names()
+
+
+# Corpus sizes are checked for every experiment (rule `all` plans them all), unless every
+# target on the command line is a Table 1 one (its tuning, corpus and models included): a
+# small corpus may plan Table 1 without fitting the scaling, sequential and TIE sizes it
+# never uses. Snakemake parses this file before it hands over the targets
+# (workflow.dag_settings is still None here), so they are read from the command line with
+# Snakemake's own argument parser (a job Snakemake runs again through an executor names its
+# rule in --target-jobs); when they cannot be told (the API, an odd command line),
+# everything is checked.
+_TABLE1_RULES = {"reproduce_table1", "transfer_table", "aggregate_table1", "table1_report",
+                 "transfer_report", "run_table1", "tune_timerome", "prepare_corpus",
+                 "synthetic_corpus", "fetch_tofu", "finetune_backbone", "retain_model"}
+_TABLE1_PATHS = ("results/runs/table1/", "results/tuning/", "results/table1.csv",
+                 "reports/table1.", "reports/transfer.", "models/", f"{SOURCE_DIR}/",
+                 f"{TOFU_DIR}/")
+
+
+def _cli_targets():
+    """The targets (files, rules; the rules of --target-jobs) of the `snakemake` command
+    line this process runs, or None."""
+    prog = sys.argv[0] if sys.argv else ""
+    if os.path.basename(prog) != "snakemake" and not prog.endswith(
+            os.path.join("snakemake", "__main__.py")):
+        return None
+    argv, explicit = sys.argv[1:], []
+    if "--" in argv:  # as snakemake.cli.parse_args: targets after '--'
+        argv, explicit = argv[: argv.index("--")], argv[argv.index("--") + 1:]
+    try:
+        from snakemake.cli import get_argument_parser
+
+        args, _ = get_argument_parser().parse_known_args(argv)
+    except (Exception, SystemExit):
+        return None
+    jobs = [getattr(job, "rulename", None) or str(job).split(":", 1)[0]
+            for job in getattr(args, "target_jobs", None) or []]
+    return [*(args.targets or []), *explicit, *jobs]
+
+
+def _size_experiments():
+    targets = _cli_targets()
+    if targets and all(t in _TABLE1_RULES or t.startswith(_TABLE1_PATHS) for t in targets):
+        return ["table1"]
+    return list(plan_checks.EXPERIMENTS)
+
+
+def _plan_checks():
+    """Everything checkable without a model (harness/plan_checks.py): method and adapter
+    names, method configs, the tuning grid, NaN/infinity, split files and corpus sizes."""
+    try:
+        plan_checks.check_config(config, _size_experiments())
+    except ConfigError as exc:
+        raise WorkflowError(f"invalid config at '{exc.key}': {exc.message}") from None
+    for name in plan_checks.unused_gradient_baselines(config):
+        logger.warning(f"config: gradient_baselines lists '{name}', which is in neither "
+                       "methods nor scaling_methods (no job runs it)")
+
+
+_plan_checks()
 
 
 def _alternation(names):

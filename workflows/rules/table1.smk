@@ -25,6 +25,9 @@ rule tune_timerome:
             "eval_seed": int(DATA.get("eval_seed", 0)), "seed": int(w.seed),
             "estimator": config["estimator"], "grid": TUNING.get("grid", {}),
             "max_retain_drop": TUNING.get("max_retain_drop", 1.0),
+            # Passed only when set: configs without it keep their job parameters (no rerun).
+            **({"on_no_safe_point": TUNING["on_no_safe_point"]}
+               if "on_no_safe_point" in TUNING else {}),
             "method_config": config.get("method_config", {}).get("timerome", {}),
             "out": output[0], "threads": JOB_THREADS}),
     threads: JOB_THREADS

@@ -1,0 +1,341 @@
+"""The baselines' method configs: parsed and checked here, without torch.
+
+The config dataclasses (`TrainingConfig` of the gradient baselines, `ContextConfig` and
+`ValueConfig` of ROME/MEMIT), the key tables and the parsers live in this torch-free module
+so that the workflow can check `method_config.<baseline>` when it plans the DAG
+(`harness.plan_checks` through `harness.methods.registry.validate_method_config`), before
+any model is loaded. The methods parse their configs with the same functions at run time
+(`baselines.training.split_config`, `baselines.editing.edit_setup`, the objectives of
+`graddiff` / `npo`, `memit`), so a config that passes `validate_<method>` is one the method
+accepts. Errors are `MethodConfigError`s naming the offending method config key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from numbers import Integral, Real
+from typing import Any
+
+from harness.methods.base import MethodConfigError
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    """A finite real number (bools are not numbers here; NaN and infinity are refused)."""
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _type_problems(obj: Any, ints: Iterable[str] = (), reals: Iterable[str] = (),
+                   bools: Iterable[str] = (), optional: Iterable[str] = ()
+                   ) -> list[tuple[str, str]]:
+    """(field, problem) for fields of `obj` of the wrong type; `optional` ones may be None."""
+    problems = []
+    optional = set(optional)
+    for kind, names, ok in (("an integer", ints, _is_int), ("a finite number", reals, _is_real),
+                            ("true or false", bools, lambda v: isinstance(v, bool))):
+        for name in names:
+            value = getattr(obj, name)
+            if not (ok(value) or (value is None and name in optional)):
+                problems.append((name, f"{name} must be {kind}, got {value!r}"))
+    return problems
+
+
+def _raise_out_of_range(what: str, obj: Any, rules: Mapping[str, tuple[bool, str]],
+                        key_of: Mapping[str, str] | None = None) -> None:
+    """MethodConfigError naming every field whose rule (ok, requirement) fails."""
+    key_of = key_of or {}
+    bad = [(key_of.get(name, name), getattr(obj, name), need)
+           for name, (ok, need) in rules.items() if not ok]
+    if bad:
+        raise MethodConfigError(f"{what}: " + "; ".join(
+            f"{key} must be {need}, got {value!r}" for key, value, need in bad), key=bad[0][0])
+
+
+def _unknown_keys(config: Mapping[str, Any], known: Iterable[str], method: str) -> None:
+    known = sorted(known)
+    unknown = sorted(str(k) for k in set(config) - set(known))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise MethodConfigError(f"method '{method}': unknown config key(s) {', '.join(unknown)}"
+                                f"{hint}; known: {', '.join(known)}", key=unknown[0])
+
+
+# ---- the gradient baselines (gradient_ascent, graddiff, npo): baselines.training's loop
+
+def _constant(progress: float) -> float:
+    return 1.0
+
+
+def _linear(progress: float) -> float:
+    return 1.0 - progress
+
+
+def _cosine(progress: float) -> float:
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+SCHEDULES: dict[str, Callable[[float], float]] = {"constant": _constant, "linear": _linear,
+                                                  "cosine": _cosine}
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Hyper-parameters of the unlearning loop (method config keys of the same names)."""
+
+    lr: float | None = None  # None: default_lr(backbone, method)
+    weight_decay: float = 0.01
+    warmup_steps: int = 5
+    schedule: str = "linear"  # decay after warm-up, over max_steps (HF Trainer's default)
+    batch_size: int = 32  # forget rows per micro-batch (capped at the forget set size)
+    grad_accum: int = 1
+    max_steps: int = 200  # step cap (converged=False when reached)
+    eval_every: int = 5
+    max_grad_norm: float = 1.0
+    eps: float = 1e-3
+    bf16: bool = True  # autocast, CUDA only
+    plateau_window: int = 4  # evaluations
+    plateau_rel_tol: float = 0.01
+    collapse_retain_drop: float = 5.0  # nats per sample
+    retain_eval_facts: int = 32  # retain facts scored at each evaluation (seeded subset)
+    generation_prompts: int = 3  # retain prompts checked for degenerate generations (0: off)
+    score_batch_size: int = 32
+    keep_original: bool = False  # keep a CPU copy of the weights so that `undo` works
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        types = _type_problems(
+            self, ints=("warmup_steps", "batch_size", "grad_accum", "max_steps", "eval_every",
+                        "plateau_window", "retain_eval_facts", "generation_prompts",
+                        "score_batch_size"),
+            reals=("lr", "weight_decay", "max_grad_norm", "eps", "plateau_rel_tol",
+                   "collapse_retain_drop"),
+            bools=("bf16", "keep_original", "progress"), optional=("lr",))
+        if not isinstance(self.schedule, str):
+            types.append(("schedule", (f"schedule must be one of {', '.join(SCHEDULES)}, "
+                                       f"got {self.schedule!r}")))
+        if types:
+            raise MethodConfigError("invalid training config: " + "; ".join(p for _, p in types),
+                                    key=types[0][0])
+        rules = {"lr": (self.lr is None or self.lr > 0, "> 0 (or null: the default)"),
+                 "weight_decay": (self.weight_decay >= 0, ">= 0"),
+                 "warmup_steps": (self.warmup_steps >= 0, ">= 0"),
+                 "batch_size": (self.batch_size >= 1, ">= 1"),
+                 "grad_accum": (self.grad_accum >= 1, ">= 1"),
+                 "max_steps": (self.max_steps >= 1, ">= 1"),
+                 "eval_every": (self.eval_every >= 1, ">= 1"),
+                 "max_grad_norm": (self.max_grad_norm > 0, "> 0"),
+                 "eps": (0 <= self.eps < 1, "in [0, 1)"),
+                 "plateau_window": (self.plateau_window >= 1, ">= 1"),
+                 "plateau_rel_tol": (self.plateau_rel_tol >= 0, ">= 0"),
+                 "collapse_retain_drop": (self.collapse_retain_drop > 0, "> 0"),
+                 "retain_eval_facts": (self.retain_eval_facts >= 1, ">= 1"),
+                 "generation_prompts": (self.generation_prompts >= 0, ">= 0"),
+                 "score_batch_size": (self.score_batch_size >= 1, ">= 1"),
+                 "schedule": (self.schedule in SCHEDULES, f"one of {', '.join(SCHEDULES)}")}
+        _raise_out_of_range("invalid training config field(s)", self, rules)
+
+    def lr_factor(self, step: int) -> float:
+        """Multiplier of lr at optimiser step `step` (0-based)."""
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        span = max(1, self.max_steps - self.warmup_steps)
+        return SCHEDULES[self.schedule](min(1.0, (step - self.warmup_steps) / span))
+
+
+TRAINING_KEYS = frozenset(f.name for f in fields(TrainingConfig))
+
+
+def split_config(config: Mapping[str, Any], method: str, objective_keys: Sequence[str]
+                 ) -> tuple[TrainingConfig, dict[str, Any]]:
+    """(TrainingConfig, objective kwargs) from a method config; unknown keys are an error."""
+    _unknown_keys(config, TRAINING_KEYS | set(objective_keys), method)
+    train = TrainingConfig(**{k: v for k, v in config.items() if k in TRAINING_KEYS})
+    return train, {k: v for k, v in config.items() if k in objective_keys}
+
+
+GRADDIFF_KEYS = ("gamma", "alpha")  # graddiff's objective keys (defaults 1, 1)
+NPO_KEYS = ("beta", "alpha")  # npo's objective keys (defaults 0.1, 1)
+
+
+def _objective_numbers(method: str, values: Mapping[str, Any]) -> None:
+    for key, value in values.items():
+        if not _is_real(value):
+            raise MethodConfigError(f"{method}: {key} must be a finite number, got {value!r}",
+                                    key=key)
+
+
+def check_graddiff_objective(gamma: float, alpha: float) -> None:
+    _objective_numbers("graddiff", {"gamma": gamma, "alpha": alpha})
+    if gamma < 0 or alpha < 0:
+        raise MethodConfigError(f"graddiff: gamma and alpha must be >= 0, got {gamma}, {alpha}",
+                                key="gamma" if gamma < 0 else "alpha")
+
+
+def check_npo_objective(beta: float, alpha: float) -> None:
+    _objective_numbers("npo", {"beta": beta, "alpha": alpha})
+    if not beta > 0:
+        raise MethodConfigError(f"npo: beta must be > 0, got {beta}", key="beta")
+    if alpha < 0:
+        raise MethodConfigError(f"npo: alpha must be >= 0, got {alpha}", key="alpha")
+
+
+def validate_gradient_ascent(config: Mapping[str, Any]) -> None:
+    split_config(config, "gradient_ascent", ())
+
+
+def validate_graddiff(config: Mapping[str, Any]) -> None:
+    _, kw = split_config(config, "graddiff", GRADDIFF_KEYS)
+    check_graddiff_objective(**{"gamma": 1.0, "alpha": 1.0, **kw})
+
+
+def validate_npo(config: Mapping[str, Any]) -> None:
+    _, kw = split_config(config, "npo", NPO_KEYS)
+    check_npo_objective(**{"beta": 0.1, "alpha": 1.0, **kw})
+
+
+# ---- the weight edits (rome, memit): key contexts, value optimisation, covariance
+
+@dataclass(frozen=True)
+class ContextConfig:
+    n_prefixes: int = 4  # random prefixes, in addition to the plain prompt
+    prefix_tokens: tuple[int, int] = (2, 8)  # prefix length range in tokens (inclusive)
+    mask_ratios: tuple[float, ...] = (1.0, 0.5, 0.25)
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.n_prefixes):
+            raise MethodConfigError(f"n_prefixes must be an integer, got {self.n_prefixes!r}",
+                                    key="n_prefixes")
+        if not (isinstance(self.prefix_tokens, (list, tuple)) and len(self.prefix_tokens) == 2
+                and all(_is_int(t) for t in self.prefix_tokens)):
+            raise MethodConfigError(f"prefix_tokens must be two integers [min, max], got "
+                                    f"{self.prefix_tokens!r}", key="prefix_tokens")
+        if not (isinstance(self.mask_ratios, (list, tuple))
+                and all(_is_real(r) for r in self.mask_ratios)):
+            raise MethodConfigError(f"mask_ratios must be a list of finite numbers, got "
+                                    f"{self.mask_ratios!r}", key="mask_ratios")
+        lo, hi = self.prefix_tokens
+        _raise_out_of_range("invalid context config", self, {
+            "n_prefixes": (self.n_prefixes >= 0, ">= 0"),
+            "prefix_tokens": (1 <= lo <= hi, "[min, max] with 1 <= min <= max")})
+        if not self.mask_ratios or any(not 0 < r <= 1 for r in self.mask_ratios):
+            raise MethodConfigError(f"mask_ratios must be in (0, 1], got {self.mask_ratios}",
+                                    key="mask_ratios")
+
+
+# Method config key -> field of ContextConfig / ValueConfig.
+CONTEXT_KEYS = {"n_prefixes": "n_prefixes", "prefix_tokens": "prefix_tokens",
+                "mask_ratios": "mask_ratios"}
+VALUE_KEYS = {"v_steps": "steps", "v_lr": "lr", "kl_factor": "kl_factor",
+              "v_weight_decay": "weight_decay", "clamp": "clamp"}
+COMMON_KEYS = ("cov_facts", "cov_ridge", "retain_eval_facts", "score_batch_size")
+ROME_KEYS = ("layer",)
+MEMIT_KEYS = ("layers", "mom2_weight", "mom2_ratio")
+DEFAULT_MOM2_RATIO = 0.1
+
+
+@dataclass(frozen=True)
+class ValueConfig:
+    """Value optimisation; errors name the method config keys (v_lr for `lr`, ...)."""
+
+    steps: int = 25
+    lr: float = 0.5  # ROME's v_lr
+    kl_factor: float = 0.0625  # ROME's kl_factor
+    weight_decay: float = 0.0
+    clamp: float = 1.0  # ||delta|| <= clamp * ||v_original||
+
+    def __post_init__(self) -> None:
+        key_of = {field: key for key, field in VALUE_KEYS.items()}
+        types = _type_problems(self, ints=("steps",),
+                               reals=("lr", "kl_factor", "weight_decay", "clamp"))
+        if types:
+            field, problem = types[0]
+            raise MethodConfigError("invalid value-optimisation config: "
+                                    + problem.replace(field, key_of[field], 1), key=key_of[field])
+        rules = {"steps": (self.steps >= 1, ">= 1"), "lr": (self.lr > 0, "> 0"),
+                 "kl_factor": (self.kl_factor >= 0, ">= 0"),
+                 "weight_decay": (self.weight_decay >= 0, ">= 0"), "clamp": (self.clamp > 0, "> 0")}
+        _raise_out_of_range("invalid value-optimisation config", self, rules, key_of)
+
+
+@dataclass(frozen=True)
+class EditConfig:
+    """A ROME/MEMIT method config, parsed (defaults filled in)."""
+
+    contexts: ContextConfig
+    values: ValueConfig
+    cov_facts: int = 256
+    cov_ridge: float = 1e-4  # added to C's diagonal relative to its mean diagonal
+    retain_eval_facts: int = 32  # reporting only
+    score_batch_size: int = 32
+
+
+def parse_edit_config(config: Mapping[str, Any], method: str,
+                      extra_keys: Sequence[str] = ()) -> EditConfig:
+    """The context / value / covariance settings of a ROME or MEMIT config; unknown keys,
+    wrong types and out-of-range values are MethodConfigErrors naming the config key."""
+    _unknown_keys(config, set(CONTEXT_KEYS) | set(VALUE_KEYS) | set(COMMON_KEYS)
+                  | set(extra_keys), method)
+    ctx_kw = {CONTEXT_KEYS[k]: (tuple(v) if isinstance(v, list) else v)
+              for k, v in config.items() if k in CONTEXT_KEYS}
+    contexts = ContextConfig(**ctx_kw)
+    values = ValueConfig(**{VALUE_KEYS[k]: v for k, v in config.items() if k in VALUE_KEYS})
+    common = {k: config[k] for k in COMMON_KEYS if k in config}
+    parsed = EditConfig(contexts, values, **common)
+    problems = _type_problems(parsed, ints=("cov_facts", "retain_eval_facts", "score_batch_size"),
+                              reals=("cov_ridge",))
+    problems += [(k, f"{k} must be >= 1, got {getattr(parsed, k)}")
+                 for k in ("cov_facts", "retain_eval_facts", "score_batch_size")
+                 if not problems and getattr(parsed, k) < 1]
+    if not problems and parsed.cov_ridge < 0:
+        problems.append(("cov_ridge", f"cov_ridge must be >= 0, got {parsed.cov_ridge}"))
+    if problems:
+        raise MethodConfigError(f"method '{method}': {problems[0][1]}", key=problems[0][0])
+    return parsed
+
+
+def check_layer_choice(value: Any, key: str, many: bool) -> None:
+    """`layer` (many=False) / `layers` (many=True) as far as it can be checked without the
+    model: absent, "tie", or non-negative integer(s), distinct and at least one. That the
+    layers exist (and are not the last) is checked against the model (baselines.layer_choice)."""
+    if value is None or value == "tie":
+        return
+    layers = value if many and isinstance(value, (list, tuple)) else [value]
+    shape = "a list of layer indices" if many else "a layer index"
+    if (many and not isinstance(value, (list, tuple))) or not layers \
+            or any(not _is_int(v) or v < 0 for v in layers):
+        raise MethodConfigError(f"config '{key}': must be {shape} (integers >= 0) or \"tie\", "
+                                f"got {value!r}", key=key)
+    if len(set(layers)) != len(layers):
+        raise MethodConfigError(f"config '{key}': repeated layer in {list(layers)}", key=key)
+
+
+def memit_mom2(config: Mapping[str, Any]) -> tuple[float | None, float]:
+    """(mom2_weight or None, mom2_ratio) of a MEMIT config, both checked > 0 and finite."""
+    weight = config.get("mom2_weight")
+    ratio = config.get("mom2_ratio", DEFAULT_MOM2_RATIO)
+    for key, value in (("mom2_weight", weight), ("mom2_ratio", ratio)):
+        if value is not None and not _is_real(value):
+            raise MethodConfigError(f"memit: {key} must be a finite number, got {value!r}",
+                                    key=key)
+    if (weight is not None and not float(weight) > 0) or not ratio > 0:
+        raise MethodConfigError(f"memit: mom2_weight / mom2_ratio must be > 0, got {weight}, "
+                                f"{ratio}", key="mom2_ratio" if not ratio > 0 else "mom2_weight")
+    return (None if weight is None else float(weight)), float(ratio)
+
+
+def validate_rome(config: Mapping[str, Any]) -> None:
+    parse_edit_config(config, "rome", ROME_KEYS)
+    check_layer_choice(config.get("layer"), "layer", many=False)
+
+
+def validate_memit(config: Mapping[str, Any]) -> None:
+    parse_edit_config(config, "memit", MEMIT_KEYS)
+    check_layer_choice(config.get("layers"), "layers", many=True)
+    memit_mom2(config)

@@ -1,0 +1,164 @@
+"""`python -m harness.regress` on malformed inputs: exit 2 (bad input) with one `error:` line,
+never 1 (which means "regression found") and never a traceback; a real bug is exit 3."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import test_regress
+from test_regress import write_runs
+
+from harness import regress
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+regress_baseline = test_regress.baseline  # the fixture (a baseline of the planted records)
+
+
+@pytest.fixture
+def runs_csv(tmp_path, planted_records):
+    # Rows (sorted by method): 1 graddiff, 2 gradient_ascent, 3 npo, 4 rome, 5 timerome.
+    return write_runs(tmp_path / "now.csv", planted_records)
+
+
+def set_cell(path: Path, method: str, column: str, value: str) -> None:
+    lines = path.read_text().splitlines()
+    header = lines[0].split(",")
+    for i, line in enumerate(lines[1:], 1):
+        cells = line.split(",")
+        if cells[header.index("method")] == method:
+            cells[header.index(column)] = value
+            lines[i] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def check(runs: Path, baseline_path: Path, *extra: str) -> int:
+    return regress.main([str(runs), "--baseline", str(baseline_path), *extra])
+
+
+def one_error(capsys) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    assert "Traceback" not in captured.err and captured.out == ""
+    return lines[0]
+
+
+def test_short_row_is_an_error_not_silently_padded(tmp_path, runs_csv, regress_baseline, capsys):
+    lines = runs_csv.read_text().splitlines()
+    lines[2] = ",".join(lines[2].split(",")[:30])  # a row cut short (30 of 46 fields)
+    runs_csv.write_text("\n".join(lines) + "\n")
+    assert check(runs_csv, regress_baseline) == 2
+    err = one_error(capsys)
+    assert err.startswith(f"error: {runs_csv}: line 3: malformed run row: 30 of ")
+    assert "fields (truncated or stray line)" in err and "(row 2, column " in err
+
+
+def test_text_in_a_logp_cell_is_bad_input_not_a_regression(tmp_path, runs_csv, regress_baseline,
+                                                            capsys):
+    # graddiff (the speedup reference) lost its forget drop: every speedup changed -> exit 1.
+    set_cell(runs_csv, "graddiff", "forget_logp_after", "oops")
+    assert check(runs_csv, regress_baseline) == 2
+    assert one_error(capsys) == (
+        f"error: {runs_csv}: line 2: malformed run row: forget_logp_after 'oops' is not a "
+        "finite number (row 1, column forget_logp_after)")
+
+
+def test_unknown_boolean_is_bad_input_not_a_regression(tmp_path, runs_csv, regress_baseline,
+                                                       capsys):
+    set_cell(runs_csv, "graddiff", "converged", "maybe")
+    assert check(runs_csv, regress_baseline) == 2
+    assert one_error(capsys).endswith(
+        "converged 'maybe' is not true or false (row 1, column converged)")
+
+
+def test_header_only_csv_is_bad_input(tmp_path, runs_csv, regress_baseline, capsys):
+    runs_csv.write_text(runs_csv.read_text().splitlines()[0] + "\n")
+    assert check(runs_csv, regress_baseline) == 2
+    assert one_error(capsys) == f"error: {runs_csv}: no data rows (only a header)"
+
+
+@pytest.mark.parametrize("payload, problem", [
+    ({"entries": [{"device_class": "cpu"}]},
+     "invalid baseline at 'entries/0': 'experiment' is a required property"),
+    ({"entries": [{"device_class": "cpu", "experiment": "table1", "backbone": "bb",
+                   "method": "timerome", "n_facts": 10, "speedup": "fast"}]},
+     "invalid baseline at 'entries/0/speedup': 'fast' is not of type 'number', 'null'"),
+    ({"entries": [1]}, "invalid baseline at 'entries/0': 1 is not of type 'object'"),
+    ([1, 2], "invalid baseline at '(top level)': [1, 2] is not of type 'object'"),
+    ({"schema": 1}, "invalid baseline at '(top level)': 'entries' is a required property"),
+])
+def test_malformed_baseline_is_bad_input(tmp_path, runs_csv, capsys, payload, problem):
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps(payload))
+    out = tmp_path / "regression.txt"
+    assert check(runs_csv, path, "--out", str(out)) == 2
+    assert one_error(capsys) == f"error: {path}: {problem}"
+    assert out.read_text() == f"error: {path}: {problem}\n"
+    assert json.loads(path.read_text()) == payload  # not rewritten
+
+
+def test_non_finite_baseline_value_is_bad_input(tmp_path, runs_csv, capsys):
+    path = tmp_path / "baseline.json"
+    path.write_text('{"entries": [{"device_class": "cpu", "experiment": "table1", '
+                    '"backbone": "bb", "method": "timerome", "n_facts": 10, "speedup": NaN}]}')
+    assert check(runs_csv, path) == 2
+    assert one_error(capsys) == (f"error: {path}: invalid baseline at 'entries/0/speedup': "
+                                 "non-finite number nan (JSON has no NaN or Infinity)")
+
+
+def test_duplicate_baseline_entries_are_bad_input(tmp_path, runs_csv, capsys):
+    entry = {"device_class": "cpu", "experiment": "table1", "backbone": "bb",
+             "method": "timerome", "n_facts": 10, "speedup": 8.0}
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps({"entries": [entry, entry]}))
+    assert check(runs_csv, path) == 2
+    assert one_error(capsys) == (f"error: {path}: invalid baseline at 'entries/1': same key "
+                                 "as entry 0 (cpu, table1, bb, timerome, 10)")
+
+
+def test_write_baseline_over_a_malformed_file_is_bad_input(tmp_path, runs_csv, capsys):
+    path = tmp_path / "baseline.json"
+    path.write_text('{"entries": [1]}')
+    assert check(runs_csv, path, "--write-baseline") == 2
+    assert one_error(capsys) == (f"error: {path}: invalid baseline at 'entries/0': 1 is not "
+                                 "of type 'object'")
+    assert path.read_text() == '{"entries": [1]}'
+
+
+def test_cli_malformed_baseline_exits_2_without_traceback(tmp_path, runs_csv):
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps({"entries": [{"device_class": "cpu"}]}))
+    done = subprocess.run([sys.executable, "-m", "harness.regress", str(runs_csv),
+                           "--baseline", str(path)], cwd=REPO_ROOT, capture_output=True,
+                          check=False, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (f"error: {path}: invalid baseline at 'entries/0': 'experiment' is "
+                           "a required property\n")
+
+
+def test_a_real_bug_is_exit_3_with_a_traceback(tmp_path, runs_csv, regress_baseline,
+                                               monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(regress, "compare", broken)
+    with pytest.raises(RuntimeError, match="bug"):  # main itself does not hide it
+        check(runs_csv, regress_baseline)
+    argv = [str(runs_csv), "--baseline", str(regress_baseline)]
+    assert regress.cli(argv) == regress.EXIT_BUG == 3
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "RuntimeError: bug" in err
+
+
+def test_help_documents_the_exit_codes():
+    done = subprocess.run([sys.executable, "-m", "harness.regress", "--help"], cwd=REPO_ROOT,
+                          capture_output=True, check=False, text=True, timeout=120)
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    assert ("exit status: 0 all within tolerance (or a new baseline recorded); "
+            "1 regression found") in text
+    assert "2 bad input" in text and "3 internal error" in text

@@ -1,0 +1,154 @@
+"""The tune job when no grid point is utility-safe: it fails (non-zero exit, an `error:`
+line, no tuning record) unless the job says `on_no_safe_point: fallback_defaults`, in which
+case the record says it fell back and why (TimeROME then runs with its defaults)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import harness.jobs.tune as tune_job
+from harness.data import write_synthetic
+from harness.jobs.run_method import tuned_method_config
+from harness.timerome import tuning
+from harness.timerome.tuning import GridPoint, TuningResult
+
+ENTRY = {"adapter": "llada-twin", "options": {"size": "tiny", "vocab_size": 384}}
+
+
+@pytest.fixture(scope="module")
+def tofu(tmp_path_factory) -> Path:
+    return write_synthetic(tmp_path_factory.mktemp("tune") / "data", authors=20,
+                           facts_per_author=5, seed=1)
+
+
+def make_job(tofu: Path, out: Path, **kw) -> dict:
+    return {"backbone": "tiny", "backbone_entry": ENTRY, "backbone_path": "unused",
+            "tofu_dir": str(tofu), "validation_split": "validation", "retain_split": "retain95",
+            "forget_split": "forget05", "retain_eval_size": 4, "retain_train_size": 8,
+            "seed": 0, "grid": {"alpha": [8.0], "lam": [1.0], "q": [0.5, 1.0]},
+            "max_retain_drop": 1.0, "method_config": {}, "out": str(out), "threads": 1, **kw}
+
+
+def canned(points: list[GridPoint], max_retain_drop: float = 1.0) -> TuningResult:
+    safe = [p for p in points if p.safe]
+    return TuningResult(chosen=max(safe, key=lambda p: p.forget_drop) if safe else None,
+                        grid=points, max_retain_drop=max_retain_drop, estimator="full_mask",
+                        validation_facts=["validation:0"], retain_facts=["retain95:0"],
+                        base_config={}, backbone={"name": "tiny"}, seconds=0.5)
+
+
+UNSAFE = [GridPoint(8.0, 1.0, 0.5, forget_drop=9.0, retain_drop=2.5, safe=False),
+          GridPoint(8.0, 1.0, 1.0, forget_drop=11.0, retain_drop=3.0, safe=False)]
+SAFE = [GridPoint(8.0, 1.0, 0.5, forget_drop=9.0, retain_drop=0.5, safe=True),
+        GridPoint(8.0, 1.0, 1.0, forget_drop=11.0, retain_drop=3.0, safe=False)]
+
+
+@pytest.fixture
+def fake_tune(monkeypatch):
+    """Replace the backbone load and the grid search; everything else in the job is real."""
+    monkeypatch.setattr(tune_job, "job_backbone", lambda job: object())
+    outcome: dict = {}
+
+    def fake(backbone, validation, retain, base, grid, max_retain_drop, calibration):
+        assert len(grid.alphas) * len(grid.lams) * len(grid.qs) == 2
+        return canned(outcome["points"], max_retain_drop)
+
+    monkeypatch.setattr(tuning, "tune", fake)
+    return outcome
+
+
+def test_no_safe_point_fails_by_default(tmp_path, tofu, fake_tune, capsys):
+    fake_tune["points"] = UNSAFE
+    out = tmp_path / "tuning.json"
+    assert "on_no_safe_point" not in make_job(tofu, out)
+    assert tune_job.main(["--job", json.dumps(make_job(tofu, out))]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        "error: no grid point keeps the mean retain drop <= 1.0 nats/sample (smallest: 2.5 "
+        "at alpha=8.0, lam=1.0, q=0.5); no tuning record written")
+    assert "tuning.on_no_safe_point: fallback_defaults" in err[0]
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_explicit_fail_fails(tmp_path, tofu, fake_tune):
+    fake_tune["points"] = UNSAFE
+    out = tmp_path / "tuning.json"
+    job = make_job(tofu, out, on_no_safe_point="fail")
+    assert tune_job.main(["--job", json.dumps(job)]) == 1
+    assert not out.exists()
+
+
+def test_fallback_records_that_it_fell_back(tmp_path, tofu, fake_tune, capsys):
+    fake_tune["points"] = UNSAFE
+    out = tmp_path / "tuning.json"
+    job = make_job(tofu, out, on_no_safe_point="fallback_defaults")
+    assert tune_job.main(["--job", json.dumps(job)]) == 0
+    record = json.loads(out.read_text())
+    assert record["chosen"] is None and record["fallback"] is True
+    assert record["fallback_reason"].startswith(
+        "no grid point keeps the mean retain drop <= 1.0 nats/sample (smallest: 2.5 at "
+        "alpha=8.0, lam=1.0, q=0.5); tuning.on_no_safe_point is fallback_defaults: "
+        "TimeROME-DLM runs with its default hyperparameters")
+    assert len(record["grid"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("warning: no grid point keeps") and "error:" not in err
+    # The method job then runs untuned, and says so.
+    config, note = tuned_method_config({"alpha": 4.0}, str(out))
+    assert config == {"alpha": 4.0} and "no utility-safe point" in note
+
+
+def test_safe_point_is_chosen_and_not_a_fallback(tmp_path, tofu, fake_tune):
+    fake_tune["points"] = SAFE
+    out = tmp_path / "tuning.json"
+    assert tune_job.main(["--job", json.dumps(make_job(tofu, out))]) == 0
+    record = json.loads(out.read_text())
+    assert record["chosen"]["retain_drop"] == 0.5
+    assert record["fallback"] is False and record["fallback_reason"] is None
+
+
+def test_unknown_policy_is_a_job_error(tmp_path, tofu, fake_tune, capsys):
+    fake_tune["points"] = SAFE
+    out = tmp_path / "tuning.json"
+    job = make_job(tofu, out, on_no_safe_point="maybe")
+    assert tune_job.main(["--job", json.dumps(job)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: on_no_safe_point 'maybe' is not one of fail, fallback_defaults "
+        "(config key tuning.on_no_safe_point)")
+    assert not out.exists()
+
+
+def test_default_is_stated_once_in_the_job_module():
+    assert tune_job.ON_NO_SAFE_POINT_DEFAULT == "fail"
+    assert tune_job.ON_NO_SAFE_POINT_CHOICES == ("fail", "fallback_defaults")
+
+
+def test_tuning_record_is_strict_json(tmp_path):
+    result = canned([GridPoint(8.0, 1.0, 0.5, float("nan"), 0.5, True)])
+    with pytest.raises(ValueError, match=r"tuning\.json: non-finite number nan at "
+                                         r"'chosen/forget_drop'"):
+        tuning.write_tuning(result, tmp_path / "tuning.json")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_real_job_with_an_impossible_budget_fails(tmp_path, tofu, capsys):
+    """End to end on a tiny random twin: no point can keep the retain drop under -1000."""
+    from harness.backbones.base import BackboneSpec
+    from harness.backbones.registry import adapter_class
+    from harness.data import load_corpus
+    from harness.finetune import corpus_texts
+
+    spec = BackboneSpec(name="tiny", **ENTRY)
+    backbone = adapter_class("llada-twin").initial(spec, corpus_texts(load_corpus(tofu)), seed=0)
+    backbone.save_pretrained(str(tmp_path / "model"))
+    out = tmp_path / "tuning" / "seed0.json"
+    job = make_job(tofu, out, backbone_path=str(tmp_path / "model"), max_retain_drop=-1000.0,
+                   grid={"alpha": [8.0], "lam": [1.0], "q": [1.0]},
+                   method_config={"precondition": "none", "gate": False,
+                                  "positions": "subject"})
+    assert tune_job.main(["--job", json.dumps(job)]) == 1
+    assert "error: no grid point keeps the mean retain drop <= -1000.0" in capsys.readouterr().err
+    assert not out.exists()
