@@ -1,7 +1,10 @@
 """Atomic writes: a result is either absent or complete, never half-written.
 
 Everything is written to a temporary sibling and renamed into place with `os.replace`
-(atomic on POSIX within one file system); on any error the temporary is removed.
+(atomic on POSIX within one file system); on any error the temporary is removed. A process
+killed mid-write cannot remove its temporary: temporaries are named after their writer's
+pid (`.<name>.tmp<pid>.*`), and the next write to the same target removes those whose
+writer is gone (`clean_stale_temps`).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -17,13 +21,68 @@ from pathlib import Path
 from typing import Any
 
 
+class NotWritable(OSError):
+    """An output directory the job cannot write to (checked before the work starts)."""
+
+
+def check_writable(directory: str | os.PathLike) -> Path:
+    """Create `directory` if needed and prove a file can be written there; NotWritable
+    names the directory otherwise (so a read-only results folder fails a job at its start,
+    not at its last write)."""
+    folder = Path(directory)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise NotWritable(f"{folder}: output directory is not writable "
+                          f"({exc.strerror or exc})") from None
+    return folder
+
+
+def _temp_prefix(target: Path) -> str:
+    return f".{target.name}.tmp{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def clean_stale_temps(target: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries of `target` left by writers that no longer run (killed
+    mid-write); returns what was removed. A live writer's temporary is left alone."""
+    target = Path(target)
+    if not target.parent.is_dir():
+        return []
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.tmp(\d+)\.")
+    removed = []
+    for entry in target.parent.iterdir():
+        match = pattern.match(entry.name)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
 @contextmanager
 def atomic_file(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to `path` (same suffix, so writers that infer the
     format from it work); it replaces `path` when the block succeeds."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent,
+    clean_stale_temps(target)
+    fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(target), dir=target.parent,
                                     suffix=target.suffix if suffix is None else suffix)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -112,7 +171,8 @@ def atomic_directory(directory: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling directory that replaces `directory` when the block succeeds."""
     target = Path(directory)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    clean_stale_temps(target)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), dir=target.parent))
     try:
         yield tmp
         if target.exists():

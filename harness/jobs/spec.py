@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -78,12 +79,26 @@ def job_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_job(text: str) -> dict[str, Any]:
+    """The job dict; also the start of every job: the process is tied to its shell (it dies
+    when Snakemake kills the job, harness.jobs.orphan) and the output's directory is checked
+    writable and cleared of temporaries left by killed writers, before any work."""
     try:
         payload = json.loads(text)
     except json.JSONDecodeError as exc:
         raise SystemExit(f"--job is not valid JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise SystemExit("--job must be a JSON object")
+    from harness.atomic import NotWritable, check_writable, clean_stale_temps
+    from harness.jobs.orphan import die_with_parent
+
+    die_with_parent()
+    if isinstance(payload.get("out"), str):
+        out = Path(payload["out"])
+        try:
+            check_writable(out.parent)
+        except NotWritable as exc:
+            raise SystemExit(f"error: {exc}") from None
+        clean_stale_temps(out)
     return payload
 
 
