@@ -27,6 +27,13 @@ CONTENT_DIFFERS = "content differs from the manifest written when it was saved: 
 _CHUNK = 1 << 20
 
 
+# Content checks of saved folders: files above this are checked by size only unless every
+# byte is asked for (VERIFY_ENV=all); VERIFY_ENV=off skips the check (harness.backbones.snapshot
+# .verify_content, and the workflow's plan-time check of its own checkpoints).
+VERIFY_HASH_MAX_BYTES = 256 * 2**20
+VERIFY_ENV = "HARNESS_VERIFY_CONTENT"  # "all": hash every file; "off": no check; unset: default
+
+
 class DamagedArtefact(ValueError):
     """A file that exists but is truncated, corrupt or edited since it was saved."""
 

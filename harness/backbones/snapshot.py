@@ -48,8 +48,7 @@ LINEAGE_FILE = "harness_lineage.json"
 # asked (`verify_content(hash_all=True)` or HARNESS_VERIFY_CONTENT=all): hashing a real
 # checkpoint's multi-GB shards on every load costs seconds per GB; the twins, configs and
 # tokenizer files are far below it and are always hashed.
-VERIFY_HASH_MAX_BYTES = 256 * 2**20
-VERIFY_ENV = "HARNESS_VERIFY_CONTENT"  # "all": hash every file; "off": no check; unset: default
+from harness.artefacts import VERIFY_ENV, VERIFY_HASH_MAX_BYTES  # noqa: E402  (re-exported)
 
 
 class SnapshotError(ValueError):

@@ -90,3 +90,30 @@ def test_a_job_dies_when_snakemakes_shell_wrapper_is_killed(tmp_path):
         time.sleep(0.05)
     assert not _alive(job_pid), "the job outlived its killed shell"
     assert not (tmp_path / "out" / "record.json").exists()
+
+
+def test_an_edited_checkpoint_is_set_aside_at_plan_time_and_its_finetune_reruns(tmp_path):
+    """A workflow checkpoint whose file no longer matches its content manifest is moved to
+    `finetuned.damaged` when the DAG is planned, and the plan fine-tunes that backbone again
+    (the untouched ones are not)."""
+    from harness.artefacts import write_manifest
+    from tests.harness.test_workflow_config import dry_run
+
+    models = tmp_path / "models"
+    for backbone in ("llada-8b-base-twin", "dream-7b-twin"):
+        folder = models / backbone / "finetuned"
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text('{"d_model": 32}')
+        (folder / "model.safetensors").write_bytes(b"\0" * 64)
+        write_manifest(folder)
+    damaged = models / "dream-7b-twin" / "finetuned"
+    (damaged / "config.json").write_text('{"d_model": 33}')  # edited after it was saved
+    result = dry_run(tmp_path, "reproduce_table1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "checkpoint models/dream-7b-twin/finetuned is damaged" in result.stderr
+    assert "content differs from the manifest" in result.stderr
+    assert not damaged.exists()
+    assert (models / "dream-7b-twin" / "finetuned.damaged" / "config.json").is_file()
+    assert (models / "llada-8b-base-twin" / "finetuned").is_dir()
+    # The plan fine-tunes the damaged backbone again because its output is now missing.
+    assert "Missing output files: models/dream-7b-twin/finetuned" in result.stdout
