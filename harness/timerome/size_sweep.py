@@ -86,6 +86,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "last_subject); one row per mode, from one fine-tune")
     p.add_argument("--no-rouge", action="store_true", help="skip greedy ROUGE-L")
     p.add_argument("--save-dir", default=None, help="save each fine-tuned twin under DIR/NAME")
+    p.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                   help="another backbone option (repeatable), e.g. --option prompt_format=chat")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--skip-done", action="store_true",
                    help="skip configurations already in --out")
@@ -172,7 +174,9 @@ def run_one(adapter: str, dims: dict[str, int], epochs: int | None, lr: float | 
     ft_cfg = replace(FinetuneConfig(), **overrides)
     spec = BackboneSpec(name=f"{adapter}-{dims['n_layers']}x{dims['d_model']}x"
                              f"{dims['mlp_hidden']}", adapter=adapter, device="cpu",
-                        options={"size": "tiny", "vocab_size": args.vocab_size, **dims})
+                        options={"size": "tiny", "vocab_size": args.vocab_size, **dims,
+                                 **{k: yaml.safe_load(v) for k, _, v in
+                                    (o.partition("=") for o in args.options)}})
     corpus = load_corpus(tofu_dir, available_splits(tofu_dir))
     facts, _, _ = training_facts(corpus)
     backbone = adapter_class(adapter).initial(spec, corpus_texts(corpus), ft_cfg.seed)
@@ -227,7 +231,7 @@ def run_one(adapter: str, dims: dict[str, int], epochs: int | None, lr: float | 
                "meets_ratio": bars["located_ratio"], "meets_flagged": bars["flagged_fraction"],
                "meets_all": all(bars.values()), "trace_seconds": _round(trace_seconds, 1),
                "eval_seconds": _round(eval_seconds, 1), "threads": torch.get_num_threads(),
-               "overrides": " ".join(args.overrides), "corpus": str(tofu_dir)}
+               "overrides": " ".join(args.overrides + args.options), "corpus": str(tofu_dir)}
         print("[size_sweep]   " + json.dumps({k: row[k] for k in FIELDS[10:24]}), flush=True)
         rows.append(row)
     return rows
