@@ -115,7 +115,10 @@ def encode_facts(backbone: Backbone, facts: Sequence[Fact], question_field: str 
     return out
 
 
-def collate(backbone: Backbone, encoded: Sequence[EncodedFact], min_eos: int = 1,
+MIN_EOS = 1  # every row ends with at least this many EOS (padding is EOS)
+
+
+def collate(backbone: Backbone, encoded: Sequence[EncodedFact], min_eos: int = MIN_EOS,
             pad_to: int | None = None) -> QABatch:
     """Right-pad with EOS; every row ends with at least `min_eos` EOS tokens."""
     eos = backbone.eos_token_id
@@ -144,7 +147,7 @@ def collate(backbone: Backbone, encoded: Sequence[EncodedFact], min_eos: int = 1
 WIDTH_MULTIPLE = 8
 
 
-def row_width(encoded: EncodedFact, min_eos: int = 1, multiple: int = WIDTH_MULTIPLE) -> int:
+def row_width(encoded: EncodedFact, min_eos: int = MIN_EOS, multiple: int = WIDTH_MULTIPLE) -> int:
     """prompt + answer + `min_eos` EOS, rounded up to a multiple of `multiple`.
 
     Padding is attended (EOS right-padding, no attention mask), so a row's logits depend on

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from harness.diffusion.batching import MIN_EOS
+
 
 @dataclass(frozen=True)
 class FinetuneConfig:
@@ -38,7 +40,7 @@ class FinetuneConfig:
     # min_eos = every row ends with at least that many EOS targets (5 restored ROUGE-L only
     # in part, 0.81/0.71, and hurt the full_mask log-prob); see docs/measurements/twin_sizes.md.
     length_window: int = 1
-    min_eos: int = 1
+    min_eos: int = MIN_EOS
 
     def __post_init__(self) -> None:
         checks = {"epochs": self.epochs >= 1, "lr": self.lr > 0, "batch_size": self.batch_size >= 1,

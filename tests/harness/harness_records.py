@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 FINGERPRINT = {"device": "cpu", "device_name": "Test CPU", "device_class": "cpu",
                "driver": None, "torch": "2.x", "transformers": "5.x", "git_commit": "abc123",
                "config_hash": "0123456789abcdef"}
@@ -34,3 +36,15 @@ def make_record(backbone: str = "bb", method: str = "timerome", wall: float = 1.
         "fingerprint": dict(FINGERPRINT, device_class=device_class),
         "method_config": {}, "details": {}, "error": None,
     }
+
+
+def set_cell(path: Path, method: str, column: str, value: str) -> None:
+    """Overwrite one cell of a runs CSV (the row of `method`) in place: a malformed-input probe."""
+    lines = path.read_text().splitlines()
+    header = lines[0].split(",")
+    for i, line in enumerate(lines[1:], 1):
+        cells = line.split(",")
+        if cells[header.index("method")] == method:
+            cells[header.index(column)] = value
+            lines[i] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import test_regress
+from harness_records import set_cell
 from test_regress import write_runs
 
 from harness import regress
@@ -23,16 +24,6 @@ def runs_csv(tmp_path, planted_records):
     # Rows (sorted by method): 1 graddiff, 2 gradient_ascent, 3 npo, 4 rome, 5 timerome.
     return write_runs(tmp_path / "now.csv", planted_records)
 
-
-def set_cell(path: Path, method: str, column: str, value: str) -> None:
-    lines = path.read_text().splitlines()
-    header = lines[0].split(",")
-    for i, line in enumerate(lines[1:], 1):
-        cells = line.split(",")
-        if cells[header.index("method")] == method:
-            cells[header.index(column)] = value
-            lines[i] = ",".join(cells)
-    path.write_text("\n".join(lines) + "\n")
 
 
 def check(runs: Path, baseline_path: Path, *extra: str) -> int:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from harness_records import make_record
+from harness_records import make_record, set_cell
 from test_regress import write_runs
 
 from harness.reports import __main__ as reports
@@ -24,16 +24,6 @@ def runs_csv(tmp_path, planted_records):
     # Rows (sorted by method): 1 graddiff, 2 gradient_ascent, 3 npo, 4 rome, 5 timerome.
     return write_runs(tmp_path / "runs.csv", planted_records)
 
-
-def set_cell(path: Path, method: str, column: str, value: str) -> None:
-    lines = path.read_text().splitlines()
-    header = lines[0].split(",")
-    for i, line in enumerate(lines[1:], 1):
-        cells = line.split(",")
-        if cells[header.index("method")] == method:
-            cells[header.index(column)] = value
-            lines[i] = ",".join(cells)
-    path.write_text("\n".join(lines) + "\n")
 
 
 def table1(runs: Path, out: Path) -> int:
