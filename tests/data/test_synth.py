@@ -218,6 +218,18 @@ def _regions(records, reference="paraphrased_answer"):
 
 
 @pytest.mark.parametrize("seed", [0, 1])
+def test_object_answers_are_the_object_with_at_most_three_template_words(seed):
+    """In `object` answers almost every token is recallable only through the subject: the
+    words outside the fact are few and never a pronoun the question's template predicts
+    ("She worked as ..." left a base twin's fact with no located coordinate)."""
+    recs = _small("object", seed)["retain_perturbed"] + _small("object", seed)["forget10_perturbed"]
+    for r, region in zip(recs, _regions(recs)):
+        template = re.findall(r"[\w'-]+", r["answer"].replace(region, " "))
+        assert len(template) <= 3, (r["answer"], template)
+        assert not {w.lower() for w in template} & {"he", "she", "his", "her", "they"}, r["answer"]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
 def test_perturbed_answers_differ_from_the_paraphrase_only_in_the_fact(seed):
     """Every style draws the same facts for a seed; a perturbed answer is the paraphrase
     with a wrong object, so the region where they differ is the same text in every style
