@@ -8,6 +8,9 @@ any model is loaded. The methods parse their configs with the same functions at 
 (`baselines.training.split_config`, `baselines.editing.edit_setup`, the objectives of
 `graddiff` / `npo`, `memit`), so a config that passes `validate_<method>` is one the method
 accepts. Errors are `MethodConfigError`s naming the offending method config key.
+The defaults are harness/methods/defaults/<method>.yaml (`gradient_loop.yaml` for the
+training loop shared by the gradient baselines, `weight_edit.yaml` for ROME and MEMIT's
+shared keys); the dataclasses read them from there.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from numbers import Integral, Real
 from typing import Any
 
 from harness.methods.base import MethodConfigError
+from harness.methods.defaults import method_defaults
 
 
 def _is_int(value: Any) -> bool:
@@ -67,6 +71,13 @@ def _unknown_keys(config: Mapping[str, Any], known: Iterable[str], method: str) 
                                 f"{hint}; known: {', '.join(known)}", key=unknown[0])
 
 
+def _check_keys(stem: str, defaults: Mapping[str, Any], keys: Iterable[str]) -> None:
+    """harness/methods/defaults/<stem>.yaml must state a default for exactly `keys`."""
+    if set(defaults) != set(keys):
+        raise ValueError(f"harness/methods/defaults/{stem}.yaml and the config keys differ: "
+                         f"{sorted(set(defaults) ^ set(keys))}")
+
+
 # ---- the gradient baselines (gradient_ascent, graddiff, npo): baselines.training's loop
 
 def _constant(progress: float) -> float:
@@ -85,29 +96,34 @@ SCHEDULES: dict[str, Callable[[float], float]] = {"constant": _constant, "linear
                                                   "cosine": _cosine}
 
 
+_LOOP = method_defaults("gradient_loop")  # harness/methods/defaults/gradient_loop.yaml
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Hyper-parameters of the unlearning loop (method config keys of the same names)."""
+    """Hyper-parameters of the unlearning loop (method config keys of the same names;
+    defaults and their meaning: harness/methods/defaults/gradient_loop.yaml). `lr` None: the
+    method's learning rate for the backbone (harness.methods.defaults.learning_rate)."""
 
-    lr: float | None = None  # None: default_lr(backbone, method)
-    weight_decay: float = 0.01
-    warmup_steps: int = 5
-    schedule: str = "linear"  # decay after warm-up, over max_steps (HF Trainer's default)
-    batch_size: int = 32  # forget rows per micro-batch (capped at the forget set size)
-    grad_accum: int = 1
-    max_steps: int = 200  # step cap (converged=False when reached)
-    eval_every: int = 5
-    max_grad_norm: float = 1.0
-    eps: float = 1e-3
-    bf16: bool = True  # autocast, CUDA only
-    plateau_window: int = 4  # evaluations
-    plateau_rel_tol: float = 0.01
-    collapse_retain_drop: float = 5.0  # nats per sample
-    retain_eval_facts: int = 32  # retain facts scored at each evaluation (seeded subset)
-    generation_prompts: int = 3  # retain prompts checked for degenerate generations (0: off)
-    score_batch_size: int = 32
-    keep_original: bool = False  # keep a CPU copy of the weights so that `undo` works
-    progress: bool = True
+    lr: float | None = _LOOP["lr"]
+    weight_decay: float = _LOOP["weight_decay"]
+    warmup_steps: int = _LOOP["warmup_steps"]
+    schedule: str = _LOOP["schedule"]
+    batch_size: int = _LOOP["batch_size"]
+    grad_accum: int = _LOOP["grad_accum"]
+    max_steps: int = _LOOP["max_steps"]
+    eval_every: int = _LOOP["eval_every"]
+    max_grad_norm: float = _LOOP["max_grad_norm"]
+    eps: float = _LOOP["eps"]
+    bf16: bool = _LOOP["bf16"]
+    plateau_window: int = _LOOP["plateau_window"]
+    plateau_rel_tol: float = _LOOP["plateau_rel_tol"]
+    collapse_retain_drop: float = _LOOP["collapse_retain_drop"]
+    retain_eval_facts: int = _LOOP["retain_eval_facts"]
+    generation_prompts: int = _LOOP["generation_prompts"]
+    score_batch_size: int = _LOOP["score_batch_size"]
+    keep_original: bool = _LOOP["keep_original"]
+    progress: bool = _LOOP["progress"]
 
     def __post_init__(self) -> None:
         types = _type_problems(
@@ -150,6 +166,7 @@ class TrainingConfig:
 
 
 TRAINING_KEYS = frozenset(f.name for f in fields(TrainingConfig))
+_check_keys("gradient_loop", _LOOP, TRAINING_KEYS)
 
 
 def split_config(config: Mapping[str, Any], method: str, objective_keys: Sequence[str]
@@ -160,8 +177,15 @@ def split_config(config: Mapping[str, Any], method: str, objective_keys: Sequenc
     return train, {k: v for k, v in config.items() if k in objective_keys}
 
 
-GRADDIFF_KEYS = ("gamma", "alpha")  # graddiff's objective keys (defaults 1, 1)
-NPO_KEYS = ("beta", "alpha")  # npo's objective keys (defaults 0.1, 1)
+GRADDIFF_KEYS = ("gamma", "alpha")  # graddiff's objective keys (defaults: graddiff.yaml)
+NPO_KEYS = ("beta", "alpha")  # npo's objective keys (defaults: npo.yaml)
+
+
+def objective_defaults(method: str, keys: Sequence[str]) -> dict[str, Any]:
+    """The defaults of gradient method `method`'s objective keys (its YAML's own keys)."""
+    defaults = method_defaults(method)
+    _check_keys(method, defaults, TRAINING_KEYS | set(keys))
+    return {k: defaults[k] for k in keys}
 
 
 def _objective_numbers(method: str, values: Mapping[str, Any]) -> None:
@@ -192,21 +216,26 @@ def validate_gradient_ascent(config: Mapping[str, Any]) -> None:
 
 def validate_graddiff(config: Mapping[str, Any]) -> None:
     _, kw = split_config(config, "graddiff", GRADDIFF_KEYS)
-    check_graddiff_objective(**{"gamma": 1.0, "alpha": 1.0, **kw})
+    check_graddiff_objective(**{**objective_defaults("graddiff", GRADDIFF_KEYS), **kw})
 
 
 def validate_npo(config: Mapping[str, Any]) -> None:
     _, kw = split_config(config, "npo", NPO_KEYS)
-    check_npo_objective(**{"beta": 0.1, "alpha": 1.0, **kw})
+    check_npo_objective(**{**objective_defaults("npo", NPO_KEYS), **kw})
 
 
 # ---- the weight edits (rome, memit): key contexts, value optimisation, covariance
 
+_EDIT = method_defaults("weight_edit")  # harness/methods/defaults/weight_edit.yaml
+
+
 @dataclass(frozen=True)
 class ContextConfig:
-    n_prefixes: int = 4  # random prefixes, in addition to the plain prompt
-    prefix_tokens: tuple[int, int] = (2, 8)  # prefix length range in tokens (inclusive)
-    mask_ratios: tuple[float, ...] = (1.0, 0.5, 0.25)
+    """Key contexts of ROME/MEMIT: corpus prefixes and masked answer states."""
+
+    n_prefixes: int = _EDIT["n_prefixes"]
+    prefix_tokens: tuple[int, int] = tuple(_EDIT["prefix_tokens"])
+    mask_ratios: tuple[float, ...] = tuple(_EDIT["mask_ratios"])
 
     def __post_init__(self) -> None:
         if not _is_int(self.n_prefixes):
@@ -237,18 +266,21 @@ VALUE_KEYS = {"v_steps": "steps", "v_lr": "lr", "kl_factor": "kl_factor",
 COMMON_KEYS = ("cov_facts", "cov_ridge", "retain_eval_facts", "score_batch_size")
 ROME_KEYS = ("layer",)
 MEMIT_KEYS = ("layers", "mom2_weight", "mom2_ratio")
-DEFAULT_MOM2_RATIO = 0.1
+DEFAULT_MOM2_RATIO: float = method_defaults("memit")["mom2_ratio"]
+_check_keys("weight_edit", _EDIT, set(CONTEXT_KEYS) | set(VALUE_KEYS) | set(COMMON_KEYS))
+_check_keys("rome", method_defaults("rome"), set(_EDIT) | set(ROME_KEYS))
+_check_keys("memit", method_defaults("memit"), set(_EDIT) | set(MEMIT_KEYS))
 
 
 @dataclass(frozen=True)
 class ValueConfig:
     """Value optimisation; errors name the method config keys (v_lr for `lr`, ...)."""
 
-    steps: int = 25
-    lr: float = 0.5  # ROME's v_lr
-    kl_factor: float = 0.0625  # ROME's kl_factor
-    weight_decay: float = 0.0
-    clamp: float = 1.0  # ||delta|| <= clamp * ||v_original||
+    steps: int = _EDIT["v_steps"]
+    lr: float = _EDIT["v_lr"]
+    kl_factor: float = _EDIT["kl_factor"]
+    weight_decay: float = _EDIT["v_weight_decay"]
+    clamp: float = _EDIT["clamp"]  # ||delta|| <= clamp * ||v_original||
 
     def __post_init__(self) -> None:
         key_of = {field: key for key, field in VALUE_KEYS.items()}
@@ -270,10 +302,10 @@ class EditConfig:
 
     contexts: ContextConfig
     values: ValueConfig
-    cov_facts: int = 256
-    cov_ridge: float = 1e-4  # added to C's diagonal relative to its mean diagonal
-    retain_eval_facts: int = 32  # reporting only
-    score_batch_size: int = 32
+    cov_facts: int = _EDIT["cov_facts"]
+    cov_ridge: float = _EDIT["cov_ridge"]  # added to C's diagonal relative to its mean diagonal
+    retain_eval_facts: int = _EDIT["retain_eval_facts"]  # reporting only
+    score_batch_size: int = _EDIT["score_batch_size"]
 
 
 def parse_edit_config(config: Mapping[str, Any], method: str,

@@ -2,13 +2,13 @@
 
 Estimated on retain text: each retain fact's prompt + answer (+ its first EOS) with the
 answer and EOS masked at a random level t ~ U(eps, 1] (the states an MDLM processes),
-every non-padding position contributing one key. ROME/MEMIT use C to whiten their
+every non-padding position contributing one key, summed batch by batch by the shared
+estimator (`harness.key_covariance.KeySecondMoment`). ROME/MEMIT use C to whiten their
 updates so that keys of other facts move as little as possible.
 """
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from typing import Sequence
 
 import torch
@@ -17,9 +17,9 @@ from harness.backbones.base import Backbone
 from harness.data.fact import Fact
 from harness.diffusion.batching import batches, encode_facts
 from harness.diffusion.loss import sample_masking
-
-from baselines.hooks import capture
-from baselines.scores import retain_eval_subset
+from harness.evaluation.retain_sample import retain_eval_subset
+from harness.hooks import capture_inputs
+from harness.key_covariance import KeySecondMoment
 
 
 def key_second_moments(backbone: Backbone, layers: Sequence[int], facts: Sequence[Fact],
@@ -31,7 +31,7 @@ def key_second_moments(backbone: Backbone, layers: Sequence[int], facts: Sequenc
     chosen = retain_eval_subset(facts, max_facts, seed)
     encoded = encode_facts(backbone, chosen)
     gen = torch.Generator().manual_seed(seed)
-    sums: dict[int, torch.Tensor] = {}
+    moments = {layer: KeySecondMoment() for layer in layers}
     count = 0
     modules = {layer: backbone.mlp_out_proj(layer) for layer in layers}
     with torch.inference_mode():
@@ -41,14 +41,10 @@ def key_second_moments(backbone: Backbone, layers: Sequence[int], facts: Sequenc
             first_eos = positions & batch.target_mask & ~batch.answer_mask
             draw = sample_masking(batch.input_ids, batch.answer_mask | first_eos,
                                   backbone.mask_token_id, gen)
-            with ExitStack() as stack:
-                seen = {layer: stack.enter_context(capture(m, "input"))
-                        for layer, m in modules.items()}
+            with capture_inputs(modules) as seen:
                 backbone.logits(draw.input_ids.to(backbone.device))
             keep = positions.to(backbone.device)
             for layer in layers:
-                keys = seen[layer][0][keep].to(torch.float64)
-                acc = keys.T @ keys
-                sums[layer] = acc.cpu() if layer not in sums else sums[layer] + acc.cpu()
+                moments[layer].add(seen[layer][0][keep])
             count += int(keep.sum())
-    return {layer: s / count for layer, s in sums.items()}, count
+    return {layer: m.value() for layer, m in moments.items()}, count

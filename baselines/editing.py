@@ -12,6 +12,9 @@ from typing import Any, Sequence
 
 import torch
 
+from harness.evaluation.finite import json_safe
+from harness.evaluation.mean_scores import mean_logprobs
+from harness.evaluation.retain_sample import retain_eval_subset
 from harness.methods.base import EditRequest, MethodNotApplicable, MethodOutcome
 
 from baselines.configs import (  # noqa: F401  (the key tables, re-exported)
@@ -24,7 +27,6 @@ from baselines.configs import (  # noqa: F401  (the key tables, re-exported)
 )
 from baselines.covariance import key_second_moments
 from baselines.edit_contexts import prefix_token_lists
-from baselines.scores import json_safe, mean_logprobs, retain_eval_subset
 
 
 def solve_psd(matrix: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:

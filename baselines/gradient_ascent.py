@@ -11,7 +11,7 @@ import torch
 from harness.backbones.base import Backbone
 from harness.diffusion.batching import QABatch
 from harness.methods.base import EditRequest, Method, MethodOutcome
-from harness.methods.registry import register_method
+from harness.methods.registry import MethodInfo, register_method
 
 from baselines.objectives import answer_loss
 from baselines.training import split_config, train_unlearning
@@ -20,7 +20,7 @@ from baselines.training import split_config, train_unlearning
 class GradientAscentObjective:
     needs_retain = False
 
-    def __init__(self, eps: float = 1e-3):
+    def __init__(self, eps: float):
         self.eps = eps
 
     def setup(self, backbone: Backbone) -> None:
@@ -34,6 +34,8 @@ class GradientAscentObjective:
 @register_method("gradient_ascent")
 class GradientAscent(Method):
     """Gradient ascent on the forget set's masked-diffusion loss."""
+
+    info = MethodInfo("gradient_ascent", "gradient")
 
     def apply(self, request: EditRequest) -> MethodOutcome:
         cfg, _ = split_config({**self.config, **request.config}, self.name, ())

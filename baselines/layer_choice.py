@@ -58,7 +58,10 @@ def tie_layer(backbone: Backbone, facts: Sequence[Fact]) -> tuple[int, list[floa
     from harness.timerome.config import TimeROMEConfig
     from harness.timerome.tracing import trace_facts
 
-    tie = trace_facts(backbone, facts, TimeROMEConfig()).tie.float()  # [F, L, P]
+    # Traced at the last subject token (the position ROME/MEMIT edit), whatever
+    # TimeROME-DLM's own default positions are.
+    config = TimeROMEConfig(positions="last_subject")
+    tie = trace_facts(backbone, facts, config).tie.float()  # [F, L, P]
     best = torch.nan_to_num(tie, nan=float("-inf")).amax(-1)  # [F, L]
     best = best.masked_fill(torch.isinf(best), float("nan"))
     per_layer = torch.nanmean(best, 0)[:backbone.num_layers - 1]

@@ -23,17 +23,16 @@ from typing import Any, Sequence
 import torch
 
 from harness.backbones.base import Backbone
+from harness.hooks import at_positions, capture_input, capture_output
+from harness.measure import timed
 from harness.methods.base import EditRequest, Method, MethodOutcome
 from harness.methods.registry import register_method
 
 from baselines.configs import DEFAULT_MOM2_RATIO, MEMIT_KEYS, memit_mom2, validate_memit  # noqa: F401
 from baselines.edit_contexts import ContextBatch, build_contexts, neutral_contexts
 from baselines.editing import EditSetup, edit_setup, finish_edit, solve_psd
-from baselines.hooks import at_positions, capture
 from baselines.layer_choice import memit_layers, tie_layer, window_around
-from baselines.training import timed
 from baselines.value_target import optimise_delta
-
 
 
 def memit_update(keys: torch.Tensor, residuals: torch.Tensor, cov: torch.Tensor,
@@ -64,8 +63,8 @@ def _keys_and_hidden(backbone: Backbone, layer: int, last: int, ctx: ContextBatc
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """(K [d_k, n] at `layer`, H [d_v, n] block `last` outputs) at the subject tokens."""
     with torch.inference_mode():
-        with capture(backbone.mlp_out_proj(layer), "input") as ins, \
-                capture(backbone.blocks()[last], "output") as outs:
+        with capture_input(backbone.mlp_out_proj(layer)) as ins, \
+                capture_output(backbone.blocks()[last]) as outs:
             backbone.logits(ctx.input_ids.to(backbone.device))
         keys = _mean_per_fact(at_positions(ins[0], ctx.subject_pos), ctx.fact_index, n)
         hidden = _mean_per_fact(at_positions(outs[0], ctx.subject_pos), ctx.fact_index, n)

@@ -3,10 +3,10 @@
 L = -(2/beta) mean log sigmoid(beta (NLL_theta - NLL_ref)) + alpha * retain_loss(retain)
 NLL is the summed answer NLL estimate (sum over masked answer tokens of CE / t, one
 forward-process draw per row) and the SAME mask draw is used for theta and the reference;
-the reference is a frozen deep copy of the model taken before unlearning. beta = 0.1
-(NPO's default). alpha = 1 gives open-unlearning's NPO (= NPO+RT: NPO plus the retain NLL
-term, as in the NPO paper's "NPO-RT"); alpha = 0 gives plain NPO. Config keys: `beta`,
-`alpha` and those of `baselines.training.TrainingConfig`.
+the reference is a frozen deep copy of the model taken before unlearning. alpha > 0 gives
+open-unlearning's NPO (= NPO+RT: NPO plus the retain NLL term, as in the NPO paper's
+"NPO-RT"); alpha = 0 gives plain NPO. Config keys: `beta`, `alpha` and those of
+`baselines.training.TrainingConfig`; defaults: harness/methods/defaults/npo.yaml.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import torch
 from harness.backbones.base import Backbone
 from harness.diffusion.batching import QABatch
 from harness.methods.base import EditRequest, Method, MethodOutcome
-from harness.methods.registry import register_method
+from harness.methods.registry import MethodInfo, register_method
 
-from baselines.configs import NPO_KEYS, check_npo_objective
+from baselines.configs import NPO_KEYS, check_npo_objective, objective_defaults
 from baselines.objectives import npo_loss, paired_answer_nll, retain_loss
 from baselines.training import frozen_reference, split_config, train_unlearning
 
@@ -26,7 +26,7 @@ OBJECTIVE_KEYS = NPO_KEYS  # checked at plan time by baselines.configs.validate_
 
 
 class NPOObjective:
-    def __init__(self, beta: float = 0.1, alpha: float = 1.0, eps: float = 1e-3):
+    def __init__(self, beta: float, alpha: float, eps: float):
         check_npo_objective(beta, alpha)
         self.beta, self.alpha, self.eps = beta, alpha, eps
         self.needs_retain = alpha > 0
@@ -49,10 +49,13 @@ class NPOObjective:
 
 @register_method("npo")
 class NPO(Method):
-    """NPO with the retain term (alpha = 1 by default)."""
+    """NPO with the retain term (by default; npo.yaml)."""
+
+    info = MethodInfo("npo", "gradient", needs_retain=True)
 
     def apply(self, request: EditRequest) -> MethodOutcome:
         cfg, kw = split_config({**self.config, **request.config}, self.name, OBJECTIVE_KEYS)
+        kw = {**objective_defaults(self.name, OBJECTIVE_KEYS), **kw}
         objective = NPOObjective(eps=cfg.eps, **kw)
         try:
             return train_unlearning(request, objective, cfg, self.name)

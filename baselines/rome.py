@@ -24,15 +24,15 @@ from typing import Any
 
 import torch
 
+from harness.hooks import at_positions, capture_input
+from harness.measure import timed
 from harness.methods.base import EditRequest, Method, MethodOutcome
 from harness.methods.registry import register_method
 
 from baselines.configs import ROME_KEYS, validate_rome
-from baselines.editing import EditSetup, edit_setup, finish_edit, solve_psd
 from baselines.edit_contexts import build_contexts, neutral_contexts
-from baselines.hooks import at_positions, capture
+from baselines.editing import EditSetup, edit_setup, finish_edit, solve_psd
 from baselines.layer_choice import rome_layer, tie_layer
-from baselines.training import timed
 from baselines.value_target import optimise_delta
 
 
@@ -79,7 +79,7 @@ def _run_rome(request: EditRequest, setup: EditSetup, layer: int, phases: dict[s
         with timed(phases, "keys"):
             ctx = build_contexts(backbone, [fact], setup.prefixes, setup.contexts,
                                  request.seed + i)  # plain tensors: reused under autograd
-            with torch.inference_mode(), capture(module, "input") as ins:
+            with torch.inference_mode(), capture_input(module) as ins:
                 backbone.logits(ctx.input_ids.to(backbone.device))
             key = at_positions(ins[0], ctx.subject_pos).float().mean(0)
         with timed(phases, "value_optimisation"):

@@ -4,7 +4,7 @@ AdamW on a masked-diffusion objective (`baselines.objectives`), linear warm-up t
 decay schedule, fixed batch size with gradient accumulation, bf16 autocast on CUDA only,
 every random draw from generators seeded by `EditRequest.seed`. Every `eval_every`
 optimiser steps the mean forget and retain `full_mask` log-probabilities are computed
-(`harness.diffusion.scoring.score_facts`) and `baselines.convergence` decides whether to
+(`harness.evaluation.mean_scores.mean_logprobs`) and `baselines.convergence` decides whether to
 stop (target drop / plateau / step cap) or whether the model collapsed. The loop never
 raises on a diverging run: it stops and records `collapsed=True` with the reason.
 """
@@ -14,10 +14,8 @@ from __future__ import annotations
 import copy
 import math
 import random
-import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -25,9 +23,13 @@ from tqdm.auto import tqdm
 from harness.backbones.base import Backbone
 from harness.data.fact import Fact
 from harness.diffusion.batching import EncodedFact, QABatch, collate, encode_facts
+from harness.measure import timed
 from harness.methods.base import EditRequest, MethodOutcome
+from harness.methods.defaults import learning_rate
+from harness.evaluation.finite import json_safe
+from harness.evaluation.mean_scores import mean_logprobs
+from harness.evaluation.retain_sample import retain_eval_subset
 
-from baselines.scores import json_safe, mean_logprobs, retain_eval_subset
 # The loop's config and its parser: torch-free, so that the workflow checks it at plan time.
 from baselines.configs import SCHEDULES, TRAINING_KEYS, TrainingConfig, split_config  # noqa: F401
 from baselines.convergence import (
@@ -38,32 +40,13 @@ from baselines.convergence import (
     retain_drop_reason,
 )
 
-# Learning rates. Hub 7-8B backbones: TOFU's 1e-5. The project's own small backbones
-# (embedded and the structural twins, fine-tuned from scratch at lr 3e-3) were measured
-# with `baselines.lr_sweep` on the default embedded model (tiny, 100 authors x 10 facts,
-# forget01 = 10 facts, 60 steps, lrs 1e-5..1e-3): at 1e-5 every gradient method removes
-# under 1 nat in 60 steps; at 1e-4 they remove 41-47 nats with a retain drop of 2.3-4.1;
-# at 3e-4 and above all collapse (retain drop > 5 nats). Default: 1e-4, with the
-# matched-efficacy stop (`target_forget_drop`) and the collapse detector guarding it.
-HUB_DEFAULT_LR = 1e-5
-SMALL_BACKBONE_DEFAULT_LR: dict[str, float] = {
-    "gradient_ascent": 1e-4,
-    "graddiff": 1e-4,
-    "npo": 1e-4,
-}
-
-
-def backbone_family(backbone: Backbone) -> str:
-    """'small' for the project's own small backbones (embedded, structural twins: both
-    trained here from scratch), else 'hub' (pretrained 7-8B checkpoints)."""
-    adapter = backbone.spec.adapter
-    return "small" if adapter.startswith("embedded") or adapter.endswith("-twin") else "hub"
-
 
 def default_lr(backbone: Backbone, method: str) -> float:
-    if backbone_family(backbone) == "small":
-        return SMALL_BACKBONE_DEFAULT_LR.get(method, HUB_DEFAULT_LR)
-    return HUB_DEFAULT_LR
+    """Method `method`'s learning rate on `backbone` when its config leaves `lr` null: by
+    whether the backbone was trained here (its adapter's `trained_here`), from
+    harness/methods/defaults/<method>.yaml (how the rates were chosen:
+    docs/measurements/lr_sweep_embedded.md)."""
+    return learning_rate(method, trained_here=backbone.trained_here)
 
 
 class Objective(Protocol):
@@ -75,15 +58,6 @@ class Objective(Protocol):
 
     def loss(self, backbone: Backbone, forget: QABatch, retain: QABatch | None,
              generator: torch.Generator) -> torch.Tensor: ...
-
-
-@contextmanager
-def timed(phases: dict[str, float], name: str) -> Iterator[None]:
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        phases[name] = phases.get(name, 0.0) + time.perf_counter() - start
 
 
 def _autocast(backbone: Backbone, enabled: bool):

@@ -12,18 +12,18 @@ are frozen for the duration.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
 import torch
 import torch.nn.functional as F
-from contextlib import contextmanager
 
 from harness.backbones.base import Backbone
+from harness.hooks import add_at_positions, at_positions, capture_output
 
 from baselines.configs import ValueConfig  # torch-free: checked when the workflow plans
 from baselines.edit_contexts import ContextBatch
-from baselines.hooks import add_at_positions, at_positions, capture
 
 
 @dataclass
@@ -68,7 +68,7 @@ def optimise_delta(backbone: Backbone, layer: int, ctx: ContextBatch, neutral: C
     """The unlearning delta at `layer` for the rows of `ctx` (one fact or a batch)."""
     module = backbone.mlp_out_proj(layer)
     with torch.no_grad():
-        with capture(module, "output") as outs:
+        with capture_output(module) as outs:
             before = float(_answer_logp(backbone, ctx))
         v_original = at_positions(outs[0], ctx.subject_pos).float().mean(0)
         reference = _slot_logprobs(backbone, neutral)

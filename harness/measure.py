@@ -10,6 +10,8 @@
 - `summary()` turns the phases into the record's memory columns: the loaded model's memory,
   the inference peak (phases of kind "inference"), the edit peak (kind "edit"), and the
   extra memory of the edit over inference.
+- `timed(phases, name)`: a bare wall-clock timer adding seconds to a dict, for code that
+  reports its own phase split (the training loop, ROME, MEMIT) without a `Measurer`.
 """
 
 from __future__ import annotations
@@ -102,6 +104,16 @@ def nvml_used_reader(device: torch.device) -> tuple[Callable[[], int], str | Non
 
 
 # ---------------------------------------------------------------- phases
+@contextmanager
+def timed(phases: dict[str, float], name: str) -> Iterator[None]:
+    """Add the body's wall seconds to `phases[name]` (also when the body raises)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        phases[name] = phases.get(name, 0.0) + time.perf_counter() - start
+
+
 @dataclass
 class PhaseMeasurement:
     name: str

@@ -5,8 +5,7 @@ plans the DAG (`snakemake -n` included), and turns a `ConfigError(key, message)`
 one-line `invalid config at '<key>': <message>` the schema errors use. Nothing here imports
 torch or Snakemake, loads a model or touches the network:
 
-1. names: method names (`methods`, `scaling_methods`, `gradient_baselines`,
-   `target_forget_drop`, keys of `method_config`) against the method registry, adapters
+1. names: method names (`methods`, `scaling_methods`, `target_forget_drop`, keys of `method_config`) against the method registry, adapters
    (`backbones.<name>.adapter`) against the backbone adapter registry, with did-you-mean
    (`check_method_names`, `check_adapters`);
 2. each `method_config.<method>` parsed by the method's own validator
@@ -150,30 +149,26 @@ def adapter_names() -> list[str]:
 
 def check_method_names(config: Mapping[str, Any]) -> None:
     """Every method name is a registered method; every `method_config` entry configures a
-    method the workflow runs (methods, scaling_methods, or timerome: sequential and TIE
-    jobs use its config)."""
+    method the workflow runs (methods, scaling_methods, or a tuned method: the tuning,
+    sequential and TIE jobs use its config)."""
+    from harness.methods.registry import tuned_methods
+
     known = method_names()
-    for key in ("methods", "scaling_methods", "gradient_baselines"):
+    for key in ("methods", "scaling_methods"):
         for i, name in enumerate(config.get(key) or []):
             if name not in known:
                 raise ConfigError(f"{key}.{i}", _unknown("method", name, known))
     target = config.get("target_forget_drop")
     if isinstance(target, str) and target not in known:
         raise ConfigError("target_forget_drop", _unknown("method", target, known))
-    run = {"timerome", *(config.get("methods") or []), *(config.get("scaling_methods") or [])}
+    run = {*tuned_methods(), *(config.get("methods") or []),
+           *(config.get("scaling_methods") or [])}
     for name in config.get("method_config") or {}:
         if name not in known:
             raise ConfigError(f"method_config.{name}", _unknown("method", name, known))
         if name not in run:
             raise ConfigError(f"method_config.{name}", f"method '{name}' is configured but "
                               "not run: it is in neither methods nor scaling_methods")
-
-
-def unused_gradient_baselines(config: Mapping[str, Any]) -> list[str]:
-    """gradient_baselines no job runs (in neither methods nor scaling_methods): harmless (the
-    list only says which methods stop at the matched drop), so a warning, not an error."""
-    run = set(config.get("methods") or []) | set(config.get("scaling_methods") or [])
-    return [m for m in config.get("gradient_baselines") or [] if m not in run]
 
 
 def check_adapters(config: Mapping[str, Any]) -> None:
@@ -211,29 +206,36 @@ def check_method_configs(config: Mapping[str, Any]) -> None:
 # ---- 3. tuning
 
 def check_tuning(config: Mapping[str, Any]) -> None:
-    """Every tuning grid value is one TimeROMEConfig accepts on top of
-    `method_config.timerome` (the tuning job applies each point that way) and alpha > 0
+    """Every tuning grid value is one the tuned method's config accepts on top of its
+    `method_config` entry (the tuning job applies each point that way) and alpha > 0
     (alpha 0 scales the edit to nothing: a grid point that cannot forget); max_retain_drop
     is a finite number >= 0."""
-    from harness.methods.registry import validate_method_config
+    from harness.methods.registry import tuned_methods
 
     tuning = config.get("tuning") or {}
-    base = dict((config.get("method_config") or {}).get("timerome") or {})
-    for name in ("alpha", "lam", "q"):
-        for i, value in enumerate((tuning.get("grid") or {}).get(name) or []):
-            key = f"tuning.grid.{name}.{i}"
-            try:
-                validate_method_config("timerome", {**base, name: value})
-            except (ValueError, TypeError) as exc:
-                raise ConfigError(key, str(exc)) from None
-            if name == "alpha" and not value > 0:
-                raise ConfigError(key, f"alpha must be > 0 in the tuning grid, got {value} "
-                                       "(alpha 0 edits nothing: no forgetting to tune)")
+    for method in tuned_methods():
+        _check_grid(method, tuning, dict((config.get("method_config") or {}).get(method) or {}))
     drop = tuning.get("max_retain_drop")
     if drop is not None and not (isinstance(drop, Real) and not isinstance(drop, bool)
                                  and math.isfinite(drop) and drop >= 0):
         raise ConfigError("tuning.max_retain_drop",
                           f"must be a finite number >= 0 (nats per sample), got {drop!r}")
+
+
+def _check_grid(method: str, tuning: Mapping[str, Any], base: dict[str, Any]) -> None:
+    from harness.methods.registry import validate_method_config
+
+    grid = tuning.get("grid") or {}
+    for name in grid:
+        for i, value in enumerate(grid.get(name) or []):
+            key = f"tuning.grid.{name}.{i}"
+            try:
+                validate_method_config(method, {**base, name: value})
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(key, str(exc)) from None
+            if name == "alpha" and not value > 0:
+                raise ConfigError(key, f"alpha must be > 0 in the tuning grid, got {value} "
+                                       "(alpha 0 edits nothing: no forgetting to tune)")
 
 
 # ---- 5. the corpus
@@ -291,10 +293,9 @@ def _synthetic_layout(data: Mapping[str, Any]) -> SourceLayout:
     from harness.data.splits import SPLITS
     from harness.data.synth import synthetic_splits
 
-    syn = data.get("synthetic") or {}
-    authors, per = int(syn.get("authors", 100)), int(syn.get("facts_per_author", 10))
-    kwargs = {"answer_style": syn["answer_style"]} if "answer_style" in syn else {}
-    splits = synthetic_splits(authors, per, int(syn.get("seed", 0)), **kwargs)
+    syn = data["synthetic"]  # filled by the schema validation (every key has its default)
+    authors, per = int(syn["authors"]), int(syn["facts_per_author"])
+    splits = synthetic_splits(authors, per, int(syn["seed"]), answer_style=syn["answer_style"])
 
     def ids(split: str) -> list[int]:
         return [int(r["author_id"]) for r in splits[split]]
@@ -419,11 +420,11 @@ def check_corpus_sizes(config: Mapping[str, Any], experiments: Iterable[str] = E
             f"{eval_size} retain facts to score, but only {sizes.retain_pool} records of "
             f"{data['retain_split']} lie outside the validation and forget authors in {where}"))
     lasts = []
-    if "scaling" in experiments and config.get("fact_counts"):
+    if "scaling" in experiments and config["fact_counts"]:
         lasts.append(("fact_counts", max(int(n) for n in config["fact_counts"]), "scaling"))
     if "sequential" in experiments:
-        lasts.append(("sequential.n_facts", int((config.get("sequential") or {}).get(
-            "n_facts", 50)), "sequential insertion"))
+        lasts.append(("sequential.n_facts", int(config["sequential"]["n_facts"]),
+                      "sequential insertion"))
     for key, n, what in lasts:
         if n + eval_size + 1 > sizes.full:
             raise ConfigError(key, (
@@ -433,7 +434,7 @@ def check_corpus_sizes(config: Mapping[str, Any], experiments: Iterable[str] = E
                 f"{max(0, sizes.full - eval_size - 1)} of the {sizes.full} records of full "
                 f"in {where}"))
     if "tie" in experiments:
-        n = int((config.get("tie") or {}).get("n_facts", 4))
+        n = int(config["tie"]["n_facts"])
         if n > sizes.forget:
             raise ConfigError("tie.n_facts", (
                 f"{n} facts to trace, but {data['forget_split']} has only {sizes.forget} "

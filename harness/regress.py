@@ -1,7 +1,10 @@
-"""Speed / memory regression check of a results CSV against recorded baselines.
+"""Speed / memory regression check of job records against recorded baselines.
 
-    python -m harness.regress results/runs.csv --baseline reports/baseline_speedups.json \
+    python -m harness.regress results/runs --baseline reports/baseline_speedups.json \
         --tolerance 0.15
+
+(record JSON files, or directories searched for them; read and typed once by
+harness.reports.inputs, like every table).
 
 For every baseline entry on the device class of the current runs, the current value is
 compared with the recorded one:
@@ -12,12 +15,11 @@ compared with the recorded one:
 A device class of the current runs with no entry in the baseline file gets one: its current
 values are recorded there as its new baseline (entries of other device classes are kept) and
 the check passes, saying so (device class and file named). Both inputs are validated
-before anything is checked or written: every row of the runs CSV must be well formed (every
-field there, key columns non-empty, n_facts a whole number, numbers finite, converged /
-collapsed true or false, a known status, an ok run with its edit time and forget
-log-probs; harness.reports.inputs), and the baseline file must match BASELINE_SCHEMA
-(strict JSON, one entry per key): a garbage line or entry is an error naming it, never
-silently dropped or read as something else.
+before anything is checked or written: every record must be valid against the record
+schema (strict JSON: numbers finite, converged / collapsed true, false or null, a known
+status) and an ok run must have its edit time and forget log-probs (harness.reports.inputs);
+the baseline file must match BASELINE_SCHEMA (strict JSON, one entry per key): a garbage
+record or entry is an error naming it, never silently dropped or read as something else.
 `--write-baseline` records the current values instead (other device classes are kept).
 `--out` gets the report in every outcome (pass, regression, new baseline, bad input),
 written atomically.
@@ -27,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import traceback
 from dataclasses import dataclass
@@ -38,20 +39,15 @@ import jsonschema
 import pandas as pd
 
 from harness.atomic import non_finite_paths, write_text_atomic
-from harness.reports.inputs import InputError, RunsSpec, read_runs_csv, validate_frame
-from harness.reports.table1 import (DEFAULT_GRADIENT_BASELINES, FLAGS, NUMERIC,
-                                    strongest_baseline, summarise)
+from harness.evaluation.finite import finite_or_none
+from harness.reports.inputs import InputError, describe, load_runs
+from harness.reports.table1 import gradient_baselines, strongest_baseline, summarise
+from harness.results.store import RecordError
 
 KEY = ("device_class", "experiment", "backbone", "method", "n_facts")
 METRICS = {"speedup": "higher", "peak_mem_ratio": "lower"}
-REQUIRED = ("device_class", "backbone", "method", "n_facts", "wall_clock_s", "peak_mem_bytes",
-            "inference_mem_bytes", "forget_logp_before", "forget_logp_after", *FLAGS)
-NUMBERS = ("wall_clock_s", "peak_mem_bytes", "inference_mem_bytes")
-# What the check needs of a runs CSV (validated row by row; harness.reports.inputs).
-RUNS_SPEC = RunsSpec(required=REQUIRED, keys=("device_class", "backbone", "method", "experiment"),
-                     numbers=tuple(dict.fromkeys((*NUMBERS, *NUMERIC))),
-                     whole={"n_facts": 1, "seed": 0}, flags=FLAGS,
-                     ok_needs=("wall_clock_s", "forget_logp_before", "forget_logp_after"))
+# What a status-ok record must have to be checked (harness.reports.inputs).
+RUNS_NEEDS = ("wall_clock_s", "forget_logp_before", "forget_logp_after")
 _TEXT = {"type": "string", "minLength": 1}
 _RATIO = {"type": ["number", "null"], "exclusiveMinimum": 0}
 BASELINE_SCHEMA: dict[str, Any] = {
@@ -74,11 +70,11 @@ BASELINE_SCHEMA: dict[str, Any] = {
 EXIT_OK, EXIT_REGRESSED, EXIT_BAD_INPUT, EXIT_BUG = 0, 1, 2, 3
 EXIT_STATUS = """\
 exit status: 0 all within tolerance (or a new baseline recorded); 1 regression found (or a
-baseline entry with no current run, unless --allow-missing); 2 bad input: a malformed runs
-CSV or baseline file (or a bad option), reported on one line as
-`error: <file>: <what is wrong> (row N, column C)` before anything is checked or written
-(row N counts data rows from 1; the line named with it is the file line, the header being
-line 1); 3 internal error (a bug, not a regression: traceback printed)."""
+baseline entry with no current run, unless --allow-missing); 2 bad input: a malformed
+record (not valid against the record schema, or a status-ok record without its edit time or
+forget log-probs) or baseline file (or a bad option), reported on one line as
+`error: <file>: <what is wrong>` naming the field or entry, before anything is checked or
+written; 3 internal error (a bug, not a regression: traceback printed)."""
 
 
 @dataclass
@@ -100,29 +96,19 @@ class Check:
         return self.current / self.baseline - 1.0
 
 
-def validate_runs(runs: pd.DataFrame) -> None:
-    """Raise InputError (a ValueError) naming the first malformed row ('line N', 1 = the
-    header) and what is wrong with it (RUNS_SPEC: a missing column, an empty key, a
-    non-integer n_facts, a non-numeric measurement, a flag other than true/false, an unknown
-    status, or an ok run without an edit time or forget log-probs)."""
-    validate_frame(runs, RUNS_SPEC, "runs CSV")
-
-
-def current_metrics(runs: pd.DataFrame,
-                    gradient_baselines: Sequence[str] = DEFAULT_GRADIENT_BASELINES
+def current_metrics(runs: pd.DataFrame, baselines: Sequence[str] | None = None
                     ) -> list[dict[str, Any]]:
-    """One entry per (device class, experiment, backbone, method, n_facts) with its metrics."""
+    """One entry per (device class, experiment, backbone, method, n_facts) of a runs frame
+    (harness.reports.inputs.load_runs) with its metrics; speedups against the strongest of
+    `baselines` (None: the registry's gradient methods)."""
+    baselines = gradient_baselines(baselines)
     if runs.empty:
         return []
-    validate_runs(runs)
-    runs = runs.copy()
-    if "experiment" not in runs.columns:
-        runs["experiment"] = "table1"
     entries: list[dict[str, Any]] = []
     for (dev, exp, n), group in runs.groupby(["device_class", "experiment", "n_facts"], sort=True):
         summary = summarise(group)
         for backbone, rows in summary.groupby("backbone", sort=True):
-            best = strongest_baseline(rows, gradient_baselines)
+            best = strongest_baseline(rows, baselines)
             for rec in rows.to_dict("records"):
                 speedup = (float(best["wall_clock_s"]) / rec["wall_clock_s"]
                            if best is not None and rec["wall_clock_s"] else None)
@@ -136,10 +122,9 @@ def current_metrics(runs: pd.DataFrame,
 
 
 def _finite(value: Any) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return round(value, 6) if math.isfinite(value) else None
+    """The value rounded to 6 digits, or None when it is missing or not finite."""
+    value = finite_or_none(value)
+    return None if value is None else round(value, 6)
 
 
 def compare(baseline: dict[str, Any], current: list[dict[str, Any]], tolerance: float
@@ -244,10 +229,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m harness.regress", description=__doc__,
                                 epilog=EXIT_STATUS,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", help="aggregated runs CSV (results/runs.csv)")
+    p.add_argument("records", nargs="+",
+                   help="job records: JSON files, or directories searched for them (results/runs)")
     p.add_argument("--baseline", required=True, help="baseline JSON (reports/baseline_speedups.json)")
     p.add_argument("--tolerance", type=float, default=0.15)
-    p.add_argument("--gradient-baselines", nargs="+", default=list(DEFAULT_GRADIENT_BASELINES))
+    p.add_argument("--gradient-baselines", nargs="+", default=None,
+                   help="methods speedups are measured against ('none': no speedups); "
+                        "default: every registered method of kind gradient")
     p.add_argument("--allow-missing", action="store_true",
                    help="a baseline entry without a current run is not a failure")
     p.add_argument("--write-baseline", action="store_true",
@@ -265,17 +253,18 @@ def main(argv: list[str] | None = None) -> int:
         return error(f"--tolerance must be in [0, 1), got {args.tolerance}")
     try:
         return _check(args)
-    except InputError as exc:  # only bad input; anything else is a bug (traceback, exit 3)
+    except (InputError, RecordError) as exc:  # bad input; anything else is a bug (exit 3)
         return error(str(exc))
 
 
 def _check(args: argparse.Namespace) -> int:
     # Both inputs are validated before anything is checked or written.
-    runs = read_runs_csv(args.runs, RUNS_SPEC)
+    runs = load_runs(args.records, RUNS_NEEDS)
     baseline_path = Path(args.baseline)
     baseline = read_baseline(baseline_path) if (
         baseline_path.is_file() or not args.write_baseline) else {}
-    current = current_metrics(runs, [b for b in args.gradient_baselines if b != "none"])
+    current = current_metrics(runs, None if args.gradient_baselines is None else [
+        b for b in args.gradient_baselines if b != "none"])
     if args.write_baseline:
         write_baseline(baseline_path, current, args.tolerance)
         text = f"{baseline_path}: recorded {len(current)} entries\n"
@@ -284,7 +273,7 @@ def _check(args: argparse.Namespace) -> int:
             write_text_atomic(args.out, text)
         return EXIT_OK
     if not current:
-        raise InputError(f"{args.runs}: no completed runs to check")
+        raise InputError(f"{describe(args.records)}: no completed runs to check")
     known = baseline_devices(baseline)
     messages = []
     new_devices = sorted({e["device_class"] for e in current} - known)

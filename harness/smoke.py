@@ -150,7 +150,7 @@ def run_backbone(twin: Twin, data: SmokeData, opts: SmokeOptions, workdir: Path
     from harness.backbones.registry import adapter_class, load_backbone
     from harness.diffusion.sampling import sample_answers
     from harness.evaluation.rouge import rouge_l_recall
-    from harness.jobs.metrics import mean_logp
+    from harness.evaluation.mean_scores import mean_logp
     from harness.measure import Measurer, fingerprint, summary_dict
     from harness.methods import EditRequest, get_method
     from harness.timerome.config import TimeROMEConfig

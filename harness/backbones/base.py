@@ -11,7 +11,7 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 from torch import nn
@@ -54,6 +54,10 @@ class Backbone(ABC):
     spec: BackboneSpec
     model: nn.Module
     tokenizer: Any  # a transformers PreTrainedTokenizerBase
+    # True: the weights are trained by this project (from scratch, e.g. the structural
+    # twins); False: a pretrained hub checkpoint. Each adapter class states it (it picks,
+    # e.g., the gradient baselines' default learning rate).
+    trained_here: ClassVar[bool]
 
     # ---- identity and tokens -------------------------------------------------------
     @property

@@ -34,10 +34,3 @@ def make_bidirectional(model: nn.Module) -> nn.Module:
                         f"found; this transformers class cannot be made bidirectional here")
     return model
 
-
-def is_bidirectional(model: nn.Module) -> bool:
-    """True if the config and every attention module are non-causal."""
-    if getattr(getattr(model, "config", None), "is_causal", True):
-        return False
-    return all(not module.is_causal for module in model.modules()
-               if isinstance(getattr(module, "is_causal", None), bool))

@@ -37,6 +37,7 @@ from harness.backbones.snapshot import (LINEAGE_FILE, SnapshotError, SnapshotInf
 from harness.backbones.tokenizer_files import (load_snapshot_tokenizer, to_qwen2_pipeline,
                                                write_snapshot_tokenizer)
 from harness.backbones.twin_tokenizers import TwinTokens, build_twin_tokenizer
+from harness.hooks import forward_hook
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16,
                                   "float16": torch.float16}
@@ -205,12 +206,8 @@ class NativeBackbone(Backbone):
         def keep_selected(_module, _args, output: torch.Tensor) -> torch.Tensor:
             return output.reshape(1, -1, output.shape[-1])[:, flat]
 
-        handle = self.model.get_submodule(self.profile.final_norm_path).register_forward_hook(
-            keep_selected)
-        try:
+        with forward_hook(self.model.get_submodule(self.profile.final_norm_path), keep_selected):
             return self.raw_logits(input_ids)[0]
-        finally:
-            handle.remove()
 
     # ---- life cycle ----------------------------------------------------------------
     def with_model(self, model: nn.Module) -> "NativeBackbone":
@@ -246,6 +243,8 @@ class NativeBackbone(Backbone):
 class PretrainedBackbone(NativeBackbone):
     """`<family>-hf`: the real checkpoint; `initial()` is the pretrained snapshot."""
 
+    trained_here = False
+
     @classmethod
     def initial(cls, spec: BackboneSpec, corpus_texts: Sequence[str],
                 seed: int = 0) -> "PretrainedBackbone":
@@ -254,6 +253,8 @@ class PretrainedBackbone(NativeBackbone):
 
 class TwinBackbone(NativeBackbone):
     """`<family>-twin`: a tiny random instance of the real class (`options.size`)."""
+
+    trained_here = True  # fine-tuned here from random weights (harness.finetune)
 
     KNOWN_OPTIONS = NativeBackbone.KNOWN_OPTIONS | {"size", "vocab_size", *SIZE_KEYS,
                                                     "n_kv_heads", "n_experts",

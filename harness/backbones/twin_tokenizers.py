@@ -9,7 +9,6 @@ resolution, BOS prefix, chat template) runs on the twin exactly as on the real m
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 from tokenizers import processors
@@ -61,10 +60,3 @@ def build_twin_tokenizer(texts: Sequence[str], tokens: TwinTokens, vocab_size: i
         tok.chat_template = tokens.chat_template
     return tok
 
-
-def load_twin_tokenizer(directory: str | Path) -> PreTrainedTokenizerFast:
-    """The tokenizer saved by `tokenizer.save_pretrained(directory)` (local files only)."""
-    path = Path(directory)
-    if not (path / "tokenizer.json").is_file():
-        raise FileNotFoundError(f"{path / 'tokenizer.json'}: twin tokenizer missing from checkpoint")
-    return PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)

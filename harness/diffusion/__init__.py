@@ -1,1 +1,2 @@
-"""Masked-diffusion scoring, batching and sampling through the `Backbone` adapter."""
+"""Masked-diffusion batching, training loss and sampling through the `Backbone` adapter
+(scoring lives in harness.evaluation)."""

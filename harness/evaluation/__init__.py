@@ -1,19 +1,11 @@
-"""TOFU evaluation metrics: ROUGE-L recall, truth ratio, forget quality, model utility."""
+"""Every score and metric of the harness, one module per job (import the module you need;
+this package imports nothing eagerly, so `finite` stays torch-free):
 
-from harness.evaluation.forget_quality import forget_quality
-from harness.evaluation.model_utility import (
-    ModelUtility,
-    UtilityComponents,
-    forget_truth_ratio_stat,
-    harmonic_utility,
-    model_utility,
-    retain_truth_ratio_stat,
-    split_components,
-)
-from harness.evaluation.rouge import rouge_l_recall
-from harness.evaluation.truth_ratio import TruthRatios, truth_ratio_from_logprobs, truth_ratios
-
-__all__ = ["ModelUtility", "TruthRatios", "UtilityComponents", "forget_quality",
-           "forget_truth_ratio_stat", "harmonic_utility", "model_utility",
-           "retain_truth_ratio_stat", "rouge_l_recall", "split_components",
-           "truth_ratio_from_logprobs", "truth_ratios"]
+- `answer_logprob`: answer log-probabilities under an MDLM (`score_facts`, full_mask / elbo).
+- `mean_scores`: mean log-prob and ROUGE-L recall over a fact list (job and baseline numbers).
+- `retain_sample`: the seeded retain subset a method scores itself on while it edits.
+- `rouge`: ROUGE-L recall.
+- `truth_ratio`, `forget_quality`, `model_utility`: the TOFU metrics.
+- `tofu_quality`: forget quality and model utility of an edited model, as a job reports them.
+- `finite`: the one finiteness rule for recorded numbers (`finite_or_none`, `json_safe`).
+"""

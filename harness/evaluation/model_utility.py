@@ -14,7 +14,7 @@ three evaluation sets -- the retain set (here `retain_perturbed`), real authors
 Model utility is the harmonic mean of the nine numbers (0 if any is 0). On the forget set
 TOFU reports the truth ratio as mean min(R_truth, 1/R_truth) (`forget_truth_ratio_stat`).
 Answer probabilities come from the MDLM estimator named by `estimator` (`full_mask` by
-default; see harness.diffusion.scoring), generations from harness.diffusion.sampling.
+default; see harness.evaluation.answer_logprob), generations from harness.diffusion.sampling.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ with P_norm(a) = P(a | q)^(1/|a|) the length-normalised answer probability:
 (geometric mean of the perturbed answers over the paraphrase). R_truth << 1 means the
 model prefers the true answer. Splits without a paraphrase (real_authors, world_facts)
 use the answer itself as a~ (as TOFU does). Log-probabilities come from
-`harness.diffusion.scoring.score_facts` with the named estimator (default `full_mask`),
+`harness.evaluation.answer_logprob.score_facts` with the named estimator (default `full_mask`),
 divided by the answer's token count.
 """
 
@@ -21,7 +21,7 @@ import torch
 
 from harness.backbones.base import Backbone
 from harness.data.fact import Fact
-from harness.diffusion.scoring import score_facts
+from harness.evaluation.answer_logprob import score_facts
 
 
 @dataclass

@@ -1,34 +1,46 @@
 """Fine-tune one configured backbone (or its retain-only model) into a checkpoint dir.
 
 `python -m harness.jobs.finetune_backbone --job '{"backbone": ..., "backbone_entry": {...},
-"tofu_dir": ..., "out": ..., "exclude_splits": [...], "threads": 1}'`
+"tofu_dir": ..., "out": ..., "exclude_splits": [...], "threads": 1}'` (a FinetuneJob).
+Exit status: 0 trained; 2 bad job (a field, or the entry's `finetune` config, named).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from dataclasses import dataclass
+from typing import Any
 
-from harness.finetune import FinetuneConfig, train_backbone
-from harness.jobs.spec import backbone_spec, job_argument, parse_job, set_threads
+from harness.jobs.spec import EXIT_BAD_JOB, JobSpec, backbone_spec, read_job, set_threads
+
+
+@dataclass
+class FinetuneJob(JobSpec):
+    """One fine-tuning job (rules finetune_backbone and retain_model)."""
+
+    backbone: str
+    backbone_entry: dict[str, Any]  # the config entry without the keys that do not train
+    tofu_dir: str
+    out: str  # checkpoint directory
+    exclude_splits: list[str]  # splits left out of training (the retain model: the forget split)
+    threads: int
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.jobs.finetune_backbone",
-                                     description=__doc__)
-    job_argument(parser)
-    job = parse_job(parser.parse_args(argv).job)
-    set_threads(job.get("threads", 1))
-    entry = job["backbone_entry"]
-    spec = backbone_spec(job["backbone"], entry, None)
+    from harness.finetune import FinetuneConfig, train_backbone
+
+    job = read_job(FinetuneJob, argv, "python -m harness.jobs.finetune_backbone", __doc__)
+    set_threads(job.threads)
+    spec = backbone_spec(job.backbone, job.backbone_entry, None)
     try:
-        cfg = FinetuneConfig(**(entry.get("finetune") or {}))
+        cfg = FinetuneConfig(**(job.backbone_entry.get("finetune") or {}))
     except TypeError as exc:
-        raise SystemExit(f"backbone '{job['backbone']}': bad finetune config: {exc}") from None
-    report = train_backbone(spec, job["tofu_dir"], job["out"], cfg,
-                            tuple(job.get("exclude_splits") or ()), progress=False)
-    print(json.dumps({"backbone": job["backbone"], "checkpoint": report.checkpoint_dir,
+        print(f"error: backbone '{job.backbone}': bad finetune config: {exc}", file=sys.stderr)
+        return EXIT_BAD_JOB
+    report = train_backbone(spec, job.tofu_dir, job.out, cfg, tuple(job.exclude_splits),
+                            progress=False)
+    print(json.dumps({"backbone": job.backbone, "checkpoint": report.checkpoint_dir,
                       "seconds": round(report.seconds, 1), "final_loss": report.final_loss}))
     return 0
 

@@ -10,9 +10,7 @@ A CUDA out-of-memory error is recorded as `status: oom` instead of crashing the 
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import sys
 import time
 from dataclasses import replace
@@ -22,29 +20,26 @@ from typing import Any
 import torch
 
 from harness.backbones.registry import load_backbone
-from harness.jobs.metrics import finite_or_none, mean_logp, rouge_recall
-from harness.jobs.quality import QualityInputs, forget_quality_and_utility
+from harness.evaluation.finite import finite_or_none
+from harness.evaluation.mean_scores import mean_logp, rouge_recall
+from harness.evaluation.tofu_quality import QualityInputs, forget_quality_and_utility
 from harness.jobs.selection import FactSelection, last_n_selection, split_selection
-from harness.jobs.spec import MethodJob, job_argument, parse_job, set_threads
+from harness.jobs.spec import MethodJob, read_job, set_threads
 from harness.measure import Measurer, MemorySummary, fingerprint, is_oom
 from harness.methods import EditRequest, MethodNotApplicable, get_method
+from harness.methods.registry import method_info
+from harness.results.record import SCHEMA_VERSION, Record
 from harness.results.store import write_record
 
-TUNED_KEYS = ("alpha", "lam", "q")
+def tuned_method_config(job: MethodJob) -> tuple[dict[str, Any], str | None]:
+    """(the job's method config at the tuning job's chosen point, a note): the method's
+    tunable keys (its registry entry) read by harness.timerome.tuning.apply_tuning."""
+    if not job.tuned_config:  # (the tuning module is imported only when a job is tuned)
+        return dict(job.method_config), None
+    from harness.timerome.tuning import apply_tuning
 
-
-def tuned_method_config(base: dict[str, Any], tuned_path: str | None
-                        ) -> tuple[dict[str, Any], str | None]:
-    """(`base` with the tuned alpha, lambda, q of a tuning output on top, a note)."""
-    if not tuned_path:
-        return dict(base), None
-    payload = json.loads(Path(tuned_path).read_text())
-    chosen = payload.get("chosen")
-    if chosen is None:
-        return dict(base), f"{tuned_path}: tuning found no utility-safe point; config untuned"
-    if not isinstance(chosen, dict):
-        raise ValueError(f"{tuned_path}: 'chosen' is not an object")
-    return {**base, **{k: v for k, v in chosen.items() if k in TUNED_KEYS}}, None
+    return apply_tuning(job.method_config, job.tuned_config,
+                        method_info(job.method).tunable_keys)
 
 
 def matched_target(job: MethodJob) -> tuple[float | None, str | None]:
@@ -70,7 +65,8 @@ def matched_target(job: MethodJob) -> tuple[float | None, str | None]:
 def select(job: MethodJob) -> FactSelection:
     if job.n_facts is None:
         return split_selection(job.tofu_dir, job.forget_split, job.retain_split,
-                               job.retain_eval_size, job.eval_seed, job.retain_train_size)
+                               job.retain_eval_size, job.eval_seed, job.retain_train_size,
+                               job.validation_split)
     return last_n_selection(job.tofu_dir, job.n_facts, job.max_n_facts or job.n_facts,
                             job.retain_eval_size, job.eval_seed, job.retain_train_size)
 
@@ -89,7 +85,7 @@ def run(job: MethodJob) -> dict[str, Any]:
     torch.manual_seed(job.seed)
     selection = select(job)
     spec = job.spec()
-    method_config, tuning_note = tuned_method_config(job.method_config, job.tuned_config)
+    method_config, tuning_note = tuned_method_config(job)
     target_drop, target_note = matched_target(job)
     method = get_method(job.method, method_config)
     ev = job.evaluation
@@ -169,7 +165,7 @@ class NonFiniteScores(RuntimeError):
 def check_finite_scores(job: MethodJob, scores: dict[str, Any]) -> None:
     """Fail the job (no record is written) when a computed score is NaN or infinite."""
     bad = {k: v for k, v in scores.items()
-           if isinstance(v, (int, float)) and not math.isfinite(float(v))}
+           if isinstance(v, (int, float)) and finite_or_none(v) is None}
     if bad:
         raise NonFiniteScores(
             f"{job.backbone} / {job.method} (seed {job.seed}): non-finite score(s) "
@@ -186,49 +182,30 @@ def build_record(job: MethodJob, selection: FactSelection, scores: dict[str, Any
     details.pop("tie", None)  # large; the TIE figure job has its own output
     if notes:
         details["notes"] = notes
-    return {
-        "schema_version": 1,
-        "status": status,
-        "experiment": job.experiment,
-        "backbone": job.backbone,
-        "method": job.method,
-        "split": selection.split,
-        "n_facts": len(selection.forget),
-        "seed": job.seed,
-        "estimator": job.estimator,
-        "n_retain_eval": len(selection.retain_eval),
+    return Record(
+        schema_version=SCHEMA_VERSION, status=status, experiment=job.experiment,
+        backbone=job.backbone, method=job.method, split=selection.split,
+        n_facts=len(selection.forget), seed=job.seed, estimator=job.estimator,
+        n_retain_eval=len(selection.retain_eval),
         **{k: finite_or_none(v) for k, v in scores.items()},
-        "wall_clock_s": edit_seconds,
-        "job_wall_s": job_wall_s,
-        "phase_seconds": phases,
-        "method_phase_seconds": dict(getattr(outcome, "phase_seconds", None) or {}),
-        "peak_mem_bytes": memory.peak_mem_bytes,
-        "inference_mem_bytes": memory.inference_mem_bytes,
-        "extra_mem_bytes": memory.extra_mem_bytes,
-        "model_mem_bytes": memory.model_mem_bytes,
-        "nvml_peak_bytes": memory.nvml_peak_bytes,
-        "memory_source": memory.memory_source,
-        "converged": getattr(outcome, "converged", None),
-        "collapsed": getattr(outcome, "collapsed", None),
-        "collapse_reason": getattr(outcome, "collapse_reason", None),
-        "steps": getattr(outcome, "steps", None),
-        "device": fp["device"],
-        "device_class": fp["device_class"],
-        "git_commit": fp["git_commit"],
-        "subject_source": selection.subject_source(),
-        "fingerprint": fp,
-        "weights": weights,
-        "method_config": method_config,
-        "details": json.loads(json.dumps(details, default=str)),
-        "error": error,
-    }
+        wall_clock_s=edit_seconds, job_wall_s=job_wall_s, phase_seconds=phases,
+        method_phase_seconds=dict(getattr(outcome, "phase_seconds", None) or {}),
+        peak_mem_bytes=memory.peak_mem_bytes, inference_mem_bytes=memory.inference_mem_bytes,
+        extra_mem_bytes=memory.extra_mem_bytes, model_mem_bytes=memory.model_mem_bytes,
+        nvml_peak_bytes=memory.nvml_peak_bytes, memory_source=memory.memory_source,
+        converged=getattr(outcome, "converged", None),
+        collapsed=getattr(outcome, "collapsed", None),
+        collapse_reason=getattr(outcome, "collapse_reason", None),
+        steps=getattr(outcome, "steps", None),
+        device=fp["device"], device_class=fp["device_class"], git_commit=fp["git_commit"],
+        subject_source=selection.subject_source(), fingerprint=fp, weights=weights,
+        method_config=method_config, details=json.loads(json.dumps(details, default=str)),
+        error=error,
+    ).to_dict()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.jobs.run_method", description=__doc__)
-    job_argument(parser)
-    args = parser.parse_args(argv)
-    job = MethodJob.from_dict(parse_job(args.job))
+    job = read_job(MethodJob, argv, "python -m harness.jobs.run_method", __doc__)
     record = run(job)
     write_record(job.out, record)
     print(json.dumps({k: record[k] for k in ("backbone", "method", "status", "n_facts",

@@ -1,4 +1,7 @@
-"""Which facts a job forgets, which retain facts it may use, which it is evaluated on."""
+"""Which facts a job forgets, which retain facts it may use, which it is evaluated on.
+
+The sizes come from the job (config `data.retain_eval_size`, `data.retain_train_size`: their
+defaults are stated in workflows/config/schema.json only)."""
 
 from __future__ import annotations
 
@@ -23,13 +26,6 @@ class FactSelection:
         return {str(k): int(v) for k, v in subject_source_counts(self.forget).items()}
 
 
-# Retain facts a method may use (retain loss, key covariance, gate calibration). TimeROME-DLM's
-# per-fact gate opens above the largest retain similarity it saw in calibration: measured on
-# the embedded default model with 200 facts forgotten, a 40-fact calibration set let the
-# retain log-prob fall 16.9 nats per sample, a 400-fact set 2.3.
-DEFAULT_RETAIN_TRAIN_SIZE = 400
-
-
 def seeded_sample(pool: Sequence[Fact], size: int, seed: int, train_size: int | None = None
                   ) -> tuple[list[Fact], list[Fact]]:
     """Two disjoint seeded samples of `pool`: eval (up to `size`) and train (up to
@@ -51,7 +47,7 @@ def retain_pool(facts: Sequence[Fact], tofu_dir: str, forget: Sequence[Fact] = (
 
 
 def split_selection(tofu_dir: str, forget_split: str, retain_split: str, size: int,
-                    seed: int, train_size: int = DEFAULT_RETAIN_TRAIN_SIZE,
+                    seed: int, train_size: int,
                     validation_split: str = "validation") -> FactSelection:
     """Table 1: forget = the forget split; retain facts sampled from its retain split,
     without the validation authors."""
@@ -62,7 +58,7 @@ def split_selection(tofu_dir: str, forget_split: str, retain_split: str, size: i
 
 
 def last_n_selection(tofu_dir: str, n: int, max_n: int, size: int, seed: int,
-                     train_size: int = DEFAULT_RETAIN_TRAIN_SIZE) -> FactSelection:
+                     train_size: int) -> FactSelection:
     """Scaling: forget = the last n records of `full`; the retain sample comes from the
     records before the last `max_n`, so it is the same for every n. (Unlike Table 1's
     selection it keeps validation authors: the scaling pool is positional, see docs/data.md.)"""

@@ -7,46 +7,67 @@ are scored; the record's `curve` holds one point per evaluation:
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from harness.backbones.registry import load_backbone
-from harness.jobs.metrics import mean_logp
-from harness.jobs.run_method import tuned_method_config
-from harness.jobs.selection import DEFAULT_RETAIN_TRAIN_SIZE, last_n_selection
-from harness.jobs.spec import backbone_spec, job_argument, parse_job, set_threads
+from harness.evaluation.mean_scores import mean_logp
+from harness.jobs.selection import last_n_selection
+from harness.jobs.spec import BackboneJob, read_job, set_threads
 from harness.measure import Measurer, fingerprint
+from harness.methods.registry import method_info
+from harness.results.record import SCHEMA_VERSION, Record
 from harness.results.store import write_record
 
+METHOD = "timerome"  # the experiment inserts facts one at a time with TimeROME-DLM's editor
 
-def run(job: dict[str, Any]) -> dict[str, Any]:
+
+@dataclass
+class SequentialJob(BackboneJob):
+    """One sequential-insertion job (rule run_sequential)."""
+
+    tofu_dir: str
+    n_facts: int  # the last n records of `full`, inserted one at a time
+    eval_every: int  # score after every `eval_every` insertions (and after the last)
+    retain_eval_size: int
+    retain_train_size: int
+    eval_seed: int
+    seed: int
+    estimator: str
+    batch_size: int  # scoring batch (config evaluation.batch_size)
+    method_config: dict[str, Any]
+    tuned_config: str | None  # tuning record whose chosen point is applied
+    out: str
+    config_hash: str
+
+
+def run(job: SequentialJob) -> dict[str, Any]:
     from harness.timerome.config import TimeROMEConfig
     from harness.timerome.editor import TimeROMEEditor
+    from harness.timerome.tuning import apply_tuning
 
     start = time.perf_counter()
-    set_threads(job.get("threads", 1))
-    n = int(job["n_facts"])
-    every = int(job.get("eval_every", 1))
-    estimator = job.get("estimator", "full_mask")
-    seed = int(job.get("seed", 0))
-    sel = last_n_selection(job["tofu_dir"], n, n, int(job["retain_eval_size"]),
-                           int(job.get("eval_seed", 0)),
-                           int(job.get("retain_train_size", DEFAULT_RETAIN_TRAIN_SIZE)))
-    spec = backbone_spec(job["backbone"], job["backbone_entry"], job["backbone_path"])
-    method_config, note = tuned_method_config(job.get("method_config", {}), job.get("tuned_config"))
+    set_threads(job.threads)
+    n, every, estimator, seed, batch = (job.n_facts, job.eval_every, job.estimator, job.seed,
+                                        job.batch_size)
+    sel = last_n_selection(job.tofu_dir, n, n, job.retain_eval_size, job.eval_seed,
+                           job.retain_train_size)
+    spec = job.spec()
+    method_config, note = apply_tuning(job.method_config, job.tuned_config,
+                                       method_info(METHOD).tunable_keys)
     config = TimeROMEConfig.from_dict({**method_config, "seed": seed})
     measurer = Measurer(torch.device(spec.device))
     try:
         with measurer.phase("load", "load"):
             backbone = load_backbone(spec)
         with measurer.phase("score_before", "inference"):
-            forget_before = [mean_logp(backbone, [f], estimator, 32, seed) for f in sel.forget]
-            retain_before = mean_logp(backbone, sel.retain_eval, estimator, 32, seed)
+            forget_before = [mean_logp(backbone, [f], estimator, batch, seed) for f in sel.forget]
+            retain_before = mean_logp(backbone, sel.retain_eval, estimator, batch, seed)
         editor = TimeROMEEditor(backbone, config, retain=sel.retain_train)
         curve: list[dict[str, Any]] = []
         insert_total = 0.0
@@ -58,8 +79,8 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
             insert_total += insert_s
             if i % every == 0 or i == n:
                 with measurer.phase("score_after", "eval"):
-                    retain_now = mean_logp(backbone, sel.retain_eval, estimator, 32, seed)
-                    forget_now = mean_logp(backbone, sel.forget[:i], estimator, 32, seed)
+                    retain_now = mean_logp(backbone, sel.retain_eval, estimator, batch, seed)
+                    forget_now = mean_logp(backbone, sel.forget[:i], estimator, batch, seed)
                 curve.append({"n_inserted": i, "insert_s": insert_s,
                               "retain_logp": retain_now,
                               "retain_delta": retain_now - retain_before,
@@ -67,37 +88,34 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     finally:
         measurer.close()
     memory = measurer.summary()
-    fp = fingerprint(spec.device, job.get("config_hash", ""), measurer.driver)
+    fp = fingerprint(spec.device, job.config_hash, measurer.driver)
     last = curve[-1]
-    return {
-        "schema_version": 1, "status": "ok", "experiment": "sequential",
-        "backbone": job["backbone"], "method": "timerome", "split": sel.split, "n_facts": n,
-        "seed": seed, "estimator": estimator, "n_retain_eval": len(sel.retain_eval),
-        "forget_logp_before": sum(forget_before) / n,
-        "forget_logp_after": sum(forget_before) / n + last["forget_delta"],
-        "retain_logp_before": retain_before, "retain_logp_after": last["retain_logp"],
-        "forget_rougeL_after": None, "retain_rougeL_after": None,
-        "forget_quality": None, "model_utility": None,
-        "wall_clock_s": insert_total, "job_wall_s": time.perf_counter() - start,
-        "phase_seconds": measurer.seconds(), "method_phase_seconds": {},
-        "peak_mem_bytes": memory.peak_mem_bytes,
-        "inference_mem_bytes": memory.inference_mem_bytes,
-        "extra_mem_bytes": memory.extra_mem_bytes, "model_mem_bytes": memory.model_mem_bytes,
-        "nvml_peak_bytes": memory.nvml_peak_bytes, "memory_source": memory.memory_source,
-        "converged": True, "collapsed": False, "collapse_reason": None, "steps": None,
-        "device": fp["device"], "device_class": fp["device_class"],
-        "git_commit": fp["git_commit"], "subject_source": sel.subject_source(),
-        "fingerprint": fp, "method_config": config.to_dict(),
-        "details": {"notes": {"tuning": note}} if note else {}, "curve": curve, "error": None,
-    }
+    return Record(
+        schema_version=SCHEMA_VERSION, status="ok", experiment="sequential",
+        backbone=job.backbone, method=METHOD, split=sel.split, n_facts=n, seed=seed,
+        estimator=estimator, n_retain_eval=len(sel.retain_eval),
+        forget_logp_before=sum(forget_before) / n,
+        forget_logp_after=sum(forget_before) / n + last["forget_delta"],
+        retain_logp_before=retain_before, retain_logp_after=last["retain_logp"],
+        forget_rougeL_after=None, retain_rougeL_after=None,
+        forget_quality=None, model_utility=None,
+        wall_clock_s=insert_total, job_wall_s=time.perf_counter() - start,
+        phase_seconds=measurer.seconds(), method_phase_seconds={},
+        peak_mem_bytes=memory.peak_mem_bytes, inference_mem_bytes=memory.inference_mem_bytes,
+        extra_mem_bytes=memory.extra_mem_bytes, model_mem_bytes=memory.model_mem_bytes,
+        nvml_peak_bytes=memory.nvml_peak_bytes, memory_source=memory.memory_source,
+        converged=True, collapsed=False, collapse_reason=None, steps=None,
+        device=fp["device"], device_class=fp["device_class"], git_commit=fp["git_commit"],
+        subject_source=sel.subject_source(), fingerprint=fp,
+        method_config=config.to_dict(),
+        details={"notes": {"tuning": note}} if note else {}, curve=curve, error=None,
+    ).to_dict()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.jobs.sequential", description=__doc__)
-    job_argument(parser)
-    job = parse_job(parser.parse_args(argv).job)
+    job = read_job(SequentialJob, argv, "python -m harness.jobs.sequential", __doc__)
     record = run(job)
-    write_record(job["out"], record)
+    write_record(job.out, record)
     print(json.dumps({"n_facts": record["n_facts"], "retain_delta":
                       record["retain_logp_after"] - record["retain_logp_before"],
                       "wall_clock_s": record["wall_clock_s"]}))

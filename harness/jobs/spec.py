@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass, field, fields
+import sys
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self, TypeVar
 
 import torch
 
 from harness.backbones.base import Backbone, BackboneSpec
 
 SPEC_FIELDS = {f.name for f in fields(BackboneSpec)}
+JobSpecT = TypeVar("JobSpecT", bound="JobSpec")
 
 
 def backbone_spec(name: str, entry: dict[str, Any], path: str | None) -> BackboneSpec:
@@ -21,61 +24,127 @@ def backbone_spec(name: str, entry: dict[str, Any], path: str | None) -> Backbon
     return BackboneSpec(name=name, path=path, **kwargs)
 
 
-@dataclass
-class EvalOptions:
-    rouge: bool = True
-    gen_steps: int | None = None
-    batch_size: int = 32
-    forget_quality: bool = True
-    model_utility: bool = True
-    utility_size: int = 20  # facts per model-utility set
+EXIT_BAD_JOB = 2  # a job description that does not match its spec (named field)
+
+
+class JobSpecError(ValueError):
+    """A job description with unknown or missing fields (the message names them)."""
 
 
 @dataclass
-class MethodJob:
-    """One (backbone, method, forget set, seed) unlearning job."""
+class JobSpec:
+    """Base of every job's typed description: `from_dict` names unknown and missing fields.
 
-    experiment: str  # table1 | scaling
+    The workflow passes every field (each default is stated once, in the config schema,
+    workflows/config/schema.json), so fields have no defaults; a nested spec is named in
+    `NESTED` (field name -> JobSpec subclass)."""
+
+    NESTED: ClassVar[dict[str, type["JobSpec"]]] = {}
+
+    @classmethod
+    def from_dict(cls, payload: Mapping[str, Any]) -> Self:
+        if not isinstance(payload, Mapping):
+            raise JobSpecError(f"{cls.__name__}: job description must be a JSON object, got "
+                               f"{type(payload).__name__}")
+        known = [f.name for f in fields(cls)]
+        required = [f.name for f in fields(cls)
+                    if f.default is MISSING and f.default_factory is MISSING]
+        problems = []
+        unknown = sorted(set(payload) - set(known))
+        if unknown:
+            problems.append(f"unknown field(s): {', '.join(unknown)}")
+        missing = [name for name in required if name not in payload]
+        if missing:
+            problems.append(f"missing field(s): {', '.join(missing)}")
+        if problems:
+            raise JobSpecError(f"{cls.__name__} job description has {'; '.join(problems)}")
+        data = dict(payload)
+        for name, nested in cls.NESTED.items():
+            try:
+                data[name] = nested.from_dict(data[name])
+            except JobSpecError as exc:
+                raise JobSpecError(f"{cls.__name__}.{name}: {exc}") from None
+        return cls(**data)
+
+
+@dataclass
+class EvalOptions(JobSpec):
+    """Config `evaluation` (defaults in the config schema)."""
+
+    rouge: bool
+    gen_steps: int | None
+    batch_size: int
+    forget_quality: bool
+    model_utility: bool
+    utility_size: int  # facts per model-utility set
+
+
+@dataclass
+class BackboneJob(JobSpec):
+    """A job on one configured backbone (its fine-tuned checkpoint at `backbone_path`)."""
+
     backbone: str
     backbone_entry: dict[str, Any]
     backbone_path: str
+    threads: int  # torch threads of the job process
+
+    def spec(self, path: str | None = None) -> BackboneSpec:
+        return backbone_spec(self.backbone, self.backbone_entry, path or self.backbone_path)
+
+    def load(self) -> Backbone:
+        """Set the job's thread count and load its backbone (the fine-tuned checkpoint)."""
+        from harness.backbones.registry import load_backbone
+
+        set_threads(self.threads)
+        return load_backbone(self.spec())
+
+
+@dataclass
+class MethodJob(BackboneJob):
+    """One (backbone, method, forget set, seed) unlearning job (harness.jobs.run_method)."""
+
+    NESTED: ClassVar[dict[str, type[JobSpec]]] = {"evaluation": EvalOptions}
+
+    experiment: str  # table1 | scaling
     method: str
     method_config: dict[str, Any]
     tofu_dir: str
     forget_split: str
     retain_split: str
+    validation_split: str  # its authors never enter a retain sample
     out: str
-    n_facts: int | None = None  # scaling: forget = the last n records of `full`
-    max_n_facts: int | None = None  # scaling: retain pool = full minus the last max_n
-    retain_model_path: str | None = None
-    tuned_config: str | None = None
-    retain_eval_size: int = 40
-    retain_train_size: int = 400  # retain facts the method may use (disjoint from eval)
-    eval_seed: int = 0
-    seed: int = 0
-    estimator: str = "full_mask"
-    target_forget_drop: float | None = None
-    target_from_record: str | None = None  # match the forget drop of this result record
-    evaluation: EvalOptions = field(default_factory=EvalOptions)
-    threads: int = 1
-    config_hash: str = ""
-
-    @classmethod
-    def from_dict(cls, payload: dict[str, Any]) -> "MethodJob":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(payload) - known)
-        if unknown:
-            raise ValueError(f"job description has unknown field(s): {', '.join(unknown)}")
-        data = dict(payload)
-        data["evaluation"] = EvalOptions(**(data.get("evaluation") or {}))
-        return cls(**data)
-
-    def spec(self, path: str | None = None) -> BackboneSpec:
-        return backbone_spec(self.backbone, self.backbone_entry, path or self.backbone_path)
+    n_facts: int | None  # scaling: forget = the last n records of `full`
+    max_n_facts: int | None  # scaling: retain pool = full minus the last max_n
+    retain_model_path: str | None
+    tuned_config: str | None  # tuning record whose chosen point the method applies
+    retain_eval_size: int
+    retain_train_size: int  # retain facts the method may use (disjoint from eval)
+    eval_seed: int
+    seed: int
+    estimator: str
+    target_forget_drop: float | None
+    target_from_record: str | None  # match the forget drop of this result record
+    evaluation: EvalOptions
+    config_hash: str
 
 
 def job_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--job", required=True, help="job description (JSON)")
+
+
+def read_job(spec: type[JobSpecT], argv: list[str] | None, prog: str, description: str | None
+             ) -> JobSpecT:
+    """The typed job of a runner's command line (`--job JSON`). A description that does not
+    match `spec` prints `error: <spec> job description has unknown/missing field(s): ...`
+    and exits EXIT_BAD_JOB, before any work."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    job_argument(parser)
+    payload = parse_job(parser.parse_args(argv).job)
+    try:
+        return spec.from_dict(payload)
+    except JobSpecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_JOB) from None
 
 
 def parse_job(text: str) -> dict[str, Any]:
@@ -100,15 +169,6 @@ def parse_job(text: str) -> dict[str, Any]:
             raise SystemExit(f"error: {exc}") from None
         clean_stale_temps(out)
     return payload
-
-
-def job_backbone(job: dict[str, Any]) -> Backbone:
-    """Set the job's thread count and load the backbone it names (its fine-tuned checkpoint)."""
-    from harness.backbones.registry import load_backbone
-
-    set_threads(job.get("threads", 1))
-    return load_backbone(backbone_spec(job["backbone"], job["backbone_entry"],
-                                       job["backbone_path"]))
 
 
 def set_threads(threads: int) -> None:

@@ -8,28 +8,28 @@ the per-fact `trace.summary()`. The JSON is strict (no NaN/Infinity) and written
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.atomic import write_json_atomic
 from harness.data import load_split
-from harness.jobs.spec import job_argument, job_backbone, parse_job
+from harness.evaluation.finite import json_safe
+from harness.jobs.spec import BackboneJob, read_job
 
 
-def _strict(value: Any) -> Any:
-    """`value` with every non-finite float replaced by None (JSON null)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _strict(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict(v) for v in value]
-    return value
+@dataclass
+class TieJob(BackboneJob):
+    """One TIE heatmap job (rule tie_heatmap)."""
+
+    tofu_dir: str
+    forget_split: str
+    n_facts: int  # the first n records of the forget split are traced
+    method_config: dict[str, Any]  # TimeROME-DLM's config (tracing options)
+    out: str  # output stem: <out>.png, <out>.pdf, <out>.json
 
 
 def tie_record(trace, backbone: str, forget_split: str, seconds: float | None = None) -> dict:
@@ -44,7 +44,7 @@ def tie_record(trace, backbone: str, forget_split: str, seconds: float | None = 
               "forwards": int(trace.forwards)}
     if seconds is not None:
         record["wall_clock_s"] = float(seconds)
-    return _strict(record)
+    return json_safe(record)
 
 
 def figure_caption(summary: dict) -> str:
@@ -62,20 +62,18 @@ def main(argv: list[str] | None = None) -> int:
     from harness.timerome.editor import TimeROMEEditor
     from harness.timerome.figure import tie_figure
 
-    parser = argparse.ArgumentParser(prog="python -m harness.jobs.tie", description=__doc__)
-    job_argument(parser)
-    job = parse_job(parser.parse_args(argv).job)
+    job = read_job(TieJob, argv, "python -m harness.jobs.tie", __doc__)
     start = time.perf_counter()
-    backbone = job_backbone(job)
-    facts = load_split(job["tofu_dir"], job["forget_split"])[: int(job["n_facts"])]
-    config = TimeROMEConfig.from_dict({**job.get("method_config", {}), "positions": "window"})
+    backbone = job.load()
+    facts = load_split(job.tofu_dir, job.forget_split)[: job.n_facts]
+    config = TimeROMEConfig.from_dict({**job.method_config, "positions": "window"})
     _, trace = TimeROMEEditor(backbone, config).trace(facts)
-    record = tie_record(trace, job["backbone"], job["forget_split"])
-    paths = tie_figure(trace, job["out"], title=f"{job['backbone']}: TIE over {len(facts)} "
-                                                f"{job['forget_split']} facts",
+    record = tie_record(trace, job.backbone, job.forget_split)
+    paths = tie_figure(trace, job.out, title=f"{job.backbone}: TIE over {len(facts)} "
+                                             f"{job.forget_split} facts",
                        caption=figure_caption(record))
     record["wall_clock_s"] = time.perf_counter() - start
-    json_path = Path(job["out"]).with_suffix(".json")
+    json_path = Path(job.out).with_suffix(".json")
     write_json_atomic(json_path, record, allow_nan=False)
     print(json.dumps([str(p) for p in [*paths, json_path]]))
     return 0

@@ -3,78 +3,78 @@
 Writes `harness.timerome.tuning`'s result JSON (the `chosen` point is what the table and
 transfer jobs apply unchanged to every backbone).
 
-When no grid point is utility-safe, the job key `on_no_safe_point` (config key
-`tuning.on_no_safe_point`) decides: `fail` (the default, ON_NO_SAFE_POINT_DEFAULT) prints
-an `error:` line, writes no record and exits 1, so the workflow stops instead of running
-TimeROME-DLM untuned; `fallback_defaults` writes the record with `chosen: null`,
-`fallback: true` and the reason, warns, and exits 0 (the method jobs then run with the
-configured, untuned hyperparameters and say so in their records).
+When no grid point is utility-safe, the job field `on_no_safe_point` (config key
+`tuning.on_no_safe_point`, default in the config schema) decides: `fail` prints an `error:`
+line, writes no record and exits 1, so the workflow stops instead of running TimeROME-DLM
+untuned; `fallback_defaults` writes the record with `chosen: null`, `fallback: true` and
+the reason, warns, and exits 0 (the method jobs then run with the configured, untuned
+hyperparameters and say so in their records).
 Exit status: 0 tuned (or fell back as configured); 1 no utility-safe point; 2 bad job.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from dataclasses import dataclass
+from typing import Any
 
 from harness.data import load_split
-from harness.jobs.selection import DEFAULT_RETAIN_TRAIN_SIZE
-from harness.jobs.spec import job_argument, job_backbone, parse_job
+from harness.jobs.spec import EXIT_BAD_JOB, BackboneJob, read_job
 
-# `tuning.on_no_safe_point`: its default is stated here only (the workflow passes the
-# config value, or nothing).
-ON_NO_SAFE_POINT_DEFAULT = "fail"
 ON_NO_SAFE_POINT_CHOICES = ("fail", "fallback_defaults")
-EXIT_NO_SAFE_POINT, EXIT_BAD_JOB = 1, 2
+EXIT_NO_SAFE_POINT = 1
 
 
-def on_no_safe_point(job: dict) -> str | None:
-    """The job's policy (absent or null: the default); None if it is not a known one."""
-    value = job.get("on_no_safe_point")
-    if value is None:
-        return ON_NO_SAFE_POINT_DEFAULT
-    return value if value in ON_NO_SAFE_POINT_CHOICES else None
+@dataclass
+class TuneJob(BackboneJob):
+    """One tuning job (rule tune_timerome): the grid searched on `validation_split`, the
+    retain drop measured on `retain_eval_size` retain facts, the edit's retain statistics
+    from up to `retain_train_size` others."""
+
+    tofu_dir: str
+    validation_split: str
+    forget_split: str
+    retain_split: str
+    retain_eval_size: int
+    retain_train_size: int
+    seed: int
+    grid: dict[str, list[float]]  # config tuning.grid; a key left out: TuningGrid's default
+    max_retain_drop: float
+    on_no_safe_point: str  # one of ON_NO_SAFE_POINT_CHOICES
+    method_config: dict[str, Any]
+    out: str
 
 
 def main(argv: list[str] | None = None) -> int:
     from harness.timerome.config import TimeROMEConfig
     from harness.timerome.tuning import TuningGrid, retain_sample, tune, write_tuning
 
-    parser = argparse.ArgumentParser(prog="python -m harness.jobs.tune", description=__doc__)
-    job_argument(parser)
-    job = parse_job(parser.parse_args(argv).job)
-    policy = on_no_safe_point(job)
-    if policy is None:
-        print(f"error: on_no_safe_point {job['on_no_safe_point']!r} is not one of "
+    job = read_job(TuneJob, argv, "python -m harness.jobs.tune", __doc__)
+    if job.on_no_safe_point not in ON_NO_SAFE_POINT_CHOICES:
+        print(f"error: on_no_safe_point {job.on_no_safe_point!r} is not one of "
               f"{', '.join(ON_NO_SAFE_POINT_CHOICES)} (config key tuning.on_no_safe_point)",
               file=sys.stderr)
         return EXIT_BAD_JOB
-    backbone = job_backbone(job)
-    validation = load_split(job["tofu_dir"], job["validation_split"])
-    forget_authors = {f.author_id for f in load_split(job["tofu_dir"], job["forget_split"])}
-    retain_pool = load_split(job["tofu_dir"], job["retain_split"])
+    backbone = job.load()
+    validation = load_split(job.tofu_dir, job.validation_split)
+    forget_authors = {f.author_id for f in load_split(job.tofu_dir, job.forget_split)}
+    retain_pool = load_split(job.tofu_dir, job.retain_split)
     excluded = {f.author_id for f in validation} | forget_authors
-    retain = retain_sample(retain_pool, int(job["retain_eval_size"]), exclude_authors=excluded)
+    retain = retain_sample(retain_pool, job.retain_eval_size, exclude_authors=excluded)
     # Calibration facts for the edit's retain statistics, disjoint from the scored ones.
     eligible = len([f for f in retain_pool if f.author_id not in excluded]) - len(retain)
-    wanted = int(job.get("retain_train_size", DEFAULT_RETAIN_TRAIN_SIZE))
-    calibration = retain_sample(retain_pool, min(wanted, eligible), exclude_authors=excluded,
-                                exclude=retain)
-    grid = job.get("grid") or {}
-    defaults = TuningGrid()
-    grid = TuningGrid(alphas=tuple(grid.get("alpha", defaults.alphas)),
-                      lams=tuple(grid.get("lam", defaults.lams)),
-                      qs=tuple(grid.get("q", defaults.qs)))
-    base = TimeROMEConfig.from_dict({**job.get("method_config", {}), "seed": job["seed"]})
+    calibration = retain_sample(retain_pool, min(job.retain_train_size, eligible),
+                                exclude_authors=excluded, exclude=retain)
+    grid = TuningGrid.from_config(job.grid)
+    base = TimeROMEConfig.from_dict({**job.method_config, "seed": job.seed})
     result = tune(backbone, validation, retain, base, grid,
-                  max_retain_drop=float(job.get("max_retain_drop", 1.0)),
-                  calibration=calibration)
+                  max_retain_drop=float(job.max_retain_drop), calibration=calibration)
     print(json.dumps({"chosen": None if result.chosen is None else vars(result.chosen),
                       "seconds": round(result.seconds, 2), "points": len(result.grid)}))
     if result.chosen is None:
         reason = result.no_safe_point()
-        if policy == "fail":
+        if job.on_no_safe_point == "fail":
             print(f"error: {reason}; no tuning record written. Widen tuning.grid or raise "
                   "tuning.max_retain_drop, or set tuning.on_no_safe_point: fallback_defaults "
                   "to run TimeROME-DLM untuned", file=sys.stderr)
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: {result.fallback_reason}", file=sys.stderr)
     elif result.edge_warning():
         print(result.edge_warning(), file=sys.stderr)
-    write_tuning(result, job["out"])
+    write_tuning(result, job.out)
     return 0
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.data.fact import Fact
 
 if TYPE_CHECKING:  # annotation only: this module imports no torch, so that the workflow can
     # check method configs (Method.validate_config) when it plans the DAG
     from harness.backbones.base import Backbone
+    from harness.methods.registry import MethodInfo
 
 
 @dataclass
@@ -64,6 +65,7 @@ class Method(ABC):
     """An unlearning method. Instances are built from a config dict by the registry."""
 
     name: str = ""
+    info: ClassVar[MethodInfo]  # what the method is (harness.methods.registry.MethodInfo)
 
     def __init__(self, config: dict[str, Any] | None = None):
         self.config = dict(config or {})

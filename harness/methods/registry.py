@@ -1,12 +1,44 @@
-"""Registry of methods: config names -> Method classes (no if/else chains)."""
+"""Registry of methods: config names -> Method classes (no if/else chains), and what each
+method is (`MethodInfo`: kind, tunable keys, retain use, applicability), answerable without
+importing torch or any method module."""
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from harness.methods.base import Method
+
+KINDS = ("gradient", "weight_edit", "inference_time")
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """What a method is, for the code that plans, tunes and tabulates methods by name.
+
+    kind: "gradient" (trains the weights on a loss), "weight_edit" (closed-form edit of
+      weight matrices) or "inference_time" (hooks the forward pass; weights untouched).
+    tunable_keys: method config keys the tune job chooses on validation (empty: not tuned).
+    needs_retain: the edit itself uses retain facts (retain loss, key covariance, KL, gate),
+      so a job must hand it the disjoint retain-train facts.
+    applicability: the backbones it can edit, in words (a method raises MethodNotApplicable
+      on any other, and the job is recorded as `not_applicable`).
+    """
+
+    name: str
+    kind: str
+    tunable_keys: tuple[str, ...] = ()
+    needs_retain: bool = False
+    applicability: str = "every backbone"
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"method '{self.name}': unknown kind '{self.kind}'; "
+                             f"known: {', '.join(KINDS)}")
+
 
 _METHODS: dict[str, type[Method]] = {}
 
@@ -19,6 +51,23 @@ BUILTIN_METHOD_MODULES = (
     "baselines.rome",
     "baselines.memit",
 )
+
+_WEIGHT_AT_HOOK = ("backbones whose edited hook point is a 2-D weight matrix (not a "
+                   "parameter-free point such as an MoE expert combine)")
+
+# What each built-in method is, known without importing it (no torch). Each built-in
+# Method class declares the same MethodInfo as its `info` (tests/methods check they agree).
+BUILTIN_METHOD_INFO: dict[str, MethodInfo] = {info.name: info for info in (
+    MethodInfo("timerome", "inference_time", tunable_keys=("alpha", "lam", "q"),
+               needs_retain=True),  # retain covariance and key gate
+    MethodInfo("gradient_ascent", "gradient"),
+    MethodInfo("graddiff", "gradient", needs_retain=True),  # retain loss term
+    MethodInfo("npo", "gradient", needs_retain=True),  # retain loss term (alpha = 1)
+    MethodInfo("rome", "weight_edit", needs_retain=True,  # key covariance, corpus prefixes
+               applicability=_WEIGHT_AT_HOOK),
+    MethodInfo("memit", "weight_edit", needs_retain=True,  # key covariance, corpus prefixes
+               applicability=_WEIGHT_AT_HOOK),
+)}
 
 # Built-in method name -> "module:function" that checks its `method_config` entry (raises
 # MethodConfigError). These modules import neither torch nor a model, so the workflow checks
@@ -38,10 +87,18 @@ T = TypeVar("T", bound=type)
 
 
 def register_method(name: str) -> Callable[[T], T]:
+    """Class decorator: register a Method subclass under `name`. The class declares its
+    `info` (a MethodInfo named `name`); a built-in method that declares none gets its entry
+    of BUILTIN_METHOD_INFO."""
     def wrap(cls: T) -> T:
         if name in _METHODS and _METHODS[name] is not cls:
             raise ValueError(f"method '{name}' registered twice")
+        info = cls.__dict__.get("info", BUILTIN_METHOD_INFO.get(name))
+        if not isinstance(info, MethodInfo) or info.name != name:
+            raise ValueError(f"method '{name}': the class must declare info = "
+                             f"MethodInfo('{name}', kind, ...), got {info!r}")
         cls.name = name
+        cls.info = info
         _METHODS[name] = cls
         return cls
 
@@ -65,7 +122,36 @@ def method_names() -> list[str]:
 def known_method_names() -> list[str]:
     """The built-in method names and any registered since, without importing the built-in
     method modules (no torch): what `method_names()` lists once they are imported."""
-    return sorted(set(_METHODS) | set(BUILTIN_CONFIG_VALIDATORS))
+    return sorted(set(_METHODS) | set(BUILTIN_METHOD_INFO))
+
+
+def _unknown_method(name: str) -> KeyError:
+    known = known_method_names()
+    close = difflib.get_close_matches(str(name), known, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return KeyError(f"unknown method '{name}'{hint}; known: {', '.join(known)}")
+
+
+def method_info(name: str) -> MethodInfo:
+    """What method `name` is (no method module imported): a registered class's `info`, else
+    the built-in table. KeyError, with a did-you-mean, for an unknown name."""
+    if name in _METHODS:
+        return _METHODS[name].info
+    if name in BUILTIN_METHOD_INFO:
+        return BUILTIN_METHOD_INFO[name]
+    raise _unknown_method(name)
+
+
+def methods_of_kind(kind: str) -> list[str]:
+    """Sorted names of the built-in and registered methods of `kind` (one of KINDS)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown method kind '{kind}'; known: {', '.join(KINDS)}")
+    return [n for n in known_method_names() if method_info(n).kind == kind]
+
+
+def tuned_methods() -> list[str]:
+    """Sorted names of the methods with tunable keys (the tune job chooses them)."""
+    return [n for n in known_method_names() if method_info(n).tunable_keys]
 
 
 def builtin_config_validator(name: str) -> Callable[[Mapping[str, Any]], None] | None:
@@ -86,14 +172,12 @@ def validate_method_config(name: str, config: Mapping[str, Any]) -> None:
         return
     check = builtin_config_validator(name)
     if check is None:
-        raise KeyError(f"unknown method '{name}'; known: {', '.join(known_method_names())}")
+        raise _unknown_method(name)
     check(config)
 
 
 def get_method(name: str, config: dict[str, Any] | None = None) -> Method:
     _import_builtins()
-    try:
-        cls = _METHODS[name]
-    except KeyError:
-        raise KeyError(f"unknown method '{name}'; known: {', '.join(sorted(_METHODS))}") from None
-    return cls(config)
+    if name not in _METHODS:
+        raise _unknown_method(name)
+    return _METHODS[name](config)

@@ -1,6 +1,7 @@
 """CLI: `python -m harness.reports {table1,transfer,scaling,sequential} ...`
 
-Every input is validated before anything is rendered or written (harness.reports.inputs).
+Every input is a job record (a JSON file, or a directory of them), read and typed once
+(harness.reports.inputs) and validated before anything is rendered or written.
 """
 
 from __future__ import annotations
@@ -9,15 +10,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.reports.inputs import InputError, ok_rows, read_runs_csv, require_ok_runs
-from harness.results.aggregate import aggregate
-from harness.results.store import RecordError, read_record
+from harness.reports.inputs import (InputError, describe, load_runs, ok_rows, record_paths,
+                                    require_ok_runs)
+from harness.results.store import RecordError, load_record
 
 EXIT_STATUS = """\
-exit status: 0 ok; 2 bad input: a malformed runs CSV, record or tuning file, reported on
-one line as `error: <file>: <what is wrong> (row N, column C)` before anything is rendered
-or written (row N counts data rows from 1; the line named with it is the file line, the
-header being line 1). A crash (a bug) prints a traceback."""
+exit status: 0 ok; 2 bad input: a malformed record (not valid against the record schema,
+a NaN or infinity, or a status-ok record without a measurement the output needs) or tuning
+file, reported on one line as `error: <file>: <what is wrong>` naming the field, before
+anything is rendered or written. A crash (a bug) prints a traceback."""
 
 
 def _write(path: Path, text: str) -> None:
@@ -28,11 +29,12 @@ def _write(path: Path, text: str) -> None:
 
 
 def cmd_table1(args: argparse.Namespace) -> int:
-    from harness.reports.table1 import TABLE1_RUNS, build_table1, table1_csv
+    from harness.reports.table1 import TABLE1_NEEDS, build_table1, table1_csv
 
-    runs = read_runs_csv(args.runs, TABLE1_RUNS)
-    require_ok_runs(runs, args.runs, "tabulate")
-    baselines = [b for b in args.gradient_baselines if b != "none"]
+    runs = load_runs(args.records, TABLE1_NEEDS)
+    require_ok_runs(runs, describe(args.records), "tabulate")
+    baselines = None if args.gradient_baselines is None else [
+        b for b in args.gradient_baselines if b != "none"]
     table = build_table1(runs, baselines, args.backbones, args.methods)
     out = Path(args.out)
     rendered = table.table()
@@ -44,12 +46,13 @@ def cmd_table1(args: argparse.Namespace) -> int:
 
 
 def cmd_transfer(args: argparse.Namespace) -> int:
-    from harness.reports.transfer import build_transfer, tuned_params
+    from harness.reports.transfer import build_transfer, transferred_method, tuned_params
 
-    runs = aggregate(args.records)
+    runs = load_runs(args.records)
     tuned = tuned_params(args.tuned)
-    if not (ok_rows(runs)["method"] == "timerome").any():
-        raise InputError(f"--records ({len(args.records)} files): no timerome run with "
+    method = transferred_method()
+    if not (ok_rows(runs)["method"] == method).any():
+        raise InputError(f"--records ({len(args.records)} files): no {method} run with "
                          "status ok: nothing to tabulate")
     table, summary = build_transfer(runs, args.source, tuned)
     out = Path(args.out)
@@ -61,10 +64,10 @@ def cmd_transfer(args: argparse.Namespace) -> int:
 
 
 def cmd_scaling(args: argparse.Namespace) -> int:
-    from harness.reports.figures import SCALING_RUNS, scaling_figures
+    from harness.reports.figures import SCALING_NEEDS, scaling_figures
 
-    runs = read_runs_csv(args.runs, SCALING_RUNS)
-    require_ok_runs(runs, args.runs, "plot")
+    runs = load_runs(args.records, SCALING_NEEDS)
+    require_ok_runs(runs, describe(args.records), "plot")
     for path in scaling_figures(runs, args.out):
         print(path)
     return 0
@@ -74,12 +77,15 @@ def cmd_sequential(args: argparse.Namespace) -> int:
     from harness.reports.figures import check_sequential, save, sequential_figure
 
     records = []
-    for p in args.records:
-        records.append(read_record(p))
+    for p in record_paths(args.records):
+        records.append(load_record(p))
         check_sequential(records[-1], str(p))
     for path in save(sequential_figure(records), args.out):
         print(path)
     return 0
+
+
+RECORDS_HELP = "record JSON files, or directories searched for them"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,26 +98,27 @@ def main(argv: list[str] | None = None) -> int:
         return sub.add_parser(name, help=help, description=help, epilog=EXIT_STATUS,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
 
-    t = add("table1", "Table 1 (.md, .tex, .csv) from a runs CSV")
-    t.add_argument("--runs", required=True)
+    t = add("table1", "Table 1 (.md, .tex, .csv) from job records")
+    t.add_argument("--records", nargs="+", required=True, help=RECORDS_HELP)
     t.add_argument("--out", required=True, help="output stem, e.g. reports/table1")
-    t.add_argument("--gradient-baselines", nargs="+",
-                   default=["gradient_ascent", "graddiff", "npo"])
+    t.add_argument("--gradient-baselines", nargs="+", default=None,
+                   help="methods the speedup is measured against ('none': no speedup); "
+                        "default: every registered method of kind gradient")
     t.add_argument("--backbones", nargs="*", default=None, help="row order of backbones")
     t.add_argument("--methods", nargs="*", default=None, help="row order of methods")
     t.set_defaults(func=cmd_table1)
     tr = add("transfer", "transfer table from timerome records")
-    tr.add_argument("--records", nargs="+", required=True)
+    tr.add_argument("--records", nargs="+", required=True, help=RECORDS_HELP)
     tr.add_argument("--out", required=True)
     tr.add_argument("--source", required=True, help="backbone the config was tuned on")
     tr.add_argument("--tuned", default=None, help="tuning output JSON")
     tr.set_defaults(func=cmd_transfer)
-    s = add("scaling", "scaling figures from a runs CSV")
-    s.add_argument("--runs", required=True)
+    s = add("scaling", "scaling figures from job records")
+    s.add_argument("--records", nargs="+", required=True, help=RECORDS_HELP)
     s.add_argument("--out", required=True, help="output directory")
     s.set_defaults(func=cmd_scaling)
     q = add("sequential", "sequential-insertion retain curve")
-    q.add_argument("--records", nargs="+", required=True)
+    q.add_argument("--records", nargs="+", required=True, help=RECORDS_HELP)
     q.add_argument("--out", required=True, help="output stem")
     q.set_defaults(func=cmd_sequential)
     args = p.parse_args(argv)

@@ -17,17 +17,15 @@ from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 
 import jsonschema
 
-from harness.reports.inputs import InputError, RunsSpec
-from harness.reports.table1 import FLAGS, LOGPS, NUMERIC
+from harness.reports.inputs import InputError, ok_rows
+from harness.reports.table1 import LOGPS
+from harness.results.record import Record
 
 MIB = 1024 * 1024
 
-# What `python -m harness.reports scaling` needs of its runs CSV (harness.reports.inputs).
-SCALING_RUNS = RunsSpec(required=("method", "n_facts", "wall_clock_s", "peak_mem_bytes",
-                                  "extra_mem_bytes", *LOGPS),
-                        keys=("backbone", "method"), numbers=NUMERIC,
-                        whole={"n_facts": 1, "seed": 0}, flags=FLAGS,
-                        ok_needs=(*LOGPS, "wall_clock_s"))
+# What a status-ok record must have to be plotted (harness.reports.inputs).
+SCALING_NEEDS = (*LOGPS, "wall_clock_s")
+PLOTTED = ("wall_clock_s", "peak_mem_bytes", "extra_mem_bytes", *LOGPS)
 
 
 def _plain_log_x(*axes: plt.Axes) -> None:
@@ -51,8 +49,9 @@ def save(fig: plt.Figure, stem: str | Path) -> list[Path]:
 
 
 def _ok(runs: pd.DataFrame) -> pd.DataFrame:
-    frame = runs[runs.get("status", pd.Series("ok", index=runs.index)).fillna("ok") == "ok"]
-    return frame.groupby(["method", "n_facts"], as_index=False).mean(numeric_only=True)
+    """Mean of the plotted measurements of the status-ok runs per (method, n_facts)."""
+    frame = ok_rows(runs).astype({name: float for name in PLOTTED})  # None -> NaN
+    return frame.groupby(["method", "n_facts"], as_index=False)[list(PLOTTED)].mean()
 
 
 def wallclock_figure(runs: pd.DataFrame) -> plt.Figure:
@@ -121,12 +120,12 @@ CURVE_SCHEMA = {
 }
 
 
-def check_sequential(record: dict, source: str) -> None:
+def check_sequential(record: Record, source: str) -> None:
     """InputError naming `source` unless `record` has a usable insertion curve (records are
-    read through harness.results.store, so the rest of it is schema-valid and finite)."""
-    if "curve" not in record:
+    read by harness.results.store.load_record, so the rest of it is schema-valid and finite)."""
+    if record.curve is None:
         raise InputError(f"{source}: no 'curve' (a sequential record has one)")
-    errors = sorted(jsonschema.Draft202012Validator(CURVE_SCHEMA).iter_errors(record["curve"]),
+    errors = sorted(jsonschema.Draft202012Validator(CURVE_SCHEMA).iter_errors(record.curve),
                     key=lambda e: list(e.path))
     if errors:
         where = "/".join(["curve", *(str(p) for p in errors[0].path)])
@@ -134,7 +133,7 @@ def check_sequential(record: dict, source: str) -> None:
                          f"{errors[0].message}")
 
 
-def sequential_figure(curves: Sequence[dict]) -> plt.Figure:
+def sequential_figure(curves: Sequence[Record]) -> plt.Figure:
     """`curves`: sequential records (each with a `curve` list of per-insertion points).
     Left: retain log-prob change (with the 1-nat budget); right: forget log-prob change
     of the facts inserted so far."""
@@ -142,8 +141,8 @@ def sequential_figure(curves: Sequence[dict]) -> plt.Figure:
 
     fig, (ax_r, ax_f) = plt.subplots(1, 2, figsize=(10, 4))
     for rec in curves:
-        points = pd.DataFrame(rec["curve"])
-        label = f"{rec['backbone']} (seed {rec['seed']})"
+        points = pd.DataFrame(rec.curve)
+        label = f"{rec.backbone} (seed {rec.seed})"
         ax_r.plot(points["n_inserted"], points["retain_delta"], marker=".", label=label)
         ax_f.plot(points["n_inserted"], points["forget_delta"], marker=".", label=label)
     ax_r.axhline(-1.0, color="grey", ls=":", lw=1, label="−1 nat budget")

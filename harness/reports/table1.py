@@ -14,10 +14,9 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
-from harness.reports.inputs import RunsSpec
+from harness.methods.registry import methods_of_kind
 from harness.reports.render import Table
 
-DEFAULT_GRADIENT_BASELINES = ("gradient_ascent", "graddiff", "npo")
 MIB = 1024 * 1024
 
 NUMERIC = ("forget_logp_before", "forget_logp_after", "retain_logp_before", "retain_logp_after",
@@ -26,11 +25,8 @@ NUMERIC = ("forget_logp_before", "forget_logp_after", "retain_logp_before", "ret
 FLAGS = ("converged", "collapsed")
 LOGPS = ("forget_logp_before", "forget_logp_after", "retain_logp_before", "retain_logp_after")
 
-# What `python -m harness.reports table1` needs of its runs CSV (harness.reports.inputs).
-TABLE1_RUNS = RunsSpec(required=("backbone", "method", "status", *FLAGS, *NUMERIC),
-                       keys=("backbone", "method"), numbers=NUMERIC,
-                       whole={"n_facts": 1, "seed": 0}, flags=FLAGS,
-                       ok_needs=(*LOGPS, "wall_clock_s"))
+# What a status-ok record must have to be a row of Table 1 (harness.reports.inputs).
+TABLE1_NEEDS = (*LOGPS, "wall_clock_s")
 
 
 @dataclass(frozen=True)
@@ -93,7 +89,7 @@ COLUMNS: tuple[Column, ...] = (
 class Table1:
     summary: pd.DataFrame  # one row per (backbone, method), numeric
     strongest: dict[str, str | None]  # backbone -> strongest converged gradient baseline
-    gradient_baselines: tuple[str, ...] = DEFAULT_GRADIENT_BASELINES
+    gradient_baselines: tuple[str, ...]
     notes: list[str] = field(default_factory=list)
 
     def table(self) -> Table:
@@ -121,40 +117,43 @@ class Table1:
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean over seeds per (backbone, method), in first-appearance order; adds deltas."""
-    frame = runs.copy()
-    if "status" in frame.columns:
-        frame = frame[frame["status"].fillna("ok") == "ok"].copy()
+    """Mean over seeds per (backbone, method) of the status-ok runs of a runs frame
+    (harness.results.aggregate.runs_frame), in first-appearance order; adds deltas.
+    A (backbone, method) converged when every seed did, collapsed when any seed did."""
+    frame = runs[runs["status"] == "ok"].copy()
     for col in NUMERIC:
-        if col not in frame.columns:
-            frame[col] = float("nan")
-        frame[col] = pd.to_numeric(frame[col], errors="coerce")
-    for col in ("converged", "collapsed"):
-        frame[col] = frame[col].map(_as_bool) if col in frame.columns else None
+        frame[col] = frame[col].astype(float)  # None (no value) -> NaN
+    for col in FLAGS:
+        frame[col] = frame[col].map(_flag_value)
     keys = ["backbone", "method"]
     order = frame[keys].drop_duplicates()
     numeric = frame.groupby(keys, sort=False)[list(NUMERIC)].mean()
     flags = frame.groupby(keys, sort=False).agg(
         converged=("converged", lambda s: bool(all(v is True for v in s))),
         collapsed=("collapsed", lambda s: bool(any(v is True for v in s))),
-        seeds=("seed", "nunique") if "seed" in frame.columns else ("method", "size"))
+        seeds=("seed", "nunique"))
     out = order.merge(numeric.reset_index(), on=keys).merge(flags.reset_index(), on=keys)
     out["forget_delta"] = out["forget_logp_after"] - out["forget_logp_before"]
     out["retain_delta"] = out["retain_logp_after"] - out["retain_logp_before"]
     return out.reset_index(drop=True)
 
 
-def _as_bool(value: object) -> bool | None:
-    """True / False / None (no value); any other value is an error, never read as False."""
-    if _missing(value) or value is pd.NA:
+def _flag_value(value: object) -> bool | None:
+    """A record flag as a Python bool, or None (no value). Records are schema-checked, so
+    anything else is a bug (TypeError), never read as False."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
-    if hasattr(value, "item") and not isinstance(value, str):
-        value = value.item()  # numpy bool
+    if hasattr(value, "item"):
+        value = value.item()  # numpy bool (a frame column with no missing value)
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    raise ValueError(f"not a true/false flag: {value!r}")
+    raise TypeError(f"not a record flag (true / false / null): {value!r}")
+
+
+def gradient_baselines(names: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The gradient (training-time) baselines: `names` as given, or every registered
+    method of kind "gradient" (harness.methods.registry) when None."""
+    return tuple(methods_of_kind("gradient")) if names is None else tuple(names)
 
 
 def strongest_baseline(rows: pd.DataFrame, gradient_baselines: Sequence[str]) -> pd.Series | None:
@@ -182,19 +181,21 @@ def order_rows(summary: pd.DataFrame, backbones: Sequence[str] | None,
 
 
 def build_table1(runs: pd.DataFrame,
-                 gradient_baselines: Sequence[str] = DEFAULT_GRADIENT_BASELINES,
+                 baselines: Sequence[str] | None = None,
                  backbones: Sequence[str] | None = None,
                  methods: Sequence[str] | None = None) -> Table1:
+    """Table 1 of `runs`; `baselines`: the gradient baselines (None: the registry's)."""
+    baselines = gradient_baselines(baselines)
     summary = order_rows(summarise(runs), backbones, methods)
     summary["speedup"] = float("nan")
     strongest: dict[str, str | None] = {}
     for backbone, rows in summary.groupby("backbone", sort=False):
-        best = strongest_baseline(rows, gradient_baselines)
+        best = strongest_baseline(rows, baselines)
         strongest[str(backbone)] = None if best is None else str(best["method"])
         if best is not None:
             idx = rows.index
             summary.loc[idx, "speedup"] = float(best["wall_clock_s"]) / summary.loc[idx, "wall_clock_s"]
-    return Table1(summary, strongest, tuple(gradient_baselines), notes=excluded_run_notes(runs))
+    return Table1(summary, strongest, baselines, notes=excluded_run_notes(runs))
 
 
 def excluded_run_notes(runs: pd.DataFrame) -> list[str]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.methods.registry import tuned_methods
 from harness.reports.inputs import InputError
 from harness.reports.render import Table
 from harness.reports.table1 import _mib, _num, summarise
@@ -41,8 +42,15 @@ def tuned_params(path: str | None) -> dict:
     return dict(params)
 
 
+def transferred_method() -> str:
+    """The method whose tuned point transfers across backbones: the registry's one method
+    with tunable keys (TimeROME-DLM)."""
+    (method,) = tuned_methods()
+    return method
+
+
 def build_transfer(runs: pd.DataFrame, source: str, tuned: dict) -> tuple[Table, pd.DataFrame]:
-    summary = summarise(runs[runs["method"] == "timerome"])
+    summary = summarise(runs[runs["method"] == transferred_method()])
     fmt2, fmt3 = _num(2), _num(3)
     rows = []
     for rec in summary.to_dict("records"):

@@ -1,4 +1,5 @@
-"""One JSON record per job: validated against `record.schema.json`, written atomically.
+"""One JSON record per job: validated against `record.schema.json`, written atomically,
+read back as a typed `Record` (`load_record`).
 
 A record is written to a temporary file in the destination directory, flushed and fsynced,
 then `os.replace`d onto its final name: a job killed at any point leaves either no record
@@ -18,6 +19,7 @@ from typing import Any, Mapping
 
 import jsonschema
 from harness.atomic import also_at, non_finite_paths, write_json_atomic
+from harness.results.record import Record
 
 SCHEMA_FILE = Path(__file__).with_name("record.schema.json")
 
@@ -80,3 +82,9 @@ def read_record(path: str | os.PathLike) -> dict[str, Any]:
         raise RecordError(f"{p}: not valid JSON ({exc})") from None
     validate_record(record, p)
     return record
+
+
+def load_record(path: str | os.PathLike) -> Record:
+    """The record at `path`, read and validated (read_record), as a typed `Record`: the one
+    way the reports and the regression check read results."""
+    return Record.from_dict(read_record(path))

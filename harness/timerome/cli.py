@@ -1,9 +1,14 @@
 """Command line: `python -m harness.timerome {forget,tune,figure,apply} ...`.
 
 forget: trace + edit the facts of a JSON-lines file, save the memory (safetensors) and a
-        JSON report next to it (`<out>.report.json`).
+        JSON report next to it (`<out>.report.json`). The retain statistics of the edit
+        (key covariance, gate) come from `--retain` (JSON lines).
 tune:   grid search on the validation split of a TOFU-format directory; writes the chosen
-        point and the whole grid as JSON.
+        point and the whole grid as JSON. The retain statistics come from `--calibration-n`
+        retain facts held out of the `--retain-n` scored ones.
+
+The method's settings are TimeROMEConfig's defaults (harness/methods/defaults/timerome.yaml:
+the variant Table 1 runs), then a `--tuned` result's chosen point, then the flags given.
 figure: trace facts with the "window" positions and draw the TIE heatmaps.
 apply:  load a backbone, apply a saved edit memory and print (and optionally write) the
         full_mask log-probability of every fact's answer and their mean (`--compare` adds
@@ -40,7 +45,7 @@ from harness.backbones.snapshot import SnapshotError, SnapshotInfo, fingerprint,
 from harness.data.errors import DataError
 from harness.data.fact import Fact, SubjectSource
 from harness.diffusion.batching import InputTooLong
-from harness.timerome.config import TimeROMEConfig
+from harness.timerome.config import POSITION_MODES, PRECONDITIONS, TARGETS, TimeROMEConfig
 from harness.timerome.facts_io import read_facts
 from harness.timerome.memory import IdentityMismatch
 
@@ -133,6 +138,15 @@ def backbone_spec(args: argparse.Namespace,
                         options=dict(options))
 
 
+# TimeROMEConfig keys that have a flag of the same name (forget, tune, figure).
+CONFIG_FLAGS = ("alpha", "lam", "q", "seed", "target", "precondition", "gate", "positions")
+
+
+def needs_retain(config: TimeROMEConfig) -> bool:
+    """The edit needs retain facts: retain-covariance preconditioning or the key gate."""
+    return config.precondition == "retain_cov" or config.gate
+
+
 def timerome_config(args: argparse.Namespace) -> TimeROMEConfig:
     config = TimeROMEConfig()
     tuned = getattr(args, "tuned", None)
@@ -145,12 +159,22 @@ def timerome_config(args: argparse.Namespace) -> TimeROMEConfig:
             config = read_tuned_config(tuned)
         except (ValueError, KeyError, TypeError) as exc:
             raise UsageError(f"--tuned {tuned}: not a tuning result ({exc})") from None
-    overrides = {k: getattr(args, k) for k in ("alpha", "lam", "q", "seed", "target")
-                 if getattr(args, k, None) is not None}
+    overrides = {k: getattr(args, k) for k in CONFIG_FLAGS if getattr(args, k, None) is not None}
     try:
         return config.with_overrides(**overrides)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def retain_facts(path: Path | None, config: TimeROMEConfig) -> list[Fact]:
+    """The facts of `--retain` when the edit uses retain statistics (else none)."""
+    if not needs_retain(config):
+        return []
+    if path is None:
+        raise UsageError("--retain FILE is needed: the edit uses retain facts (precondition "
+                         f"'{config.precondition}', gate {str(config.gate).lower()}); "
+                         "or pass --precondition none --no-gate")
+    return read_any_facts(path)
 
 
 def output_path(path: Path, flag: str = "--out") -> Path:
@@ -208,8 +232,10 @@ def cmd_forget(args: argparse.Namespace) -> int:
     config = timerome_config(args)
     out = output_path(args.out)
     checkpoint_info(args.backbone_dir)
-    backbone = _load(backbone_spec(args))
-    editor = TimeROMEEditor(backbone, config)
+    spec = backbone_spec(args)
+    retain = retain_facts(args.retain, config)
+    backbone = _load(spec)
+    editor = TimeROMEEditor(backbone, config, retain=retain)
     _, report = editor.edit(facts)
     editor.memory.save(out)
     report_path = Path(str(out) + ".report.json")
@@ -230,11 +256,20 @@ def cmd_tune(args: argparse.Namespace) -> int:
     out = output_path(args.out)
     corpus = load_corpus(args.tofu_dir, ["validation", args.retain_split])
     validation = corpus["validation"]
-    retain = retain_sample(corpus[args.retain_split], args.retain_n,
-                           {f.author_id for f in validation}, phase=0)
+    authors = {f.author_id for f in validation}
+    retain = retain_sample(corpus[args.retain_split], args.retain_n, authors, phase=0)
+    calibration = None  # the edit's retain statistics: held-out facts, as the tune job's
+    if needs_retain(config):
+        if args.calibration_n is None:
+            raise UsageError("--calibration-n N is needed: the edit uses retain statistics "
+                             f"(precondition '{config.precondition}', gate "
+                             f"{str(config.gate).lower()}) from retain facts held out of the "
+                             "scored ones; or pass --precondition none --no-gate")
+        calibration = retain_sample(corpus[args.retain_split], args.calibration_n, authors,
+                                    exclude=retain)
     checkpoint_info(args.backbone_dir)
     backbone = _load(backbone_spec(args))
-    result = tune(backbone, validation, retain, config)
+    result = tune(backbone, validation, retain, config, calibration=calibration)
     write_tuning(result, out)
     print(json.dumps({"out": str(out), "chosen": result.to_dict()["chosen"],
                       "seconds": result.seconds, "grid_edge": result.grid_edge}))
@@ -260,7 +295,7 @@ def cmd_figure(args: argparse.Namespace) -> int:
 
 def cmd_apply(args: argparse.Namespace) -> int:
     from harness.diffusion.sampling import sample_answers
-    from harness.diffusion.scoring import score_facts
+    from harness.evaluation.answer_logprob import score_facts
     from harness.timerome.memory import EditMemory
 
     facts = read_any_facts(args.facts)
@@ -307,7 +342,10 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m harness.timerome")
+    parser = argparse.ArgumentParser(
+        prog="python -m harness.timerome",
+        description="TimeROME-DLM. Defaults: harness/methods/defaults/timerome.yaml, the "
+                    "variant Table 1 runs; --tuned and the flags override them.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def backbone_args(p: argparse.ArgumentParser) -> None:
@@ -327,17 +365,30 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--lam", type=finite_float)
         p.add_argument("--q", type=finite_float)
         p.add_argument("--seed", type=int)
-        p.add_argument("--target", choices=("corrupt", "suppress"))
+        p.add_argument("--target", choices=TARGETS)
+        p.add_argument("--precondition", choices=PRECONDITIONS)
+        p.add_argument("--gate", action=argparse.BooleanOptionalAction, default=None,
+                       help="the per-fact key gate (--no-gate: off)")
+        p.add_argument("--positions", choices=POSITION_MODES,
+                       help="candidate positions of tracing (figure: always window)")
 
     forget = sub.add_parser("forget", help="edit facts and save the memory")
     common(forget)
     forget.add_argument("--facts", required=True, type=Path)
     forget.add_argument("--out", required=True, type=Path)
+    forget.add_argument("--retain", type=Path,
+                        help="JSON lines of retain facts (question, answer) for the edit's "
+                             "retain statistics (needed unless --precondition none --no-gate)")
     tune_p = sub.add_parser("tune", help="grid search on the validation split")
     common(tune_p)
     tune_p.add_argument("--tofu-dir", required=True, type=Path)
     tune_p.add_argument("--retain-split", default="retain99")
-    tune_p.add_argument("--retain-n", type=positive_int, default=40)
+    tune_p.add_argument("--retain-n", type=positive_int, default=40,
+                        help="retain facts whose log-prob drop must stay under the bar")
+    tune_p.add_argument("--calibration-n", type=positive_int,
+                        help="further retain facts (disjoint) for the edit's retain covariance "
+                             "and gate (needed unless --precondition none --no-gate; the "
+                             "workflow uses data.retain_train_size)")
     tune_p.add_argument("--out", required=True, type=Path)
     fig = sub.add_parser("figure", help="TIE heatmaps (PNG + PDF)")
     common(fig)

@@ -9,15 +9,20 @@ from numbers import Integral, Real
 from typing import Any, Mapping
 
 from harness.methods.base import MethodConfigError
+from harness.methods.defaults import method_defaults
 
 TARGETS = ("corrupt", "suppress")
 PRECONDITIONS = ("none", "retain_cov")
 POSITION_MODES = ("last_subject", "subject", "window")
 
 
+_DEFAULTS = method_defaults("timerome")  # harness/methods/defaults/timerome.yaml
+
+
 @dataclass(frozen=True)
 class TimeROMEConfig:
-    """Hyper-parameters of tracing, the memory solve and the hook.
+    """Hyper-parameters of tracing, the memory solve and the hook. The defaults are
+    harness/methods/defaults/timerome.yaml, the variant Table 1 runs.
 
     alpha: hook scale; lam: ridge lambda; q: kept fraction of each fact's contribution.
     times: the denoising grid T; noise_samples: N corrupted runs per level;
@@ -25,34 +30,32 @@ class TimeROMEConfig:
     target: "corrupt" | "suppress" (target deltas); precondition: "none" | "retain_cov".
     gate: per-fact cosine gate calibrated at `gate_quantile` of retain key similarities
       (fact f's update applies where cos(h, k_f) exceeds that quantile of cos(h_retain, k_f);
-      1.0 = above every retain state seen in calibration. Measured on the embedded default
-      model: 0.99 lets the leaks of many facts add up (no utility-safe point at all on the
-      validation grid); 1.0 with 400 held-out calibration facts gave a safe forget drop of
-      18.1 nats at 0.74 retain drop).
+      1.0 = above every retain state seen in calibration; measured:
+      docs/measurements/timerome_variant.md).
     positions: candidate positions ("last_subject", "subject" = all subject tokens,
     "window" = subject tokens plus `window` tokens before/after the subject end, for the
     figure; the chosen coordinate is always a subject token).
     flag_threshold: a fact whose max TIE is below this (nats) is flagged, not edited.
     """
 
-    alpha: float = 4.0
-    lam: float = 1.0
-    q: float = 1.0
-    times: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
-    noise_samples: int = 4
-    noise_multiplier: float = 3.0
-    target: str = "corrupt"
-    precondition: str = "none"
-    gate: bool = False
-    gate_quantile: float = 1.0
-    positions: str = "last_subject"
-    window: tuple[int, int] = (4, 4)
-    flag_threshold: float = 1e-3
-    edit_flagged: bool = False
-    trace_batch_rows: int = 128
-    fact_batch: int = 8
-    cov_shrinkage: float = 1e-2
-    seed: int = 0
+    alpha: float = _DEFAULTS["alpha"]
+    lam: float = _DEFAULTS["lam"]
+    q: float = _DEFAULTS["q"]
+    times: tuple[float, ...] = tuple(_DEFAULTS["times"])
+    noise_samples: int = _DEFAULTS["noise_samples"]
+    noise_multiplier: float = _DEFAULTS["noise_multiplier"]
+    target: str = _DEFAULTS["target"]
+    precondition: str = _DEFAULTS["precondition"]
+    gate: bool = _DEFAULTS["gate"]
+    gate_quantile: float = _DEFAULTS["gate_quantile"]
+    positions: str = _DEFAULTS["positions"]
+    window: tuple[int, int] = tuple(_DEFAULTS["window"])
+    flag_threshold: float = _DEFAULTS["flag_threshold"]
+    edit_flagged: bool = _DEFAULTS["edit_flagged"]
+    trace_batch_rows: int = _DEFAULTS["trace_batch_rows"]
+    fact_batch: int = _DEFAULTS["fact_batch"]
+    cov_shrinkage: float = _DEFAULTS["cov_shrinkage"]
+    seed: int = _DEFAULTS["seed"]
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -144,6 +147,11 @@ class TimeROMEConfig:
 
     def with_overrides(self, **overrides: Any) -> "TimeROMEConfig":
         return type(self).from_dict({**self.to_dict(), **overrides})
+
+
+if set(_DEFAULTS) != {f.name for f in fields(TimeROMEConfig)}:
+    raise ValueError("harness/methods/defaults/timerome.yaml and TimeROMEConfig name different "
+                     f"keys: {sorted(set(_DEFAULTS) ^ {f.name for f in fields(TimeROMEConfig)})}")
 
 
 def validate_config(data: Mapping[str, Any]) -> None:

@@ -36,9 +36,8 @@ def _save(fig, path: Path) -> None:
         fig.savefig(tmp, dpi=150, bbox_inches="tight")
 
 
-def tie_figure(trace: TraceResult, out_prefix: str | Path, title: str = "",
-               caption: str = "") -> list[Path]:
-    """Write `<out_prefix>.png` and `.pdf`; returns both paths. `caption` (e.g. the
+def tie_plot(trace: TraceResult, title: str = "", caption: str = "") -> plt.Figure:
+    """The two panels as a matplotlib Figure (the caller closes it). `caption` (e.g. the
     summary numbers of `harness.jobs.tie.figure_caption`) is drawn under the panels."""
     by_level = ie_by_level(trace).numpy()
     by_pos = tie_by_position(trace).numpy()
@@ -64,6 +63,13 @@ def tie_figure(trace: TraceResult, out_prefix: str | Path, title: str = "",
         fig.suptitle(title)
     if caption:
         fig.supxlabel(caption, fontsize=9)
+    return fig
+
+
+def tie_figure(trace: TraceResult, out_prefix: str | Path, title: str = "",
+               caption: str = "") -> list[Path]:
+    """Write `tie_plot` as `<out_prefix>.png` and `.pdf`; returns both paths."""
+    fig = tie_plot(trace, title, caption)
     prefix = Path(out_prefix)
     paths = [prefix.with_suffix(".png"), prefix.with_suffix(".pdf")]
     try:

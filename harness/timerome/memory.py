@@ -41,6 +41,7 @@ from torch import nn
 from harness.artefacts import CONTENT_DIFFERS, DamagedArtefact
 from harness.atomic import atomic_file
 from harness.backbones.base import Backbone
+from harness.hooks import install_forward_hook
 from harness.timerome.config import TimeROMEConfig
 from harness.timerome.retain_stats import gate_threshold
 from harness.timerome.solve import (RidgeFactors, empty_factors, insert_columns, solve_full,
@@ -227,7 +228,7 @@ class EditMemory:
             if layer not in self._compiled:
                 return None
             return self.apply(layer, inputs[0], output)
-        self._handles[layer] = module.register_forward_hook(hook)
+        self._handles[layer] = install_forward_hook(module, hook)
 
     def hook_path(self, layer: int) -> str:
         """How the hook of `layer` computes its update: "fused" (folded into the layer's

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from harness.methods.base import EditRequest, Method, MethodOutcome
-from harness.methods.registry import register_method
+from harness.methods.registry import MethodInfo, register_method
 from harness.timerome.config import TimeROMEConfig
 from harness.timerome.editor import TimeROMEEditor
 
@@ -12,6 +12,9 @@ from harness.timerome.editor import TimeROMEEditor
 class TimeROMEMethod(Method):
     """Training-free: trace, solve in closed form, hook. `request.retain` feeds the
     optional retain covariance / key gate; `request.seed` overrides the config seed."""
+
+    info = MethodInfo("timerome", "inference_time", tunable_keys=("alpha", "lam", "q"),
+                      needs_retain=True)
 
     def timerome_config(self, seed: int | None = None) -> TimeROMEConfig:
         data = dict(self.config)

@@ -15,6 +15,8 @@ import torch
 from harness.backbones.base import Backbone
 from harness.data.fact import Fact
 from harness.diffusion.batching import batches, encode_facts
+from harness.hooks import capture_inputs
+from harness.key_covariance import KeySecondMoment
 
 
 def retain_keys(backbone: Backbone, facts: Sequence[Fact], layers: Sequence[int],
@@ -31,39 +33,36 @@ def retain_keys(backbone: Backbone, facts: Sequence[Fact], layers: Sequence[int]
     total = sum(int((b.prompt_lengths + b.answer_lengths).sum()) for _, b in plan)
     wanted = torch.arange(total) if total <= max_rows else \
         torch.linspace(0, total - 1, max_rows).long().unique()
-    got: dict[int, list[torch.Tensor]] = {l: [] for l in layers}
     current: dict[str, torch.Tensor] = {}
-    handles = []
-    for layer in layers:
-        def hook(module, inputs, output, layer=layer):
-            got[layer].append(inputs[0][current["keep"]][current["pick"]].float().cpu())
-        handles.append(backbone.mlp_out_proj(layer).register_forward_hook(hook))
+
+    def kept_rows(inputs: torch.Tensor) -> torch.Tensor:
+        return inputs[current["keep"]][current["pick"]].float().cpu()
+
     seen = 0
-    try:
-        with torch.inference_mode():
-            for _, batch in plan:
-                ids = batch.input_ids.masked_fill(batch.answer_mask, backbone.mask_token_id)
-                width = ids.shape[1]
-                lengths = batch.prompt_lengths + batch.answer_lengths
-                n = int(lengths.sum())
-                current["keep"] = (torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)
-                                   ).to(backbone.device)
-                inside = wanted[(wanted >= seen) & (wanted < seen + n)] - seen
-                current["pick"] = inside.to(backbone.device)
-                seen += n
-                if inside.numel():
-                    backbone.logits(ids.to(backbone.device))
-    finally:
-        for handle in handles:
-            handle.remove()
+    modules = {layer: backbone.mlp_out_proj(layer) for layer in layers}
+    with capture_inputs(modules, kept_rows) as got, torch.inference_mode():
+        for _, batch in plan:
+            ids = batch.input_ids.masked_fill(batch.answer_mask, backbone.mask_token_id)
+            width = ids.shape[1]
+            lengths = batch.prompt_lengths + batch.answer_lengths
+            n = int(lengths.sum())
+            current["keep"] = (torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)
+                               ).to(backbone.device)
+            inside = wanted[(wanted >= seen) & (wanted < seen + n)] - seen
+            current["pick"] = inside.to(backbone.device)
+            seen += n
+            if inside.numel():
+                backbone.logits(ids.to(backbone.device))
     return {layer: torch.cat(parts) for layer, parts in got.items()}
 
 
 def inverse_covariance(keys: torch.Tensor, shrinkage: float) -> torch.Tensor:
     """M = C^-1 with C = (H^T H / N) / (tr/d) + shrinkage I: the uncentred key covariance
-    normalised to mean eigenvalue 1 (so lambda keeps its scale), shrunk toward I."""
-    h = keys.to(torch.float64)
-    cov = h.T @ h / max(1, h.shape[0])
+    (`harness.key_covariance`, all rows in one sum) normalised to mean eigenvalue 1 (so
+    lambda keeps its scale), shrunk toward I."""
+    moment = KeySecondMoment()
+    moment.add(keys)
+    cov = moment.value()
     cov = cov / (torch.diagonal(cov).mean().clamp(min=1e-12))
     cov = cov + shrinkage * torch.eye(cov.shape[0], dtype=torch.float64)
     return torch.cholesky_inverse(torch.linalg.cholesky(cov))

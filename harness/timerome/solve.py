@@ -8,7 +8,9 @@ C^-1 for `precondition: retain_cov`):
 so that the edit W = A B^T. With M = I this is the ridge solution
 W = D K^T (K K^T + lambda I)^-1 in its dual form; with M = C^-1 it equals MEMIT's
 preconditioned solution W = D K^T (K K^T + lambda C)^-1 (push-through identity with
-K~ = C^-1/2 K). Inserting new keys updates G^-1 and A by the block inverse (Schur
+K~ = C^-1/2 K). C is the retain-key second moment of `harness.key_covariance`, the
+estimator MEMIT uses too (TimeROME normalises and shrinks it first:
+`retain_stats.inverse_covariance`). Inserting new keys updates G^-1 and A by the block inverse (Schur
 complement): O(n^2 + n d) per key, no re-solve.
 """
 

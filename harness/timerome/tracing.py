@@ -27,6 +27,7 @@ from harness.backbones.base import Backbone
 from harness.data.fact import Fact
 from harness.diffusion.batching import EncodedFact, QABatch, batches, encode_facts
 from harness.diffusion.seeding import fact_generator
+from harness.hooks import forward_hooks
 from harness.timerome.config import TimeROMEConfig
 from harness.timerome.levels import mask_at_level, reveal_orders, time_weights
 
@@ -185,7 +186,6 @@ class _HookState:
 
 @contextmanager
 def _tracing_hooks(backbone: Backbone, state: _HookState) -> Iterator[None]:
-    handles = []
 
     def embed_hook(module, inputs, output):
         if state.mode == "rows" and state.noise_rows is not None:
@@ -215,14 +215,11 @@ def _tracing_hooks(backbone: Backbone, state: _HookState) -> Iterator[None]:
             return None
         return hook
 
-    try:
-        handles.append(backbone.input_embeddings().register_forward_hook(embed_hook))
-        for layer in range(backbone.num_layers):
-            handles.append(backbone.mlp_out_proj(layer).register_forward_hook(make_mlp_hook(layer)))
+    hooks = [(backbone.input_embeddings(), embed_hook)]
+    hooks += [(backbone.mlp_out_proj(layer), make_mlp_hook(layer))
+              for layer in range(backbone.num_layers)]
+    with forward_hooks(hooks):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 # ----------------------------------------------------------------------------- tracing

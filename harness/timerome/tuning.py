@@ -12,12 +12,12 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from harness.backbones.base import Backbone
 from harness.data.fact import Fact
 from harness.diffusion.batching import encode_facts
-from harness.diffusion.scoring import score_facts
+from harness.evaluation.answer_logprob import score_facts
 from harness.timerome.config import TimeROMEConfig
 from harness.timerome.editor import TimeROMEEditor
 from harness.atomic import write_json_atomic
@@ -28,9 +28,22 @@ ESTIMATOR = "full_mask"
 
 @dataclass(frozen=True)
 class TuningGrid:
+    """The grid searched; its defaults are the one statement of the default grid (config
+    `tuning.grid` and `python -m harness.timerome tune` fall back to them)."""
+
     alphas: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0)
     lams: tuple[float, ...] = (0.1, 1.0, 10.0)
     qs: tuple[float, ...] = (0.25, 0.5, 1.0)
+
+    @classmethod
+    def from_config(cls, grid: Mapping[str, Sequence[float]]) -> "TuningGrid":
+        """From config `tuning.grid` ({alpha, lam, q}: lists); a key left out: the default."""
+        names = {"alpha": "alphas", "lam": "lams", "q": "qs"}
+        unknown = sorted(set(grid) - set(names))
+        if unknown:
+            raise ValueError(f"tuning grid: unknown key(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(names)}")
+        return cls(**{names[k]: tuple(values) for k, values in grid.items()})
 
 
 @dataclass
@@ -185,13 +198,39 @@ def write_tuning(result: TuningResult, path: str | Path) -> Path:
     return write_json_atomic(path, result.to_dict())
 
 
+def read_chosen(path: str | Path) -> dict[str, Any] | None:
+    """The chosen grid point of a saved tuning ({alpha, lam, q, forget_drop, ...}), or None
+    when the tuning found no utility-safe point (a fallback record)."""
+    import json
+
+    chosen = json.loads(Path(path).read_text()).get("chosen")
+    if chosen is not None and not isinstance(chosen, dict):
+        raise ValueError(f"{path}: 'chosen' is not an object")
+    return chosen
+
+
+def apply_tuning(method_config: dict[str, Any], tuned_path: str | None,
+                 keys: Sequence[str]) -> tuple[dict[str, Any], str | None]:
+    """(`method_config` with the tuning record's chosen values of `keys` on top, a note).
+
+    No record (`tuned_path` None): the config as it is. A record without a chosen point:
+    the config untuned, and a note saying so (it goes into the job's record)."""
+    if not tuned_path:
+        return dict(method_config), None
+    chosen = read_chosen(tuned_path)
+    if chosen is None:
+        return dict(method_config), (f"{tuned_path}: tuning found no utility-safe point; "
+                                     "config untuned")
+    return {**method_config, **{k: chosen[k] for k in keys if k in chosen}}, None
+
+
 def read_tuned_config(path: str | Path, base: TimeROMEConfig | None = None) -> TimeROMEConfig:
     """The config at a saved tuning's chosen point (on top of `base` if given)."""
     import json
 
-    data = json.loads(Path(path).read_text())
-    chosen = data.get("chosen")
+    chosen = read_chosen(path)
     if chosen is None:
         raise ValueError(f"{path}: tuning found no utility-safe operating point")
-    start = base if base is not None else TimeROMEConfig.from_dict(data["base_config"])
+    start = base if base is not None else TimeROMEConfig.from_dict(
+        json.loads(Path(path).read_text())["base_config"])
     return start.with_overrides(alpha=chosen["alpha"], lam=chosen["lam"], q=chosen["q"])

@@ -195,7 +195,8 @@ def memory_file(saved, tmp_path):
     backbone = load(LLADA, saved / "single")
     proj = backbone.mlp_out_proj(1)
     gen = torch.Generator().manual_seed(0)
-    memory = EditMemory(TimeROMEConfig(), backbone.identity())
+    # the plain memory: no retain covariance or gate statistics to save
+    memory = EditMemory(TimeROMEConfig(precondition="none", gate=False), backbone.identity())
     memory.insert(1, torch.randn((2, proj.in_features), generator=gen),
                   torch.randn((2, proj.out_features), generator=gen), ["a", "b"])
     return memory.save(tmp_path / "memory.safetensors"), backbone

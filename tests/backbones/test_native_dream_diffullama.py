@@ -8,7 +8,6 @@ import copy
 import pytest
 import torch
 
-from harness.backbones.bidirectional import is_bidirectional
 from harness.backbones.models.diffullama import DIFFULLAMA_FAMILY
 from harness.backbones.models.dream import DREAM_FAMILY
 from harness.backbones.models.family import TinyDims, TokenIds, UnsupportedConfig
@@ -70,7 +69,9 @@ def expected_keys(name, n_layers):
 def test_state_dict_keys_are_upstream_names(name):
     _, cfg, model = tiny(name)
     assert sorted(model.state_dict()) == expected_keys(name, DIMS.n_layers)
-    assert model.config.is_causal is False and is_bidirectional(model)
+    assert model.config.is_causal is False
+    flags = [m.is_causal for m in model.modules() if isinstance(getattr(m, "is_causal", None), bool)]
+    assert flags and not any(flags)  # every attention module non-causal
 
 
 @pytest.mark.parametrize("name", FAMILIES)

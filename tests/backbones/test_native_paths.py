@@ -16,7 +16,7 @@ from harness.backbones.models.family import UnsupportedConfig
 from harness.backbones.snapshot import INDEX_FILE, SnapshotError
 from harness.data.fact import Fact, SubjectSource
 from harness.diffusion.sampling import sample_answers
-from harness.diffusion.scoring import score_facts
+from harness.evaluation.answer_logprob import score_facts
 from harness.methods import get_method
 from harness.methods.base import EditRequest
 from harness.timerome.config import TimeROMEConfig
@@ -28,7 +28,8 @@ FORGET = [Fact("Where was Zarvo Keth born?", "Zarvo Keth was born in Brimholt.",
           Fact("Which award did Oswin Tarr win?", "Oswin Tarr won the Grey Quill Prize.",
                "Oswin Tarr", SubjectSource.GIVEN, 1, "forget01", 1)]
 EDIT = {"alpha": 50.0, "lam": 0.1, "times": [1.0], "noise_samples": 1, "target": "suppress",
-        "flag_threshold": 0.0, "edit_flagged": True}
+        "flag_threshold": 0.0, "edit_flagged": True,
+        "precondition": "none", "gate": False, "positions": "last_subject"}  # no retain facts
 
 
 @dataclass(frozen=True)

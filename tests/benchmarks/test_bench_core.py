@@ -11,7 +11,7 @@ import torch
 from harness.diffusion.batching import collate, encode_facts
 from harness.diffusion.loss import sft_loss
 from harness.diffusion.sampling import generate
-from harness.diffusion.scoring import score_facts
+from harness.evaluation.answer_logprob import score_facts
 
 
 def test_bench_full_mask_scoring(benchmark, random_backbone, tiny_corpus):

@@ -14,7 +14,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "harness"))
 
-from harness_records import make_record  # noqa: E402  (tests/harness/harness_records.py)
+from harness_records import make_record, typed  # noqa: E402  (tests/harness/harness_records.py)
 
 from harness.measure import Measurer  # noqa: E402
 from harness.reports.table1 import build_table1  # noqa: E402
@@ -43,7 +43,7 @@ def test_bench_aggregate_36_records(benchmark, tmp_path):
 
 
 def test_bench_build_table1(benchmark):
-    frame = runs_frame(many_records())
+    frame = runs_frame(typed(many_records()))
     table = benchmark(lambda: build_table1(frame).table().markdown())
     assert table.count("\n| bb") == 36
 

@@ -25,7 +25,7 @@ from harness.backbones.base import BackboneSpec
 from harness.backbones.registry import adapter_class
 from harness.data import load_corpus, write_synthetic
 from harness.diffusion.batching import collate, encode_facts
-from harness.diffusion.scoring import score_facts
+from harness.evaluation.answer_logprob import score_facts
 from harness.timerome.config import TimeROMEConfig
 from harness.timerome.memory import EditMemory
 from harness.timerome.retain_stats import retain_keys
@@ -77,8 +77,9 @@ def test_bench_plain_inference_same_shape(benchmark, bench_setup):
 
 
 HOOK_PATHS = {"none": None,
-              "linear": TimeROMEConfig(alpha=1.0),  # the method's default: no gate, W = A B^T
-              "gated": TimeROMEConfig(alpha=1.0, gate=True)}  # the project's default gate
+              # random keys, no retain covariance: identity metric on both paths
+              "linear": TimeROMEConfig(alpha=1.0, precondition="none", gate=False),  # W = A B^T
+              "gated": TimeROMEConfig(alpha=1.0, precondition="none", gate=True)}  # per-fact gate
 
 
 @pytest.fixture(scope="module")

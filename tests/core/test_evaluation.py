@@ -9,17 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from harness.evaluation import (
+from harness.evaluation.forget_quality import forget_quality
+from harness.evaluation.model_utility import (
     UtilityComponents,
-    forget_quality,
     forget_truth_ratio_stat,
     harmonic_utility,
     model_utility,
     retain_truth_ratio_stat,
-    rouge_l_recall,
-    truth_ratio_from_logprobs,
-    truth_ratios,
 )
+from harness.evaluation.rouge import rouge_l_recall
+from harness.evaluation.truth_ratio import truth_ratio_from_logprobs, truth_ratios
 
 
 def test_rouge_l_recall_on_known_strings():

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from harness.backbones import BackboneSpec, load_backbone
-from harness.diffusion.scoring import score_facts
+from harness.evaluation.answer_logprob import score_facts
 from harness.finetune import FinetuneConfig, REPORT_FILE, lr_factor, training_facts
 
 EXCLUDED = "forget10"  # conftest.RETAIN_EXCLUDED_SPLIT

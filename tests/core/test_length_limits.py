@@ -15,7 +15,7 @@ from harness.backbones.registry import adapter_class
 from harness.data.fact import Fact, SubjectSource
 from harness.diffusion.batching import InputTooLong, encode_fact
 from harness.diffusion.sampling import DEFAULT_EXTRA_TOKENS, sample_answers
-from harness.diffusion.scoring import score_facts
+from harness.evaluation.answer_logprob import score_facts
 
 TEXTS = ["Where was Zarvo Keth born? Zarvo Keth was born in Brimholt.",
          "Which award did Oswin Tarr win? Oswin Tarr won the Grey Quill Prize."] * 4

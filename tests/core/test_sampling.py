@@ -58,7 +58,7 @@ def test_generation_rejects_too_few_steps_for_the_blocks(random_backbone, tiny_c
 
 
 def test_finetuned_model_reproduces_its_training_answers(finetuned_backbone, tiny_corpus):
-    from harness.evaluation import rouge_l_recall
+    from harness.evaluation.rouge import rouge_l_recall
 
     facts = tiny_corpus["full"][:16]
     texts = generate(finetuned_backbone, facts)

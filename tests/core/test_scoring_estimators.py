@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import torch
 
-from harness.diffusion.scoring import score_facts
+from harness.evaluation.answer_logprob import score_facts
 
 
 def _one_token_answer(backbone) -> str:

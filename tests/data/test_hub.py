@@ -1,5 +1,6 @@
 """Hub loader: datasets.load_dataset is monkeypatched (no network)."""
 
+import json
 import subprocess
 import sys
 
@@ -95,7 +96,8 @@ def test_fetch_tofu_refuses_configs_tofu_lacks(fake_hub, tmp_path, capsys):
     from harness.jobs import fetch_tofu
 
     calls, _ = fake_hub
-    assert fetch_tofu.main(["--out", str(tmp_path), "--splits", "full", "validation"]) == 2
+    job = {"out": str(tmp_path), "splits": ["full", "validation"]}
+    assert fetch_tofu.main(["--job", json.dumps(job)]) == 2
     assert "no config(s) validation" in capsys.readouterr().err
     assert calls == [] and not list(tmp_path.iterdir())
 

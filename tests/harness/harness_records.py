@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
+
+from harness.results.record import Record
 
 FINGERPRINT = {"device": "cpu", "device_name": "Test CPU", "device_class": "cpu",
                "driver": None, "torch": "2.x", "transformers": "5.x", "git_commit": "abc123",
@@ -38,13 +42,31 @@ def make_record(backbone: str = "bb", method: str = "timerome", wall: float = 1.
     }
 
 
-def set_cell(path: Path, method: str, column: str, value: str) -> None:
-    """Overwrite one cell of a runs CSV (the row of `method`) in place: a malformed-input probe."""
-    lines = path.read_text().splitlines()
-    header = lines[0].split(",")
-    for i, line in enumerate(lines[1:], 1):
-        cells = line.split(",")
-        if cells[header.index("method")] == method:
-            cells[header.index(column)] = value
-            lines[i] = ",".join(cells)
-    path.write_text("\n".join(lines) + "\n")
+def typed(records: list[dict]) -> list[Record]:
+    """The planted records as the reports read them (harness.results.store.load_record)."""
+    return [Record.from_dict(r) for r in records]
+
+
+def write_records(directory: Path, records: list[dict]) -> Path:
+    """Each record as a JSON file in `directory` (created), written as given (unvalidated, so
+    that a probe can plant a malformed one); returns `directory`."""
+    directory.mkdir(parents=True)
+    for i, record in enumerate(records):
+        (directory / f"{i:02d}_{record['method']}.json").write_text(json.dumps(record))
+    return directory
+
+
+def set_field(directory: Path, method: str, field: str, value: Any) -> Path:
+    """Overwrite one field of the record of `method` in `directory` (a malformed-input probe;
+    a value of DELETE removes the field); returns that record's path."""
+    (path,) = sorted(directory.glob(f"*_{method}.json"))
+    record = json.loads(path.read_text())
+    if value is DELETE:
+        del record[field]
+    else:
+        record[field] = value
+    path.write_text(json.dumps(record))
+    return path
+
+
+DELETE = object()  # set_field: remove the field

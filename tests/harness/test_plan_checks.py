@@ -87,18 +87,14 @@ def test_unknown_method_config_key(cfg):
         f"(did you mean 'timerome'?); known: {METHODS}")
 
 
-def test_gradient_baselines_name_registered_methods(cfg):
-    cfg["gradient_baselines"] = ["foo"]
-    assert str(raised(plan_checks.check_method_names, cfg)) == (
-        f"invalid config at 'gradient_baselines.0': unknown method 'foo'; known: {METHODS}")
+def test_gradient_baselines_is_no_config_key(cfg):
+    """The gradient baselines are the registry's methods of kind "gradient": a config that
+    still lists them is refused by the schema."""
+    from snakemake.exceptions import WorkflowError
 
-
-def test_gradient_baseline_not_run_is_only_a_warning(cfg):
-    cfg["methods"] = ["timerome", "npo"]
-    cfg["scaling_methods"] = ["timerome"]
-    cfg["method_config"] = {"timerome": {}, "npo": {}}
-    plan_checks.check_method_names(cfg)
-    assert plan_checks.unused_gradient_baselines(cfg) == ["gradient_ascent", "graddiff"]
+    cfg["gradient_baselines"] = ["gradient_ascent"]
+    with pytest.raises(WorkflowError):
+        validated(cfg)
 
 
 def test_unknown_adapter(cfg):
@@ -204,7 +200,7 @@ def test_nan_and_inf_anywhere_are_named(cfg):
     text = yaml.safe_dump(cfg).replace("max_retain_drop: 1.0", "max_retain_drop: .inf")
     assert str(raised(plan_checks.check_finite, yaml.safe_load(text))) == (
         "invalid config at 'tuning.max_retain_drop': inf is not a finite number")
-    cfg["method_config"]["timerome"]["alpha"] = yaml.safe_load(".nan")
+    cfg["method_config"]["timerome"] = {"alpha": yaml.safe_load(".nan")}
     assert str(raised(plan_checks.check_config, cfg)) == (
         "invalid config at 'method_config.timerome.alpha': nan is not a finite number")
     cfg["method_config"]["timerome"]["alpha"] = 8.0
@@ -349,8 +345,8 @@ def test_dry_run_refuses_an_unknown_method(tmp_path):
 
 
 def test_dry_run_refuses_a_nan_hyperparameter(tmp_path):
-    config = broken_config(tmp_path, lambda c: c["method_config"]["timerome"].update(
-        alpha=float("nan")))
+    config = broken_config(tmp_path, lambda c: c["method_config"].update(
+        timerome={"alpha": float("nan")}))
     assert ".nan" in config.read_text()
     assert_refused(dry_run(tmp_path, "reproduce_table1", config),
                    "invalid config at 'method_config.timerome.alpha': nan is not a finite number")

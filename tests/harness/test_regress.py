@@ -5,20 +5,19 @@ from __future__ import annotations
 import json
 
 import pytest
-from harness_records import make_record
+from harness_records import make_record, set_field, write_records
 
 from harness import regress
-from harness.results.aggregate import runs_frame
 
 
 def write_runs(path, records):
-    runs_frame(records).to_csv(path, index=False)
-    return path
+    """The records as JSON files in the directory `path` (what the check reads)."""
+    return write_records(path, records)
 
 
 @pytest.fixture
 def baseline(tmp_path, planted_records):
-    runs = write_runs(tmp_path / "base.csv", planted_records)
+    runs = write_runs(tmp_path / "base", planted_records)
     path = tmp_path / "baseline.json"
     assert regress.main([str(runs), "--baseline", str(path), "--write-baseline"]) == 0
     return path
@@ -36,7 +35,7 @@ def test_baseline_records_speedup_and_memory_ratio(baseline):
 
 
 def test_passes_on_the_baseline(tmp_path, baseline, planted_records, capsys):
-    runs = write_runs(tmp_path / "now.csv", planted_records)
+    runs = write_runs(tmp_path / "now", planted_records)
     assert regress.main([str(runs), "--baseline", str(baseline), "--tolerance", "0.15"]) == 0
     out = capsys.readouterr().out
     assert "0 regressed" in out and "REGRESSED" not in out
@@ -45,7 +44,7 @@ def test_passes_on_the_baseline(tmp_path, baseline, planted_records, capsys):
 def test_fails_on_planted_speed_regression(tmp_path, baseline, planted_records, capsys):
     slow = [dict(r) for r in planted_records]
     slow[0] = make_record(method="timerome", wall=2.5, forget=(-10.0, -60.0), peak=101 * 2**20)
-    runs = write_runs(tmp_path / "now.csv", slow)  # speedup 8.0 -> 6.4: -20 % > 15 %
+    runs = write_runs(tmp_path / "now", slow)  # speedup 8.0 -> 6.4: -20 % > 15 %
     assert regress.main([str(runs), "--baseline", str(baseline), "--tolerance", "0.15"]) == 1
     out = capsys.readouterr().out
     line = next(l for l in out.splitlines() if "timerome" in l and "speedup" in l)
@@ -55,14 +54,14 @@ def test_fails_on_planted_speed_regression(tmp_path, baseline, planted_records, 
 def test_within_tolerance_passes(tmp_path, baseline, planted_records):
     slower = [dict(r) for r in planted_records]
     slower[0] = make_record(method="timerome", wall=2.2, forget=(-10.0, -60.0), peak=101 * 2**20)
-    runs = write_runs(tmp_path / "now.csv", slower)  # 8.0 -> 7.27: -9 %
+    runs = write_runs(tmp_path / "now", slower)  # 8.0 -> 7.27: -9 %
     assert regress.main([str(runs), "--baseline", str(baseline), "--tolerance", "0.15"]) == 0
 
 
 def test_fails_on_planted_memory_regression(tmp_path, baseline, planted_records, capsys):
     heavy = [dict(r) for r in planted_records]
     heavy[0] = make_record(method="timerome", wall=2.0, forget=(-10.0, -60.0), peak=130 * 2**20)
-    runs = write_runs(tmp_path / "now.csv", heavy)  # ratio 1.01 -> 1.30
+    runs = write_runs(tmp_path / "now", heavy)  # ratio 1.01 -> 1.30
     assert regress.main([str(runs), "--baseline", str(baseline)]) == 1
     out = capsys.readouterr().out
     line = next(l for l in out.splitlines() if "timerome" in l and "peak_mem_ratio" in l)
@@ -71,7 +70,7 @@ def test_fails_on_planted_memory_regression(tmp_path, baseline, planted_records,
 
 def test_new_device_class_becomes_its_baseline(tmp_path, baseline, planted_records, capsys):
     gpu = [dict(r, device_class="NVIDIA H100 80GB HBM3") for r in planted_records]
-    runs = write_runs(tmp_path / "now.csv", gpu)
+    runs = write_runs(tmp_path / "now", gpu)
     out = tmp_path / "regression.txt"
     assert regress.main([str(runs), "--baseline", str(baseline), "--out", str(out)]) == 0
     said = capsys.readouterr().out
@@ -87,19 +86,19 @@ def test_new_device_class_becomes_its_baseline(tmp_path, baseline, planted_recor
     slow = [dict(r) for r in gpu]
     slow[0] = dict(make_record(method="timerome", wall=2.5, forget=(-10.0, -60.0),
                                peak=101 * 2**20), device_class="NVIDIA H100 80GB HBM3")
-    assert regress.main([str(write_runs(tmp_path / "slow.csv", slow)), "--baseline",
+    assert regress.main([str(write_runs(tmp_path / "slow", slow)), "--baseline",
                          str(baseline), "--out", str(out)]) == 1
     assert "REGRESSED" in out.read_text() and "no baseline entry" not in out.read_text()
 
 
 def test_out_is_written_on_pass_and_on_regression(tmp_path, baseline, planted_records, capsys):
     out = tmp_path / "regression.txt"
-    runs = write_runs(tmp_path / "now.csv", planted_records)
+    runs = write_runs(tmp_path / "now", planted_records)
     assert regress.main([str(runs), "--baseline", str(baseline), "--out", str(out)]) == 0
     assert out.read_text() == capsys.readouterr().out and "0 regressed" in out.read_text()
     heavy = [dict(r) for r in planted_records]
     heavy[0] = make_record(method="timerome", wall=2.0, forget=(-10.0, -60.0), peak=130 * 2**20)
-    runs = write_runs(tmp_path / "heavy.csv", heavy)
+    runs = write_runs(tmp_path / "heavy", heavy)
     assert regress.main([str(runs), "--baseline", str(baseline), "--out", str(out)]) == 1
     text = out.read_text()
     assert text == capsys.readouterr().out and "1 regressed" in text and "REGRESSED" in text
@@ -114,43 +113,41 @@ def test_out_is_written_atomically(tmp_path, baseline, planted_records, monkeypa
     real = regress.write_text_atomic
     monkeypatch.setattr(regress, "write_text_atomic",
                         lambda path, text: calls.append(str(path)) or real(path, text))
-    runs = write_runs(tmp_path / "now.csv", planted_records)
+    runs = write_runs(tmp_path / "now", planted_records)
     assert regress.main([str(runs), "--baseline", str(baseline), "--out", str(out)]) == 0
     assert calls == [str(out)] and "0 regressed" in out.read_text()
 
 
-@pytest.mark.parametrize("garbage, problem", [
-    ("this is not a run", "device_class is empty"),
-    (None, "wall_clock_s 'fast' is not a finite number"),
-    ("status", "status 'done' is not one of ok, oom, not_applicable"),
+@pytest.mark.parametrize("field, value, problem", [
+    ("wall_clock_s", "fast", "invalid result record at 'wall_clock_s': 'fast' is not of type "
+                             "'number', 'null'"),
+    ("status", "done", "invalid result record at 'status': 'done' is not one of "
+                       "['ok', 'oom', 'not_applicable']"),
+    ("converged", "True", "invalid result record at 'converged': 'True' is not of type "
+                          "'boolean', 'null'"),  # text is never read as a flag
+    ("forget_logp_after", None, "invalid result record at 'forget_logp_after': null on a "
+                                "status-ok record"),
 ])
-def test_garbage_line_is_a_named_error(tmp_path, baseline, planted_records, capsys, garbage,
-                                       problem):
-    runs = write_runs(tmp_path / "now.csv", planted_records)
-    lines = runs.read_text().splitlines()
-    header = lines[0].split(",")
-    if garbage is None:  # a row whose edit time is not a number
-        row = lines[2].split(",")
-        row[header.index("wall_clock_s")] = "fast"
-        lines[2] = ",".join(row)
-        where = 3
-    elif garbage == "status":
-        row = lines[1].split(",")
-        row[header.index("status")] = "done"
-        lines[1] = ",".join(row)
-        where = 2
-    else:  # a stray line in the middle of the file
-        lines.insert(3, garbage)
-        where = 4
-    runs.write_text("\n".join(lines) + "\n")
+def test_malformed_record_is_a_named_error(tmp_path, baseline, planted_records, capsys, field,
+                                           value, problem):
+    runs = write_runs(tmp_path / "now", planted_records)
+    bad = set_field(runs, "npo", field, value)
     out = tmp_path / "regression.txt"
     assert regress.main([str(runs), "--baseline", str(baseline), "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert f"{runs}: line {where}: malformed run row" in err and problem in err
-    assert f"line {where}" in out.read_text()
+    assert err == f"error: {bad}: {problem}\n"
+    assert out.read_text() == err
+
+
+def test_record_files_and_directories_are_both_inputs(tmp_path, baseline, planted_records):
+    runs = write_runs(tmp_path / "now", planted_records)
+    files = sorted(str(p) for p in runs.iterdir())
+    assert regress.main([*files, "--baseline", str(baseline)]) == 0
+    assert regress.main([files[0], "--baseline", str(baseline), "--allow-missing"]) == 0
+    assert regress.main([files[0], "--baseline", str(baseline)]) == 1  # the others missing
 
 
 def test_missing_run_fails_unless_allowed(tmp_path, baseline, planted_records):
-    runs = write_runs(tmp_path / "now.csv", planted_records[1:])  # timerome absent
+    runs = write_runs(tmp_path / "now", planted_records[1:])  # timerome absent
     assert regress.main([str(runs), "--baseline", str(baseline)]) == 1
     assert regress.main([str(runs), "--baseline", str(baseline), "--allow-missing"]) == 0

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from harness_records import make_record
+import pytest
+from harness_records import make_record, typed
 
 from harness.reports.table1 import build_table1, table1_csv
 from harness.results.aggregate import runs_frame
@@ -38,7 +39,7 @@ def small_table():
         make_record(method="npo", wall=8.0, forget=(-10.0, -30.0), peak=240 * 2**20,
                     collapsed=True),
     ]
-    return build_table1(runs_frame(records), methods=["timerome", "graddiff", "npo"])
+    return build_table1(runs_frame(typed(records)), methods=["timerome", "graddiff", "npo"])
 
 
 def test_markdown_matches_golden():
@@ -51,11 +52,12 @@ def test_markdown_matches_golden():
 def test_latex_matches_golden_booktabs():
     tex = small_table().table().latex()
     assert tex.startswith(GOLDEN_LATEX_BODY)
-    assert "gradient\\_ascent, graddiff, npo" in tex  # footnote escaped for LaTeX
+    # the registry's gradient methods (no list given), escaped for LaTeX
+    assert "graddiff, gradient\\_ascent, npo" in tex
 
 
 def test_strongest_is_largest_converged_non_collapsed_drop(planted_records):
-    table = build_table1(runs_frame(planted_records))
+    table = build_table1(runs_frame(typed(planted_records)))
     # gradient_ascent has the largest drop but collapsed; graddiff is the strongest.
     assert table.strongest == {"bb": "graddiff"}
     speed = dict(zip(table.summary["method"], table.summary["speedup"]))
@@ -66,7 +68,7 @@ def test_strongest_is_largest_converged_non_collapsed_drop(planted_records):
 def test_no_converged_baseline_gives_no_speedup():
     records = [make_record(method="timerome", wall=2.0),
                make_record(method="npo", wall=8.0, converged=False)]
-    table = build_table1(runs_frame(records))
+    table = build_table1(runs_frame(typed(records)))
     assert table.strongest == {"bb": None}
     assert table.summary["speedup"].isna().all()
     assert "none (no converged, non-collapsed run)" in table.table().markdown()
@@ -75,7 +77,7 @@ def test_no_converged_baseline_gives_no_speedup():
 def test_seeds_are_averaged_and_csv_has_numbers():
     records = [make_record(method="timerome", wall=1.0, seed=0),
                make_record(method="timerome", wall=3.0, seed=1)]
-    table = build_table1(runs_frame(records))
+    table = build_table1(runs_frame(typed(records)))
     assert len(table.summary) == 1
     assert math.isclose(table.summary.loc[0, "wall_clock_s"], 2.0)
     csv = table1_csv(table)
@@ -87,8 +89,16 @@ def test_run_left_out_of_the_table_is_named_in_a_footnote():
     skipped = {**make_record(method="rome"), "status": "not_applicable",
                "error": "MethodNotApplicable: bb: layer 0 has no 2-D weight",
                "forget_logp_after": None, "retain_logp_after": None}
-    table = build_table1(runs_frame([make_record(method="timerome"), skipped]))
+    table = build_table1(runs_frame(typed([make_record(method="timerome"), skipped])))
     assert list(table.summary["method"]) == ["timerome"]
     md = table.table().markdown()
     assert "bb / rome: not in the table, run status 'not_applicable': " \
            "MethodNotApplicable: bb: layer 0 has no 2-D weight" in md
+
+
+def test_flags_are_never_read_from_text(planted_records):
+    # A runs frame holds the records' own booleans; text (as a CSV reader sees it) is a bug.
+    frame = runs_frame(typed(planted_records))
+    frame["converged"] = frame["converged"].map(str)
+    with pytest.raises(TypeError, match="not a record flag"):
+        build_table1(frame)

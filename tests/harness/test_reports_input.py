@@ -1,6 +1,6 @@
 """`python -m harness.reports` on malformed inputs: exit 2 with one `error:` line naming the
-file (and the row and column of a bad cell) before anything is rendered or written; a real
-bug still raises. Well-formed input renders as before."""
+record file and the field before anything is rendered or written; a real bug still raises.
+Well-formed records render as before."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from harness_records import make_record, set_cell
-from test_regress import write_runs
+from harness_records import DELETE, make_record, set_field, write_records
 
 from harness.reports import __main__ as reports
 from harness.results.store import write_record
@@ -20,14 +19,13 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def runs_csv(tmp_path, planted_records):
-    # Rows (sorted by method): 1 graddiff, 2 gradient_ascent, 3 npo, 4 rome, 5 timerome.
-    return write_runs(tmp_path / "runs.csv", planted_records)
-
+def runs_dir(tmp_path, planted_records):
+    """The planted records, one JSON file each, in one directory."""
+    return write_records(tmp_path / "runs", planted_records)
 
 
 def table1(runs: Path, out: Path) -> int:
-    return reports.main(["table1", "--runs", str(runs), "--out", str(out / "table1")])
+    return reports.main(["table1", "--records", str(runs), "--out", str(out / "table1")])
 
 
 def one_error(capsys) -> str:
@@ -38,108 +36,110 @@ def one_error(capsys) -> str:
     return lines[0]
 
 
-def test_well_formed_csv_renders(tmp_path, runs_csv, capsys):
-    assert table1(runs_csv, tmp_path / "out") == 0
+def test_well_formed_records_render(tmp_path, runs_dir, capsys):
+    assert table1(runs_dir, tmp_path / "out") == 0
     out = capsys.readouterr().out
     assert "| bb | timerome |" in out and "8.0x" in out
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "table1.csv", "table1.md", "table1.tex"]
 
 
-def test_lower_case_booleans_are_accepted(tmp_path, runs_csv, capsys):
-    text = runs_csv.read_text().replace(",True,", ",true,").replace(",False,", ",false,")
-    runs_csv.write_text(text)
-    assert table1(runs_csv, tmp_path / "out") == 0
-    line = next(l for l in capsys.readouterr().out.splitlines() if "| timerome |" in l)
-    assert "8.0x" in line
+def test_record_files_render_like_their_directory(tmp_path, runs_dir, capsys):
+    assert table1(runs_dir, tmp_path / "a") == 0
+    files = [str(p) for p in sorted(runs_dir.iterdir())]
+    out = tmp_path / "b" / "table1"
+    assert reports.main(["table1", "--records", *files, "--out", str(out)]) == 0
+    for suffix in (".md", ".tex", ".csv"):
+        assert ((tmp_path / "a" / "table1").with_suffix(suffix).read_text()
+                == (tmp_path / "b" / "table1").with_suffix(suffix).read_text())
 
 
-def test_truncated_csv_is_an_error(tmp_path, runs_csv, capsys):
-    text = runs_csv.read_text()
-    last = text.rstrip("\n").rsplit("\n", 1)[1]
-    runs_csv.write_text(text[:len(text) - 1 - len(last) // 2])  # cut inside the last row
-    assert table1(runs_csv, tmp_path / "out") == 2
-    err = one_error(capsys)
-    assert err.startswith(f"error: {runs_csv}: line 6: malformed run row: ")
-    assert "fields (truncated or stray line)" in err and "(row 5, column " in err
+def test_a_flag_written_as_text_is_an_error_not_a_flag(tmp_path, runs_dir, capsys):
+    bad = set_field(runs_dir, "graddiff", "converged", "True")
+    assert table1(runs_dir, tmp_path / "out") == 2
+    assert one_error(capsys) == (f"error: {bad}: invalid result record at 'converged': 'True' "
+                                 "is not of type 'boolean', 'null'")
     assert not (tmp_path / "out").exists()
 
 
-def test_cut_inside_the_last_cell_is_an_error(tmp_path, runs_csv, capsys):
-    runs_csv.write_text(runs_csv.read_text()[:-2])  # "5.x\n" -> "5."
-    assert table1(runs_csv, tmp_path / "out") == 2
-    assert "does not end with a newline" in one_error(capsys)
+def test_a_null_flag_is_read_as_no_value(tmp_path, runs_dir, capsys):
+    # graddiff (the strongest) with convergence unknown is no speedup reference: npo is.
+    set_field(runs_dir, "graddiff", "converged", None)
+    assert table1(runs_dir, tmp_path / "out") == 0
+    rows = {line.split(" | ")[1]: line for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| bb | ")}
+    assert "| 4.0x |" in rows["timerome"]  # npo 8 s / timerome 2 s
+    assert "| 0.5x | no | no |" in rows["graddiff"]  # converged only when known to have
+
+
+def test_truncated_record_is_an_error(tmp_path, runs_dir, capsys):
+    path = sorted(runs_dir.iterdir())[-1]
+    text = path.read_text()
+    path.write_text(text[:len(text) // 2])  # cut inside the record
+    assert table1(runs_dir, tmp_path / "out") == 2
+    assert one_error(capsys).startswith(f"error: {path}: not valid JSON (")
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("value, problem", [
-    ("fast", "wall_clock_s 'fast' is not a finite number"),
-    ("inf", "wall_clock_s 'inf' is not a finite number"),
-    ("nan", "wall_clock_s 'nan' is not a finite number"),
+    ("fast", "'fast' is not of type 'number', 'null'"),
+    (float("inf"), "non-finite number inf (JSON has no NaN or Infinity)"),
+    (float("nan"), "non-finite number nan (JSON has no NaN or Infinity)"),
 ])
-def test_text_in_a_numeric_cell_is_an_error(tmp_path, runs_csv, capsys, value, problem):
-    set_cell(runs_csv, "graddiff", "wall_clock_s", value)
-    assert table1(runs_csv, tmp_path / "out") == 2
-    err = one_error(capsys)
-    assert err == (f"error: {runs_csv}: line 2: malformed run row: {problem} "
-                   "(row 1, column wall_clock_s)")
+def test_a_bad_number_is_an_error(tmp_path, runs_dir, capsys, value, problem):
+    bad = set_field(runs_dir, "graddiff", "wall_clock_s", value)
+    assert table1(runs_dir, tmp_path / "out") == 2
+    assert one_error(capsys) == f"error: {bad}: invalid result record at 'wall_clock_s': {problem}"
     assert not (tmp_path / "out").exists()
 
 
-def test_header_only_csv_is_an_error(tmp_path, runs_csv, capsys):
-    runs_csv.write_text(runs_csv.read_text().splitlines()[0] + "\n")
-    assert table1(runs_csv, tmp_path / "out") == 2
-    assert one_error(capsys) == f"error: {runs_csv}: no data rows (only a header)"
-    assert not (tmp_path / "out").exists()
+def test_directory_without_records_is_an_error(tmp_path, capsys):
+    empty = tmp_path / "runs"
+    empty.mkdir()
+    assert table1(empty, tmp_path / "out") == 2
+    assert one_error(capsys) == f"error: {empty}: no record (*.json) under this directory"
 
 
-def test_empty_file_is_an_error(tmp_path, capsys):
-    runs = tmp_path / "runs.csv"
-    runs.write_text("")
-    assert table1(runs, tmp_path / "out") == 2
-    assert one_error(capsys) == f"error: {runs}: empty file (no header)"
+def test_missing_record_file_is_an_error(tmp_path, capsys):
+    missing = tmp_path / "nope.json"
+    assert table1(missing, tmp_path / "out") == 2
+    assert one_error(capsys) == f"error: {missing}: no such record file or directory"
 
 
-def test_unknown_boolean_is_an_error_not_false(tmp_path, runs_csv, capsys):
-    # graddiff is the strongest converged baseline: read as False, it silently moved every
-    # speedup to another reference (timerome 8.0x -> 4.0x).
-    set_cell(runs_csv, "graddiff", "converged", "maybe")
-    assert table1(runs_csv, tmp_path / "out") == 2
-    assert one_error(capsys) == (
-        f"error: {runs_csv}: line 2: malformed run row: converged 'maybe' is not true or "
-        "false (row 1, column converged)")
+def test_empty_record_file_is_an_error(tmp_path, runs_dir, capsys):
+    path = sorted(runs_dir.iterdir())[0]
+    path.write_text("")
+    assert table1(runs_dir, tmp_path / "out") == 2
+    assert one_error(capsys).startswith(f"error: {path}: not valid JSON (")
 
 
-def test_missing_required_column_is_an_error(tmp_path, runs_csv, capsys):
-    lines = [line.split(",") for line in runs_csv.read_text().splitlines()]
-    drop = lines[0].index("forget_logp_after")
-    runs_csv.write_text("\n".join(",".join(c for j, c in enumerate(cells) if j != drop)
-                                  for cells in lines) + "\n")
-    assert table1(runs_csv, tmp_path / "out") == 2
-    assert one_error(capsys) == (f"error: {runs_csv}: header lacks required column(s) "
-                                 "forget_logp_after (line 1, column forget_logp_after)")
+def test_missing_required_field_is_an_error(tmp_path, runs_dir, capsys):
+    bad = set_field(runs_dir, "npo", "forget_logp_after", DELETE)
+    assert table1(runs_dir, tmp_path / "out") == 2
+    assert one_error(capsys) == (f"error: {bad}: invalid result record at '(top level)': "
+                                 "'forget_logp_after' is a required property")
 
 
-def test_ok_row_without_an_edit_time_is_an_error(tmp_path, runs_csv, capsys):
-    set_cell(runs_csv, "timerome", "wall_clock_s", "")
-    assert table1(runs_csv, tmp_path / "out") == 2
-    assert one_error(capsys).endswith(
-        "line 6: malformed run row: wall_clock_s is empty on a status-ok row "
-        "(row 5, column wall_clock_s)")
+def test_ok_record_without_an_edit_time_is_an_error(tmp_path, runs_dir, capsys):
+    bad = set_field(runs_dir, "timerome", "wall_clock_s", None)
+    assert table1(runs_dir, tmp_path / "out") == 2
+    assert one_error(capsys) == (f"error: {bad}: invalid result record at 'wall_clock_s': "
+                                 "null on a status-ok record")
 
 
 def test_no_ok_run_is_an_error(tmp_path, planted_records, capsys):
     oom = [dict(r, status="oom", error="CUDA out of memory") for r in planted_records]
-    runs = write_runs(tmp_path / "runs.csv", oom)
+    runs = write_records(tmp_path / "runs", oom)
     assert table1(runs, tmp_path / "out") == 2
-    assert one_error(capsys) == (f"error: {runs}: no run with status ok (5 rows): "
+    assert one_error(capsys) == (f"error: {runs}: no run with status ok (5 records): "
                                  "nothing to tabulate")
 
 
-def test_scaling_validates_its_csv(tmp_path, runs_csv, capsys):
-    set_cell(runs_csv, "npo", "peak_mem_bytes", "lots")
-    assert reports.main(["scaling", "--runs", str(runs_csv), "--out", str(tmp_path / "f")]) == 2
-    assert one_error(capsys).endswith(
-        "peak_mem_bytes 'lots' is not a finite number (row 3, column peak_mem_bytes)")
+def test_scaling_validates_its_records(tmp_path, runs_dir, capsys):
+    bad = set_field(runs_dir, "npo", "peak_mem_bytes", "lots")
+    assert reports.main(["scaling", "--records", str(runs_dir), "--out", str(tmp_path / "f")]) == 2
+    assert one_error(capsys).startswith(
+        f"error: {bad}: invalid result record at 'peak_mem_bytes': 'lots' is not of type")
     assert not (tmp_path / "f").exists()
 
 
@@ -169,7 +169,7 @@ def test_sequential_record_without_a_curve_is_an_error(tmp_path, capsys):
     assert one_error(capsys) == f"error: {rec}: no 'curve' (a sequential record has one)"
 
 
-def test_a_real_bug_still_raises(tmp_path, runs_csv, monkeypatch):
+def test_a_real_bug_still_raises(tmp_path, runs_dir, monkeypatch):
     import harness.reports.table1 as table1_module
 
     def broken(*args, **kwargs):
@@ -177,7 +177,7 @@ def test_a_real_bug_still_raises(tmp_path, runs_csv, monkeypatch):
 
     monkeypatch.setattr(table1_module, "build_table1", broken)
     with pytest.raises(RuntimeError, match="bug"):
-        table1(runs_csv, tmp_path / "out")
+        table1(runs_dir, tmp_path / "out")
 
 
 def test_help_documents_the_exit_codes():
@@ -189,10 +189,11 @@ def test_help_documents_the_exit_codes():
         assert "exit status: 0 ok; 2 bad input" in text, done.stdout
 
 
-def test_cli_exit_code_on_bad_input(tmp_path, runs_csv):
-    set_cell(runs_csv, "graddiff", "converged", "maybe")
-    done = subprocess.run([sys.executable, "-m", "harness.reports", "table1", "--runs",
-                           str(runs_csv), "--out", str(tmp_path / "out" / "table1")],
+def test_cli_exit_code_on_bad_input(tmp_path, runs_dir):
+    bad = set_field(runs_dir, "graddiff", "converged", "maybe")
+    done = subprocess.run([sys.executable, "-m", "harness.reports", "table1", "--records",
+                           str(runs_dir), "--out", str(tmp_path / "out" / "table1")],
                           cwd=REPO_ROOT, capture_output=True, check=False, text=True, timeout=120)
     assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr.startswith(f"error: {runs_csv}: line 2: malformed run row: converged")
+    assert done.stderr == (f"error: {bad}: invalid result record at 'converged': 'maybe' "
+                           "is not of type 'boolean', 'null'\n")

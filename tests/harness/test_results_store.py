@@ -12,11 +12,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from job_payloads import method_payload
 REPO_ROOT = Path(__file__).resolve().parents[2]
 from harness_records import make_record
 
-from harness.results.aggregate import aggregate, find_records
-from harness.results.store import RECORD_COLUMNS, RecordError, read_record, write_record
+from harness.results.aggregate import aggregate, find_records, runs_frame
+from harness.results.record import Record
+from harness.results.store import (RECORD_COLUMNS, RecordError, load_record, read_record,
+                                   write_record)
 
 
 @pytest.mark.parametrize("column", ["forget_logp_after", "extra_mem_bytes", "git_commit",
@@ -75,10 +78,7 @@ def test_exception_between_compute_and_write_leaves_no_record(tmp_path, record):
     def failing_run(job):  # the job dies after computing, before the record is written
         raise RuntimeError("killed")
 
-    job = {"experiment": "table1", "backbone": "bb", "backbone_entry": {"adapter": "x"},
-           "backbone_path": "m", "method": "timerome", "method_config": {}, "tofu_dir": "d",
-           "forget_split": "forget01", "retain_split": "retain99",
-           "out": str(tmp_path / "r.json")}
+    job = method_payload("m", "d", str(tmp_path / "r.json"), "timerome")
     original = run_method.run
     run_method.run = failing_run
     try:
@@ -115,3 +115,15 @@ def test_oom_record_is_valid_with_null_scores(tmp_path):
                forget_logp_after=None, wall_clock_s=None, peak_mem_bytes=None,
                extra_mem_bytes=None, converged=None, collapsed=None)
     assert read_record(write_record(tmp_path / "oom.json", rec))["status"] == "oom"
+
+
+def test_load_record_types_a_record_once(tmp_path, planted_records):
+    path = write_record(tmp_path / "ga.json", planted_records[1])  # gradient_ascent, collapsed
+    record = load_record(path)
+    assert isinstance(record, Record)
+    assert {k: v for k, v in record.to_dict().items() if k != "weights"} == read_record(path)
+    assert record.collapsed is True and record.converged is True and record.steps == 20
+    frame = runs_frame([record, Record.from_dict(dict(planted_records[0], converged=None))])
+    flags = dict(zip(frame["method"], frame["converged"]))
+    assert flags == {"gradient_ascent": True, "timerome": None}  # booleans, not text
+    assert frame["wall_clock_s"].dtype.kind == "f"

@@ -17,9 +17,7 @@ from harness.finetune import corpus_texts
 from harness.jobs import run_method
 from harness.jobs.spec import MethodJob
 from harness.results.store import read_record
-
-ENTRY = {"adapter": "llada-twin", "options": {"size": "tiny", "vocab_size": 384}}
-
+from job_payloads import TINY_ENTRY as ENTRY, method_payload
 
 @pytest.fixture(scope="module")
 def tiny_setup(tmp_path_factory):
@@ -32,15 +30,11 @@ def tiny_setup(tmp_path_factory):
 
 
 def make_job(root: Path, tofu: Path, method: str, config: dict, **kw) -> MethodJob:
-    payload = {"experiment": "table1", "backbone": "tiny", "backbone_entry": ENTRY,
-               "backbone_path": str(root / "model"), "method": method,
-               "method_config": config, "tofu_dir": str(tofu), "forget_split": "forget05",
-               "retain_split": "retain95", "out": str(root / f"{method}.json"),
-               "retain_eval_size": 6,
-               "evaluation": {"rouge": True, "gen_steps": 4, "forget_quality": True,
-                              "model_utility": False},
-               "retain_model_path": str(root / "model"), **kw}
-    return MethodJob.from_dict(payload)
+    kw = {"evaluation": {"gen_steps": 4, "model_utility": False},
+          "retain_model_path": str(root / "model"), **kw}
+    out = kw.pop("out", str(root / f"{method}.json"))
+    return MethodJob.from_dict(method_payload(str(root / "model"), str(tofu), out, method,
+                                              method_config=config, **kw))
 
 
 def test_gradient_ascent_job_record(tiny_setup):
@@ -87,6 +81,40 @@ def test_unknown_job_field_is_rejected(tiny_setup):
     root, tofu = tiny_setup
     with pytest.raises(ValueError, match="unknown field\\(s\\): bogus"):
         MethodJob.from_dict({**make_job(root, tofu, "npo", {}).__dict__, "bogus": 1})
+
+
+def test_a_missing_job_field_exits_2_naming_it(tiny_setup, capsys):
+    """Every field is passed by the workflow (defaults live in the config schema): a job
+    without one is refused before any work, naming it."""
+    root, tofu = tiny_setup
+    payload = asdict(make_job(root, tofu, "npo", {}, out=str(root / "missing.json")))
+    del payload["retain_eval_size"], payload["evaluation"]["batch_size"]
+    with pytest.raises(SystemExit) as info:
+        run_method.main(["--job", json.dumps(payload)])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: MethodJob job description has missing field(s): retain_eval_size")
+    payload["retain_eval_size"] = 6
+    with pytest.raises(SystemExit):
+        run_method.main(["--job", json.dumps(payload)])
+    assert "MethodJob.evaluation: EvalOptions job description has missing field(s): " \
+           "batch_size" in capsys.readouterr().err
+    assert not (root / "missing.json").exists()
+
+
+def test_a_tuned_job_applies_the_chosen_point_of_its_tunable_keys(tiny_setup, tmp_path):
+    root, tofu = tiny_setup
+    tuned = tmp_path / "tuning.json"
+    tuned.write_text(json.dumps({"chosen": {"alpha": 64.0, "lam": 10.0, "q": 0.5,
+                                            "forget_drop": 3.0, "retain_drop": 0.5,
+                                            "safe": True}}))
+    job = make_job(root, tofu, "timerome", {"alpha": 2.0, "gate": True},
+                   tuned_config=str(tuned))
+    config, note = run_method.tuned_method_config(job)
+    assert config == {"alpha": 64.0, "gate": True, "lam": 10.0, "q": 0.5} and note is None
+    tuned.write_text(json.dumps({"chosen": None}))
+    config, note = run_method.tuned_method_config(job)
+    assert config == {"alpha": 2.0, "gate": True} and "no utility-safe point" in note
 
 
 def test_method_not_applicable_is_recorded_not_raised(tiny_setup, monkeypatch):
@@ -150,7 +178,8 @@ def test_non_finite_scores_fail_the_job_and_write_no_record(tiny_setup, monkeypa
     monkeypatch.setattr(run_method, "mean_logp", nan_after_edit)
     job = make_job(root, tofu, "timerome", {"alpha": 2.0, "times": [1.0], "noise_samples": 1},
                    out=str(root / "nan.json"), evaluation={"rouge": False, "forget_quality": False,
-                                                            "model_utility": False})
+                                                            "model_utility": False,
+                                                            "gen_steps": 4})
     with pytest.raises(run_method.NonFiniteScores,
                        match=r"tiny / timerome \(seed 0\): non-finite score\(s\) "
                              r"forget_logp_after=nan, retain_logp_after=nan"):

@@ -54,7 +54,7 @@ def test_llada_twin_smoke_on_cpu(tmp_path, capsys):
 
 
 def test_nonfinite_score_fails_naming_backbone_and_phase(tmp_path, monkeypatch, capsys):
-    import harness.jobs.metrics as metrics
+    import harness.evaluation.mean_scores as metrics
 
     real = metrics.mean_logp
     calls = []

@@ -19,6 +19,7 @@ from harness.backbones.registry import adapter_class
 from harness.data import load_corpus, write_synthetic
 from harness.finetune import corpus_texts
 from harness.jobs import tie
+from job_payloads import tie_payload
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = REPO_ROOT / "workflows" / "config" / "default.yaml"
@@ -37,10 +38,9 @@ def tie_outputs(tmp_path_factory):
     spec = BackboneSpec(name="tiny", **ENTRY)
     backbone = adapter_class("llada-twin").initial(spec, corpus_texts(load_corpus(tofu)), seed=0)
     backbone.save_pretrained(str(root / "model"))
-    job = {"backbone": "tiny", "backbone_entry": ENTRY, "backbone_path": str(root / "model"),
-           "tofu_dir": str(tofu), "forget_split": "forget05", "n_facts": 2,
-           "method_config": {"precondition": "none", "gate": False, "positions": "subject"},
-           "out": str(root / "figures" / "tie_tiny"), "threads": 1}
+    job = tie_payload(str(root / "model"), str(tofu), str(root / "figures" / "tie_tiny"),
+                      method_config={"precondition": "none", "gate": False,
+                                     "positions": "subject"})
     assert tie.main(["--job", json.dumps(job)]) == 0
     return root / "figures" / "tie_tiny"
 

@@ -11,11 +11,11 @@ import pytest
 
 import harness.jobs.tune as tune_job
 from harness.data import write_synthetic
-from harness.jobs.run_method import tuned_method_config
 from harness.timerome import tuning
-from harness.timerome.tuning import GridPoint, TuningResult
+from harness.timerome.tuning import GridPoint, TuningResult, apply_tuning
+from job_payloads import TINY_ENTRY as ENTRY, tune_payload
 
-ENTRY = {"adapter": "llada-twin", "options": {"size": "tiny", "vocab_size": 384}}
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +25,7 @@ def tofu(tmp_path_factory) -> Path:
 
 
 def make_job(tofu: Path, out: Path, **kw) -> dict:
-    return {"backbone": "tiny", "backbone_entry": ENTRY, "backbone_path": "unused",
-            "tofu_dir": str(tofu), "validation_split": "validation", "retain_split": "retain95",
-            "forget_split": "forget05", "retain_eval_size": 4, "retain_train_size": 8,
-            "seed": 0, "grid": {"alpha": [8.0], "lam": [1.0], "q": [0.5, 1.0]},
-            "max_retain_drop": 1.0, "method_config": {}, "out": str(out), "threads": 1, **kw}
+    return tune_payload("unused", str(tofu), str(out), **kw)
 
 
 def canned(points: list[GridPoint], max_retain_drop: float = 1.0) -> TuningResult:
@@ -49,7 +45,7 @@ SAFE = [GridPoint(8.0, 1.0, 0.5, forget_drop=9.0, retain_drop=0.5, safe=True),
 @pytest.fixture
 def fake_tune(monkeypatch):
     """Replace the backbone load and the grid search; everything else in the job is real."""
-    monkeypatch.setattr(tune_job, "job_backbone", lambda job: object())
+    monkeypatch.setattr(tune_job.TuneJob, "load", lambda job: object())
     outcome: dict = {}
 
     def fake(backbone, validation, retain, base, grid, max_retain_drop, calibration):
@@ -63,7 +59,7 @@ def fake_tune(monkeypatch):
 def test_no_safe_point_fails_by_default(tmp_path, tofu, fake_tune, capsys):
     fake_tune["points"] = UNSAFE
     out = tmp_path / "tuning.json"
-    assert "on_no_safe_point" not in make_job(tofu, out)
+    assert make_job(tofu, out)["on_no_safe_point"] == "fail"  # the schema's default
     assert tune_job.main(["--job", json.dumps(make_job(tofu, out))]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(
@@ -96,7 +92,7 @@ def test_fallback_records_that_it_fell_back(tmp_path, tofu, fake_tune, capsys):
     err = capsys.readouterr().err
     assert err.startswith("warning: no grid point keeps") and "error:" not in err
     # The method job then runs untuned, and says so.
-    config, note = tuned_method_config({"alpha": 4.0}, str(out))
+    config, note = apply_tuning({"alpha": 4.0}, str(out), ("alpha", "lam", "q"))
     assert config == {"alpha": 4.0} and "no utility-safe point" in note
 
 
@@ -120,9 +116,18 @@ def test_unknown_policy_is_a_job_error(tmp_path, tofu, fake_tune, capsys):
     assert not out.exists()
 
 
-def test_default_is_stated_once_in_the_job_module():
-    assert tune_job.ON_NO_SAFE_POINT_DEFAULT == "fail"
-    assert tune_job.ON_NO_SAFE_POINT_CHOICES == ("fail", "fallback_defaults")
+def test_default_is_stated_once_in_the_config_schema(tmp_path, tofu, capsys):
+    schema = json.loads((REPO_ROOT / "workflows" / "config" / "schema.json").read_text())
+    policy = schema["properties"]["tuning"]["properties"]["on_no_safe_point"]
+    assert policy["default"] == "fail"
+    assert tuple(policy["enum"]) == tune_job.ON_NO_SAFE_POINT_CHOICES
+    job = make_job(tofu, tmp_path / "tuning.json")
+    del job["on_no_safe_point"]  # the job states no default of its own
+    with pytest.raises(SystemExit) as info:
+        tune_job.main(["--job", json.dumps(job)])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: TuneJob job description has missing field(s): on_no_safe_point")
 
 
 def test_tuning_record_is_strict_json(tmp_path):

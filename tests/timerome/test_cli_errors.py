@@ -19,16 +19,19 @@ from harness.artefacts import CONTENT_FILE
 from harness.backbones.base import BackboneSpec
 from harness.backbones.registry import load_backbone
 from harness.data import write_synthetic
-from harness.diffusion.scoring import score_facts
+from harness.evaluation.answer_logprob import score_facts
 from harness.timerome import cli
 from harness.timerome.config import TimeROMEConfig
 from harness.timerome.memory import EditMemory
 
 ROOT = Path(__file__).resolve().parents[2]
 # The tiny models' facts barely depend on the last subject token: edit at every subject
-# token and edit flagged facts too, so that the memory holds every fact.
+# token and edit flagged facts too, so that the memory holds every fact; no retain
+# statistics (so `forget` needs no --retain).
 EDIT_ALL = TimeROMEConfig(alpha=4.0, target="suppress", times=(1.0, 0.5), noise_samples=2,
-                          positions="subject", edit_flagged=True)
+                          positions="subject", edit_flagged=True, precondition="none",
+                          gate=False)
+NO_RETAIN = ["--precondition", "none", "--no-gate"]  # flags: the edit uses no retain facts
 
 
 def facts_file(path: Path, facts) -> Path:
@@ -114,7 +117,7 @@ def test_python_m_truncated_weights_name_the_file(tiny_checkpoint, good_facts, t
     weights = folder / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:weights.stat().st_size // 2])
     proc = _python_m("forget", "--backbone-dir", str(folder), "--facts", str(good_facts),
-                     "--out", str(tmp_path / "m.safetensors"))
+                     "--out", str(tmp_path / "m.safetensors"), *NO_RETAIN)
     assert proc.returncode == 2, proc.stderr
     assert one_error_line(proc.stderr).startswith(f"error: {weights}: ")
 
@@ -223,7 +226,7 @@ def test_long_answer_is_an_error_line(tiny_checkpoint, tmp_path, forget_retain, 
     path.write_text(json.dumps({"question": fact.question, "subject": fact.subject,
                                 "answer": " ".join(["word"] * 3000)}) + "\n")
     code, _, err = run_cli(["forget", "--backbone-dir", tiny_checkpoint, "--facts", path,
-                            "--out", tmp_path / "m.safetensors"], capsys)
+                            "--out", tmp_path / "m.safetensors", *NO_RETAIN], capsys)
     assert code == 2
     assert "exceed the backbone's max_positions" in one_error_line(err)
 
@@ -309,3 +312,39 @@ def test_apply_truncated_memory_is_named_before_the_model(tiny_checkpoint, saved
                             "--facts", good_facts], capsys)
     assert code == 2
     assert one_error_line(err).startswith(f"error: {saved_memory}: ")
+
+
+# ---- the default method (Table 1's variant) needs retain facts ------------------------------
+def test_forget_and_tune_refuse_the_default_method_without_retain_facts(
+        tiny_checkpoint, good_facts, tmp_path, no_model, capsys):
+    code, _, err = run_cli(["forget", "--backbone-dir", tiny_checkpoint, "--facts", good_facts,
+                            "--out", tmp_path / "m.safetensors"], capsys)
+    assert code == 2 and "--retain FILE is needed" in one_error_line(err)
+    corpus = write_synthetic(tmp_path / "corpus", authors=20, facts_per_author=5, seed=1)
+    code, _, err = run_cli(["tune", "--backbone-dir", tiny_checkpoint, "--tofu-dir", corpus,
+                            "--out", tmp_path / "t.json"], capsys)
+    assert code == 2 and "--calibration-n N is needed" in one_error_line(err)
+
+
+def test_tune_takes_the_retain_statistics_from_held_out_facts(tiny_checkpoint, tmp_path,
+                                                               monkeypatch):
+    from harness.timerome import tuning
+
+    corpus = write_synthetic(tmp_path / "corpus", authors=20, facts_per_author=5, seed=1)
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_tune(backbone, validation, retain, config, calibration=None, **_):
+        seen.update(retain=retain, calibration=calibration, config=config)
+        raise Stop
+
+    monkeypatch.setattr(tuning, "tune", fake_tune)
+    monkeypatch.setattr(cli, "_load", lambda spec: None)
+    with pytest.raises(Stop):
+        cli.main(["tune", "--backbone-dir", str(tiny_checkpoint), "--tofu-dir", str(corpus),
+                  "--out", str(tmp_path / "t.json"), "--retain-n", "10", "--calibration-n", "30"])
+    assert len(seen["retain"]) == 10 and len(seen["calibration"]) == 30
+    assert not {f.key for f in seen["retain"]} & {f.key for f in seen["calibration"]}
+    assert seen["config"] == TimeROMEConfig()  # the method Table 1 runs

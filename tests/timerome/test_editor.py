@@ -4,28 +4,34 @@ from __future__ import annotations
 
 import json
 
+import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 import torch
 
 from harness.data.errors import DataError
-from harness.diffusion.scoring import score_facts
+from harness.evaluation.answer_logprob import score_facts
 from harness.methods.base import EditRequest
 from harness.methods.registry import get_method
+from harness.timerome import cli
 from harness.timerome.cli import main as cli_main
 from harness.timerome.config import TimeROMEConfig
 from harness.timerome.editor import TimeROMEEditor
-from harness.timerome.figure import tie_figure
+from harness.timerome.figure import tie_figure, tie_plot
 from harness.timerome.memory import EditMemory
 from harness.timerome.tracing import trace_facts
 from harness.timerome.tuning import TuningGrid, read_tuned_config, tune, write_tuning
 
 FAST = dict(times=(1.0, 0.5), noise_samples=2, positions="subject")
+# The ungated memory without retain statistics (W = A B^T): what the tests of the plain
+# solve, hook and undo are about; the default (Table 1's variant) adds both.
+LINEAR = dict(precondition="none", gate=False)
 
 
 def test_edit_lowers_forget_logprob(tiny_backbone, forget_retain):
     forget, retain = forget_retain
     before = score_facts(tiny_backbone, forget).logp
-    editor = TimeROMEEditor(tiny_backbone, TimeROMEConfig(alpha=4.0, target="suppress", **FAST))
+    editor = TimeROMEEditor(tiny_backbone, TimeROMEConfig(alpha=4.0, target="suppress", **LINEAR, **FAST))
     _, report = editor.edit(forget)
     after = score_facts(tiny_backbone, forget).logp
     assert report.n_edited >= 1
@@ -40,7 +46,7 @@ def test_method_registry_outcome_and_undo(tiny_backbone, forget_retain):
     ids = torch.randint(2, 200, (2, 15), generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         before = tiny_backbone.logits(ids)
-    method = get_method("timerome", {"alpha": 2.0, **FAST})
+    method = get_method("timerome", {"alpha": 2.0, **LINEAR, **FAST})
     outcome = method.apply(EditRequest(backbone=tiny_backbone, forget=forget, retain=retain))
     assert outcome.steps is None and outcome.wall_clock_s > 0
     assert {c["fact"] for c in outcome.details["coordinates"]} | \
@@ -56,7 +62,7 @@ def test_method_registry_outcome_and_undo(tiny_backbone, forget_retain):
 def test_sequential_insertion_grows_memory(tiny_backbone, forget_retain):
     forget, retain = forget_retain
     facts = forget + retain[:2]
-    editor = TimeROMEEditor(tiny_backbone, TimeROMEConfig(edit_flagged=True, **FAST))
+    editor = TimeROMEEditor(tiny_backbone, TimeROMEConfig(edit_flagged=True, **LINEAR, **FAST))
     for n, fact in enumerate(facts, start=1):
         _, report = editor.insert(fact)
         assert report.n_edited == 1
@@ -71,19 +77,45 @@ def test_sequential_insertion_grows_memory(tiny_backbone, forget_retain):
 
 def test_cli_forget_writes_loadable_memory(tiny_backbone, tiny_checkpoint, forget_retain,
                                            tmp_path):
+    """`forget` with no method flags runs the method Table 1 runs (TimeROMEConfig's
+    defaults: retain covariance and gate from --retain); the flags override it."""
+    forget, retain = forget_retain
+    facts_path, retain_path = tmp_path / "facts.jsonl", tmp_path / "retain.jsonl"
+    for path, facts in ((facts_path, forget), (retain_path, retain)):
+        path.write_text("".join(json.dumps({"question": f.question, "answer": f.answer,
+                                            "subject": f.subject}) + "\n" for f in facts))
+    out = tmp_path / "mem.safetensors"
+    code = cli_main(["forget", "--backbone-dir", str(tiny_checkpoint), "--name", "tiny-timerome",
+                     "--facts", str(facts_path), "--out", str(out), "--alpha", "2", "--q", "0.5",
+                     "--retain", str(retain_path)])
+    assert code == 0
+    report = json.loads((tmp_path / "mem.safetensors.report.json").read_text())
+    assert report["config"] == TimeROMEConfig(alpha=2.0, q=0.5).to_dict()
+    assert get_method("timerome", {"alpha": 2.0, "q": 0.5}).timerome_config().to_dict() \
+        == report["config"]  # the method the workflow runs, with the same overrides
+    tensors = EditMemory.read(out)[1]
+    assert any(name.endswith(".metric") for name in tensors)  # the retain covariance
+    memory = EditMemory.load(out, tiny_backbone)
+    assert memory.n_facts == report["n_edited"]
+    assert memory.gate_tau  # the gate thresholds from the retain facts
+    memory.detach()
+
+
+def test_cli_forget_needs_retain_facts_for_the_default_method(tiny_checkpoint, forget_retain,
+                                                              tmp_path):
     forget, _ = forget_retain
     facts_path = tmp_path / "facts.jsonl"
     facts_path.write_text("".join(json.dumps({"question": f.question, "answer": f.answer,
                                               "subject": f.subject}) + "\n" for f in forget))
     out = tmp_path / "mem.safetensors"
-    code = cli_main(["forget", "--backbone-dir", str(tiny_checkpoint), "--name", "tiny-timerome",
-                     "--facts", str(facts_path), "--out", str(out), "--alpha", "2", "--q", "0.5"])
-    assert code == 0
+    with pytest.raises(cli.UsageError, match="--retain FILE is needed"):
+        cli_main(["forget", "--backbone-dir", str(tiny_checkpoint), "--facts", str(facts_path),
+                  "--out", str(out)])
+    assert cli_main(["forget", "--backbone-dir", str(tiny_checkpoint), "--facts",
+                     str(facts_path), "--out", str(out), "--precondition", "none",
+                     "--no-gate"]) == 0
     report = json.loads((tmp_path / "mem.safetensors.report.json").read_text())
-    assert report["config"]["alpha"] == 2.0 and report["config"]["q"] == 0.5
-    memory = EditMemory.load(out, tiny_backbone)
-    assert memory.n_facts == report["n_edited"]
-    memory.detach()
+    assert (report["config"]["precondition"], report["config"]["gate"]) == ("none", False)
 
 
 def test_cli_rejects_fact_without_subject(tiny_checkpoint, tmp_path):
@@ -97,7 +129,7 @@ def test_cli_rejects_fact_without_subject(tiny_checkpoint, tmp_path):
 def test_tuning_grid_json(tiny_backbone, forget_retain, tmp_path):
     forget, retain = forget_retain
     grid = TuningGrid(alphas=(0.5, 16.0), lams=(1.0,), qs=(0.5, 1.0))
-    result = tune(tiny_backbone, forget, retain, TimeROMEConfig(edit_flagged=True, **FAST), grid)
+    result = tune(tiny_backbone, forget, retain, TimeROMEConfig(edit_flagged=True, **LINEAR, **FAST), grid)
     path = write_tuning(result, tmp_path / "tuning.json")
     data = json.loads(path.read_text())
     assert len(data["grid"]) == 4
@@ -118,6 +150,33 @@ def test_tie_figure_files(tiny_backbone, forget_retain, tmp_path):
     png, pdf = tie_figure(trace, tmp_path / "tie")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert pdf.read_bytes()[:4] == b"%PDF"
+
+
+def test_tie_figure_plots_the_traced_effects(tiny_backbone, forget_retain):
+    forget, _ = forget_retain
+    trace = trace_facts(tiny_backbone, forget,
+                        TimeROMEConfig(times=(1.0, 0.5), noise_samples=1, positions="window",
+                                       window=(2, 2)))
+    fig = tie_plot(trace, title="TIE, tiny", caption="summary")
+    try:
+        by_level, by_position = fig.axes[0], fig.axes[1]
+        # left: mean IE at the last subject token, layer x level
+        left = by_level.get_images()[0].get_array()
+        p0 = trace.offsets.index(0)
+        expected = trace.ie[:, :, :, p0].nanmean(0).T.numpy()
+        assert left.shape == (tiny_backbone.num_layers, len(trace.times))
+        np.testing.assert_allclose(np.asarray(left), expected)
+        assert [t.get_text() for t in by_level.get_xticklabels()] == ["1", "0.5"]
+        assert by_level.get_ylabel() == "layer"
+        # right: mean TIE per layer x position offset, nan-aware
+        right = by_position.get_images()[0].get_array()
+        np.testing.assert_allclose(np.ma.filled(right, np.nan), trace.tie.nanmean(0).numpy())
+        assert [t.get_text() for t in by_position.get_xticklabels()] == \
+            [str(o) for o in trace.offsets]
+        assert by_position.get_xlabel() == "position relative to subject end"
+        assert fig._suptitle.get_text() == "TIE, tiny"
+    finally:
+        plt.close(fig)
 
 
 def test_retain_cov_and_gate_options_round_trip(tiny_backbone, forget_retain, tmp_path):
@@ -192,7 +251,7 @@ def test_gate_thresholds_of_incremental_insertion_equal_a_batch_insertion():
     ref = torch.randn((300, d_k), generator=gen)
     k_all = torch.randn((5, d_k), generator=gen)
     v_all = torch.randn((5, d_v), generator=gen)
-    config = TimeROMEConfig(gate=True, gate_quantile=0.95)
+    config = TimeROMEConfig(gate=True, gate_quantile=0.95, precondition="none")
     together = EditMemory(config, {"id": 1}, gate_reference={0: ref})
     together.insert(0, k_all, v_all, [f"f{i}" for i in range(5)])
     one_by_one = EditMemory(config, {"id": 1}, gate_reference={0: ref})

@@ -8,6 +8,10 @@ import torch
 from harness.timerome.config import TimeROMEConfig
 from harness.timerome.memory import EditMemory, IdentityMismatch
 
+# These memories hold random keys without a retain covariance: the plain variant (identity
+# metric, no gate) unless a test turns the gate on itself.
+PLAIN = dict(precondition="none", gate=False)
+
 
 def _random_memory(backbone, n: int, config: TimeROMEConfig, layer: int = 1) -> EditMemory:
     gen = torch.Generator().manual_seed(0)
@@ -27,7 +31,7 @@ def test_hook_removal_restores_outputs_exactly(tiny_backbone):
     ids = _ids(tiny_backbone)
     with torch.inference_mode():
         before = tiny_backbone.logits(ids)
-        memory = _random_memory(tiny_backbone, 4, TimeROMEConfig(alpha=2.0))
+        memory = _random_memory(tiny_backbone, 4, TimeROMEConfig(alpha=2.0, **PLAIN))
         memory.attach(tiny_backbone)
         during = tiny_backbone.logits(ids)
         memory.detach()
@@ -38,7 +42,7 @@ def test_hook_removal_restores_outputs_exactly(tiny_backbone):
 
 @pytest.mark.parametrize("n", [3, 300])  # 300 facts: the dense W = A_q B^T path
 def test_contribution_is_per_fact_sparsified_sum(tiny_backbone, n):
-    config = TimeROMEConfig(alpha=1.5, q=0.25)
+    config = TimeROMEConfig(alpha=1.5, q=0.25, **PLAIN)
     memory = _random_memory(tiny_backbone, n, config)
     st = memory.factors[1]
     h = torch.randn((2, 5, st.keys.shape[0]), generator=torch.Generator().manual_seed(2))
@@ -67,7 +71,7 @@ def test_gated_hook_adds_only_the_facts_whose_gate_opens(tiny_backbone, gate_row
     h = torch.randn((4, 5, d_k), generator=gen)
     h[0, :3] = keys[:3] + 0.1 * torch.randn((3, d_k), generator=gen)
     h[2, 4] = keys[5] + 0.1 * torch.randn(d_k, generator=gen)
-    config = TimeROMEConfig(alpha=2.0, gate=True, gate_quantile=1.0)
+    config = TimeROMEConfig(precondition="none", alpha=2.0, gate=True, gate_quantile=1.0)
     memory = EditMemory(config, tiny_backbone.identity(),
                         gate_reference={0: torch.randn((64, d_k), generator=gen)})
     memory.insert(0, keys, torch.randn((n, d_v), generator=gen), [f"f{i}" for i in range(n)])
@@ -92,7 +96,7 @@ def test_gated_hook_adds_only_the_facts_whose_gate_opens(tiny_backbone, gate_row
 
 def test_save_load_round_trip_and_wrong_backbone(tiny_backbone, other_backbone, tmp_path):
     ids = _ids(tiny_backbone)
-    memory = _random_memory(tiny_backbone, 5, TimeROMEConfig(alpha=3.0, q=0.5))
+    memory = _random_memory(tiny_backbone, 5, TimeROMEConfig(alpha=3.0, q=0.5, **PLAIN))
     memory.attach(tiny_backbone)
     with torch.inference_mode():
         edited = tiny_backbone.logits(ids)
@@ -137,7 +141,7 @@ def test_linear_memory_folds_into_the_layer_and_unfolds_exactly(tiny_backbone):
     ids = _ids(tiny_backbone)
     proj = tiny_backbone.mlp_out_proj(1)
     gen = torch.Generator().manual_seed(4)
-    memory = EditMemory(TimeROMEConfig(alpha=0.05), tiny_backbone.identity())
+    memory = EditMemory(TimeROMEConfig(alpha=0.05, **PLAIN), tiny_backbone.identity())
     keys = torch.randn((300, proj.in_features), generator=gen)
     deltas = torch.randn((300, proj.out_features), generator=gen)
     with torch.inference_mode():
@@ -177,7 +181,7 @@ def test_folded_weight_follows_a_changed_layer_weight(tiny_backbone):
     ids = _ids(tiny_backbone)
     proj = tiny_backbone.mlp_out_proj(1)
     original, saved = proj.weight, proj.weight.detach().clone()
-    memory = _random_memory(tiny_backbone, 300, TimeROMEConfig(alpha=0.05))
+    memory = _random_memory(tiny_backbone, 300, TimeROMEConfig(alpha=0.05, **PLAIN))
     memory.attach(tiny_backbone)
     fold = memory._compiled[1]["fused"]
     memory.detach()
@@ -206,7 +210,7 @@ def test_fused_layer_passes_gradients_to_its_weight(tiny_backbone):
     same gradient as under the plain additive hook."""
     ids = _ids(tiny_backbone)
     proj = tiny_backbone.mlp_out_proj(1)
-    memory = _random_memory(tiny_backbone, 300, TimeROMEConfig(alpha=0.05))
+    memory = _random_memory(tiny_backbone, 300, TimeROMEConfig(alpha=0.05, **PLAIN))
 
     def weight_grad():
         loss = tiny_backbone.logits(ids).logsumexp(-1).sum()

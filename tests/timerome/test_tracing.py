@@ -11,7 +11,10 @@ from harness.timerome.levels import mask_at_level, reveal_orders
 from harness.timerome.tracing import (masked_mean_logp, noise_scale, subject_noise,
                                       trace_facts)
 
-FAST = dict(times=(1.0, 0.5), noise_samples=2)
+# Tracing needs no retain facts: the retain-based extras are off, and tests that do not name
+# the candidate positions trace the last subject token (the position the checks below assume).
+FAST = dict(times=(1.0, 0.5), noise_samples=2, precondition="none", gate=False)
+LAST = dict(positions="last_subject")
 
 
 def test_trace_shapes_and_subject_matters(tiny_backbone, forget_retain):
@@ -37,7 +40,7 @@ def test_trace_shapes_and_subject_matters(tiny_backbone, forget_retain):
 def test_batched_restoration_matches_single_forward(tiny_backbone, forget_retain):
     """IE of one (layer, position) recomputed with one unbatched forward per variant."""
     forget, _ = forget_retain
-    config = TimeROMEConfig(times=(0.5,), noise_samples=1, trace_batch_rows=3)
+    config = TimeROMEConfig(times=(0.5,), noise_samples=1, trace_batch_rows=3, **LAST)
     trace = trace_facts(tiny_backbone, forget[:2], config)
     bb = tiny_backbone
     # The fact with the strongest effect, alone, at its own width (batching.row_width)
@@ -81,9 +84,9 @@ def test_batched_restoration_matches_single_forward(tiny_backbone, forget_retain
 
 def test_trace_is_deterministic_under_seed(tiny_backbone, forget_retain):
     forget, _ = forget_retain
-    a = trace_facts(tiny_backbone, forget, TimeROMEConfig(seed=5, **FAST))
-    b = trace_facts(tiny_backbone, forget, TimeROMEConfig(seed=5, **FAST))
-    c = trace_facts(tiny_backbone, forget, TimeROMEConfig(seed=6, **FAST))
+    a = trace_facts(tiny_backbone, forget, TimeROMEConfig(seed=5, **FAST, **LAST))
+    b = trace_facts(tiny_backbone, forget, TimeROMEConfig(seed=5, **FAST, **LAST))
+    c = trace_facts(tiny_backbone, forget, TimeROMEConfig(seed=6, **FAST, **LAST))
     assert torch.equal(a.ie, b.ie) and torch.equal(a.keys, b.keys)
     assert torch.equal(a.corrupt_out, b.corrupt_out)
     assert not torch.equal(a.ie, c.ie)
@@ -91,7 +94,7 @@ def test_trace_is_deterministic_under_seed(tiny_backbone, forget_retain):
 
 def test_corruption_invariant_fact_is_reported_not_edited(tiny_backbone, forget_retain):
     forget, _ = forget_retain
-    editor = TimeROMEEditor(tiny_backbone, TimeROMEConfig(noise_multiplier=0.0, **FAST))
+    editor = TimeROMEEditor(tiny_backbone, TimeROMEConfig(noise_multiplier=0.0, **FAST, **LAST))
     _, report = editor.edit(forget)
     assert report.n_edited == 0
     assert editor.memory.n_facts == 0
@@ -107,14 +110,14 @@ def test_fact_that_needs_its_subject_but_has_no_single_restoring_coordinate_is_d
     """Flagged with a threshold between a fact's max TIE and its corruption effect: the
     report must not call its answer invariant to the subject."""
     forget, _ = forget_retain
-    trace = trace_facts(tiny_backbone, forget, TimeROMEConfig(**FAST))
+    trace = trace_facts(tiny_backbone, forget, TimeROMEConfig(**FAST, **LAST))
     effect = trace.corruption_effect.mean(1)
     between = (trace.max_tie < 0.5 * effect) & (effect > 0)
     assert bool(between.any())
     i = int(between.nonzero()[0])
     threshold = float(0.5 * (trace.max_tie[i] + effect[i]))
-    _, report = TimeROMEEditor(tiny_backbone, TimeROMEConfig(flag_threshold=threshold, **FAST)
-                               ).edit([forget[i]])
+    config = TimeROMEConfig(flag_threshold=threshold, **FAST, **LAST)
+    _, report = TimeROMEEditor(tiny_backbone, config).edit([forget[i]])
     (row,) = report.flagged
     assert row["kind"] == "distributed" and "invariant" not in row["reason"]
     assert f"{float(effect[i]):.3g} nats" in row["reason"]

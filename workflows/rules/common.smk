@@ -6,10 +6,10 @@ import os
 import sys
 
 from snakemake.exceptions import WorkflowError
-from snakemake.logging import logger
 from snakemake.utils import validate
 
 from harness import plan_checks
+from harness.methods.registry import methods_of_kind, tuned_methods
 from harness.plan_checks import ConfigError
 
 PYTHON = sys.executable
@@ -20,8 +20,8 @@ def _validate_config():
         plan_checks.parse_overrides(config, workflow.config_settings.config)
     except ConfigError as exc:
         raise WorkflowError(f"invalid config at '{exc.key}': {exc.message}") from None
-    try:
-        validate(config, "../config/schema.json")
+    try:  # also fills every optional key with its schema default (the one place stated)
+        validate(config, "../config/schema.json", set_default=True)
     except WorkflowError as exc:
         # Name the offending key first, e.g. "invalid config at 'data.retain_eval_size'".
         from jsonschema import ValidationError
@@ -41,7 +41,8 @@ SEEDS = [int(s) for s in config["seeds"]]
 DATA = config["data"]
 # The corpus as configured (given, downloaded or generated) ...
 SOURCE_DIR = DATA["tofu_dir"].rstrip("/")
-# Defaults of these keys are filled in from schema.json by the validation above.
+# Every optional key below was filled with its default from schema.json by the validation
+# above: no rule restates a default.
 VALIDATION_SPLIT = DATA["validation_split"]
 VALIDATION_AUTHORS = int(DATA["validation_authors"])
 SUBSET_AUTHORS = DATA.get("authors")
@@ -57,25 +58,37 @@ _PREPARE_KEYS.update(validation_split=VALIDATION_SPLIT, validation_authors=VALID
                      authors=SUBSET_AUTHORS, split_seed=SPLIT_SEED)
 TOFU_DIR = "results/corpus/" + hashlib.sha256(
     json.dumps(_PREPARE_KEYS, sort_keys=True).encode()).hexdigest()[:12]
-EVAL = config.get("evaluation", {})
-THREADS = config.get("threads", {})
-JOB_THREADS = int(THREADS.get("job", 1))
-FT_THREADS = int(THREADS.get("finetune", 1))
-TUNING = config.get("tuning", {})
-TUNING_BACKBONE = TUNING.get("backbone", BACKBONES[0])
-TUNING_ENABLED = bool(TUNING.get("enabled", True))
-SCALING_BACKBONE = config.get("scaling_backbone", TUNING_BACKBONE)
-SCALING_METHODS = list(config.get("scaling_methods", ["timerome"]))
-FACT_COUNTS = sorted(int(n) for n in config.get("fact_counts", []))
-SEQUENTIAL = config.get("sequential", {})
-SEQUENTIAL_BACKBONE = SEQUENTIAL.get("backbone", TUNING_BACKBONE)
-TIE = config.get("tie", {})
-# `tie.backbones`: a list of names, or "all" (the default): every configured backbone.
+EVAL = config["evaluation"]
+THREADS = config["threads"]
+JOB_THREADS = int(THREADS["job"])
+FT_THREADS = int(THREADS["finetune"])
+METHOD_CONFIG = config["method_config"]  # per-method overrides of each method's own defaults
+TUNING = config["tuning"]
+# Backbone keys default to another key's value (not expressible in the schema).
+TUNING_BACKBONE = TUNING.get("backbone") or BACKBONES[0]
+TUNING_ENABLED = bool(TUNING["enabled"])
+SCALING_BACKBONE = config.get("scaling_backbone") or TUNING_BACKBONE
+SCALING_METHODS = list(config["scaling_methods"])
+FACT_COUNTS = sorted(int(n) for n in config["fact_counts"])
+SEQUENTIAL = config["sequential"]
+SEQUENTIAL_BACKBONE = SEQUENTIAL.get("backbone") or TUNING_BACKBONE
+TIE = config["tie"]
+# `tie.backbones`: a list of names, or "all": every configured backbone.
 # Names are checked against `backbones` with the other cross-key checks (_check_names).
-_TIE_CHOICE = TIE.get("backbones", "all")
+_TIE_CHOICE = TIE["backbones"]
 TIE_BACKBONES = list(BACKBONES) if _TIE_CHOICE == "all" else (
     [_TIE_CHOICE] if isinstance(_TIE_CHOICE, str) else list(_TIE_CHOICE))
-GRADIENT_BASELINES = list(config.get("gradient_baselines", []))
+# Methods' roles come from the method registry (harness.methods.registry), not from names:
+# the gradient baselines are the configured methods of kind "gradient"; tuning runs for the
+# methods with tunable keys.
+GRADIENT_BASELINES = [m for m in METHODS if m in set(methods_of_kind("gradient"))]
+TUNED_METHODS = set(tuned_methods())
+if len(TUNED_METHODS) != 1:  # rule tune_timerome, the transfer table and the TIE and
+    # sequential experiments are those of the one tuned method (TimeROME-DLM)
+    raise WorkflowError(f"the method registry names {len(TUNED_METHODS)} methods with "
+                        f"tunable keys ({', '.join(sorted(TUNED_METHODS))}); the workflow "
+                        "tunes exactly one")
+(TUNED_METHOD,) = TUNED_METHODS
 
 
 def _check_names():
@@ -152,9 +165,6 @@ def _plan_checks():
         plan_checks.check_config(config, _size_experiments())
     except ConfigError as exc:
         raise WorkflowError(f"invalid config at '{exc.key}': {exc.message}") from None
-    for name in plan_checks.unused_gradient_baselines(config):
-        logger.warning(f"config: gradient_baselines lists '{name}', which is in neither "
-                       "methods nor scaling_methods (no job runs it)")
 
 
 _plan_checks()
@@ -166,7 +176,7 @@ def _alternation(names):
 
 wildcard_constraints:
     backbone=_alternation(BACKBONES),
-    method=_alternation(set(METHODS) | set(SCALING_METHODS) | {"timerome"}),
+    method=_alternation(set(METHODS) | set(SCALING_METHODS) | TUNED_METHODS),
     n_facts=r"[0-9]+",
     seed=r"[0-9]+",
 
@@ -214,36 +224,42 @@ def tuned_path(seed=0):
     return f"results/tuning/{TUNING_BACKBONE}/seed{seed}.json"
 
 
+def is_tuned(method):
+    """Whether `method`'s jobs apply the tuning job's chosen point (its registry entry has
+    tunable keys and tuning is enabled)."""
+    return method in TUNED_METHODS and TUNING_ENABLED
+
+
 def method_job(wildcards, experiment, output, n_facts=None, seed=None):
+    """The job description of harness.jobs.run_method (its MethodJob fields, all given)."""
     name, method = wildcards.backbone, wildcards.method
     seed = int(wildcards.seed if seed is None else seed)
-    tuned = tuned_path() if (method == "timerome" and TUNING_ENABLED) else None
+    tuned = tuned_path() if is_tuned(method) else None
     payload = {
         "experiment": experiment,
         "backbone": name,
         "backbone_entry": backbone_entry(name),
         "backbone_path": finetuned_path(name),
         "method": method,
-        "method_config": config.get("method_config", {}).get(method, {}),
+        "method_config": METHOD_CONFIG.get(method, {}),
         "tofu_dir": TOFU_DIR,
         "forget_split": DATA["forget_split"],
         "retain_split": DATA["retain_split"],
+        "validation_split": VALIDATION_SPLIT,
         "out": str(output),
         "n_facts": n_facts,
         "max_n_facts": FACT_COUNTS[-1] if n_facts is not None else None,
         "retain_model_path": retain_path(name) if (experiment == "table1"
                                                     and has_retain_model(name)) else None,
         "tuned_config": tuned,
-        "retain_eval_size": int(DATA.get("retain_eval_size", 40)),
-        "retain_train_size": int(DATA.get("retain_train_size", 400)),
-        "eval_seed": int(DATA.get("eval_seed", 0)),
+        "retain_eval_size": int(DATA["retain_eval_size"]),
+        "retain_train_size": int(DATA["retain_train_size"]),
+        "eval_seed": int(DATA["eval_seed"]),
         "seed": seed,
         "estimator": config["estimator"],
-        "target_forget_drop": None if MATCH_TIMEROME else config.get("target_forget_drop"),
+        "target_forget_drop": None if MATCHED_METHOD else config["target_forget_drop"],
         "target_from_record": matched_record_path(wildcards, experiment, n_facts),
-        "evaluation": {k: EVAL[k] for k in ("rouge", "gen_steps", "batch_size",
-                                             "forget_quality", "model_utility", "utility_size")
-                       if k in EVAL},
+        "evaluation": dict(EVAL),
         "threads": JOB_THREADS,
     }
     if experiment == "scaling":
@@ -253,7 +269,10 @@ def method_job(wildcards, experiment, output, n_facts=None, seed=None):
     return job_arg(payload)
 
 
-MATCH_TIMEROME = config.get("target_forget_drop") == "timerome"
+# `target_forget_drop: <method>` (the schema allows "timerome"): gradient baselines match
+# that method's achieved drop; a number is a fixed target; null: plateau or step cap.
+MATCHED_METHOD = config["target_forget_drop"] if isinstance(config["target_forget_drop"],
+                                                            str) else None
 
 
 def matched_record_path(wildcards, experiment, n_facts=None):
@@ -262,9 +281,9 @@ def matched_record_path(wildcards, experiment, n_facts=None):
     With `target_forget_drop: timerome` every gradient baseline stops when it has removed
     as much as TimeROME-DLM did on the same backbone, forget set and seed (the paper's
     matched-efficacy comparison); a number is a fixed target; null stops on plateau/cap."""
-    if not MATCH_TIMEROME or wildcards.method not in GRADIENT_BASELINES:
+    if not MATCHED_METHOD or wildcards.method not in GRADIENT_BASELINES:
         return None
-    base = f"results/runs/{experiment}/{wildcards.backbone}/timerome"
+    base = f"results/runs/{experiment}/{wildcards.backbone}/{MATCHED_METHOD}"
     if n_facts is not None:
         base += f"/n{n_facts}"
     return f"{base}/seed{wildcards.seed}.json"
@@ -279,4 +298,4 @@ def matched_input(experiment):
 
 
 def tuned_input(wildcards):
-    return [tuned_path()] if (wildcards.method == "timerome" and TUNING_ENABLED) else []
+    return [tuned_path()] if is_tuned(wildcards.method) else []

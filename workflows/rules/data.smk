@@ -4,7 +4,7 @@
 from harness.data.errors import DataError
 from harness.data.prepare import check_split_files, required_splits
 
-SYN = DATA["synthetic"]  # filled from schema.json (default {}; answer_style's default)
+SYN = DATA["synthetic"]  # filled from schema.json (default {} and its keys' defaults)
 REQUIRED_SPLITS = required_splits(DATA["forget_split"], DATA["retain_split"])
 # Configs locuslab/TOFU has on the hub: no validation (derived by prepare_corpus) and no
 # holdout split is fetched (nothing in the workflow reads one).
@@ -12,15 +12,15 @@ HUB_SPLITS = sorted(set(REQUIRED_SPLITS))
 
 if DATA["source"] == "synthetic":
     SOURCE_INPUTS = [f"{SOURCE_DIR}/manifest.json"]
-    FACTS_PER_AUTHOR = int(SYN.get("facts_per_author", 10))
+    FACTS_PER_AUTHOR = int(SYN["facts_per_author"])
 
     rule synthetic_corpus:
         output:
             f"{SOURCE_DIR}/manifest.json",
         params:
-            authors=SYN.get("authors", 100),
-            per_author=SYN.get("facts_per_author", 10),
-            seed=SYN.get("seed", 0),
+            authors=SYN["authors"],
+            per_author=SYN["facts_per_author"],
+            seed=SYN["seed"],
             answer_style=SYN["answer_style"],
         log:
             "results/logs/synthetic_corpus.log",
@@ -39,14 +39,13 @@ elif DATA["source"] == "tofu_hub":
         output:
             f"{SOURCE_DIR}/manifest.json",
         params:
-            splits=" ".join(HUB_SPLITS),
+            job=job_arg({"out": SOURCE_DIR, "splits": HUB_SPLITS}),
         log:
             "results/logs/fetch_tofu.log",
         benchmark:
             "results/benchmarks/fetch_tofu.tsv"
         shell:
-            "{PYTHON} -m harness.jobs.fetch_tofu --out {SOURCE_DIR} --splits {params.splits} "
-            "> {log} 2>&1"
+            "{PYTHON} -m harness.jobs.fetch_tofu --job {params.job:q} > {log} 2>&1"
 
 else:  # tofu_dir: the files exist before the run, so a missing or empty one fails the plan
     FACTS_PER_AUTHOR = 20

@@ -1,4 +1,5 @@
-# All records in one CSV, and the HTML report (`snakemake --report`).
+# All records in one CSV (for people and the nightly to keep; no rule reads it back: every
+# table and the regression check read the records), and the HTML report (`snakemake --report`).
 
 ALL_RECORDS = TABLE1_RECORDS + SCALING_RECORDS + SEQUENTIAL_RECORDS
 

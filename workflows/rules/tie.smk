@@ -2,8 +2,8 @@
 # per backbone, each with a JSON summary next to it (harness/jobs/tie.py: corruption
 # effect, chosen TIE, median |TIE|, their ratio, flagged fraction, issue 13's bars).
 #
-# `tie.backbones`: a list of configured backbones, or "all" / omitted = every backbone in
-# `backbones`, in config order.
+# `tie.backbones`: a list of configured backbones, or "all" = every backbone in `backbones`,
+# in config order.
 
 
 TIE_FIGURES = expand("reports/figures/tie_{backbone}.{ext}", backbone=TIE_BACKBONES,
@@ -24,8 +24,8 @@ rule tie_heatmap:
         job=lambda w, output: job_arg({
             "backbone": w.backbone, "backbone_entry": backbone_entry(w.backbone),
             "backbone_path": finetuned_path(w.backbone), "tofu_dir": TOFU_DIR,
-            "forget_split": DATA["forget_split"], "n_facts": int(TIE.get("n_facts", 4)),
-            "method_config": config.get("method_config", {}).get("timerome", {}),
+            "forget_split": DATA["forget_split"], "n_facts": int(TIE["n_facts"]),
+            "method_config": METHOD_CONFIG.get(TUNED_METHOD, {}),
             "out": output.png[: -len(".png")], "threads": JOB_THREADS}),
     threads: JOB_THREADS
     log:

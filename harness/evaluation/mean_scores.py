@@ -1,25 +1,35 @@
-"""The evaluation numbers of a job: answer log-probs, ROUGE-L, forget quality, utility.
+"""Mean scores over a fact list: answer log-prob (nats per sample) and ROUGE-L recall of
+greedy generations. Used by the jobs (before/after numbers of a record) and by the
+baselines (their in-loop forget/retain checks).
 
-Log-probabilities come from `harness.diffusion.scoring.score_facts` (mean nats per sample);
-ROUGE-L recall of greedy generations from `harness.evaluation` (forget quality and model
-utility: `harness.jobs.quality`).
+Log-probabilities come from `harness.evaluation.answer_logprob.score_facts`.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Any, Sequence
+from typing import Sequence
 
 from harness.backbones.base import Backbone
 from harness.data.fact import Fact
-from harness.diffusion.scoring import score_facts
+from harness.evaluation.answer_logprob import score_facts
 
 
 def mean_logp(backbone: Backbone, facts: Sequence[Fact], estimator: str, batch_size: int,
               seed: int) -> float | None:
+    """Mean log-prob per sample of the facts' answers, or None for no facts."""
     if not facts:
         return None
     return score_facts(backbone, facts, estimator=estimator, batch_size=batch_size, seed=seed).mean
+
+
+def mean_logprobs(backbone: Backbone, forget: Sequence[Fact], retain: Sequence[Fact],
+                  batch_size: int = 32) -> tuple[float, float]:
+    """(mean forget, mean retain) full_mask log-prob per sample in nats (retain NaN if empty)."""
+    f = score_facts(backbone, forget, "full_mask", batch_size=batch_size)
+    if not retain:
+        return f.mean, float("nan")
+    r = score_facts(backbone, retain, "full_mask", batch_size=batch_size)
+    return f.mean, r.mean
 
 
 def rouge_recall(backbone: Backbone, facts: Sequence[Fact], steps: int | None,
@@ -33,10 +43,3 @@ def rouge_recall(backbone: Backbone, facts: Sequence[Fact], steps: int | None,
     texts = generate(backbone, facts, steps=steps, seed=seed, batch_size=batch_size)
     scores = rouge_l_recall(texts, [f.answer for f in facts])
     return float(sum(scores) / len(scores))
-
-
-def finite_or_none(value: Any) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None

@@ -1,6 +1,6 @@
 """Learning-rate sweep of the gradient baselines: at which rate does each collapse the model?
 
-    python -m baselines.lr_sweep --backbone-dir DIR --tofu-dir DIR --out sweep.csv
+    python -m experiments.lr_sweep --backbone-dir DIR --tofu-dir DIR --out sweep.csv
 
 For every method x learning rate the fine-tuned backbone is reloaded and unlearned on
 the forget split for a fixed step budget (no matched-efficacy target, plateau stop off),
@@ -111,7 +111,7 @@ def write_outputs(rows: Sequence[SweepRow], out: Path) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m baselines.lr_sweep", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m experiments.lr_sweep", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backbone-dir", required=True, help="fine-tuned checkpoint directory")
     p.add_argument("--tofu-dir", required=True, help="TOFU-format corpus directory")

@@ -6,7 +6,7 @@ import csv
 import math
 
 from harness.data import write_synthetic
-from harness.timerome import size_sweep
+from experiments import size_sweep
 
 
 def test_sweep_row_has_finite_measurements(tmp_path):

@@ -1,6 +1,6 @@
 """Run every baseline at its default settings and tabulate efficacy, cost and peak memory.
 
-    python -m baselines.measure_defaults --backbone-dir DIR --tofu-dir DIR --out table.csv
+    python -m experiments.measure_defaults --backbone-dir DIR --tofu-dir DIR --out table.csv
 
 Each method runs in its own fresh Python process on a freshly loaded backbone, so that
 the process's peak resident set size (getrusage ru_maxrss) is that method's alone; a
@@ -26,9 +26,10 @@ import pandas as pd
 import psutil
 import torch
 
-from baselines.lr_sweep import markdown
+from experiments.lr_sweep import markdown
 from harness.atomic import write_text_atomic as write_atomic
-from baselines.scores import mean_logprobs, retain_eval_subset
+from harness.evaluation.mean_scores import mean_logprobs
+from harness.evaluation.retain_sample import retain_eval_subset
 from harness.backbones.base import BackboneSpec
 from harness.backbones.registry import load_backbone
 from harness.data import load_split, retain_split_for
@@ -70,7 +71,7 @@ def measure(backbone_dir: str, tofu_dir: str, forget_split: str = "forget01",
             adapter: str = "llada-twin", threads: int | None = None) -> pd.DataFrame:
     rows = []
     for method in (INFERENCE, *methods):
-        cmd = [sys.executable, "-m", "baselines.measure_defaults", "--child", method,
+        cmd = [sys.executable, "-m", "experiments.measure_defaults", "--child", method,
                "--backbone-dir", backbone_dir, "--tofu-dir", tofu_dir, "--forget-split",
                forget_split, "--seed", str(seed), "--adapter", adapter, "--out", "-"]
         if target is not None:
@@ -92,7 +93,7 @@ def measure(backbone_dir: str, tofu_dir: str, forget_split: str = "forget01",
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m baselines.measure_defaults", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m experiments.measure_defaults", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backbone-dir", required=True)
     p.add_argument("--tofu-dir", required=True)

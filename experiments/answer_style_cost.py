@@ -13,7 +13,7 @@ learnt) and time, single-threaded,
 
 Mean answer words and tokens are reported with them. One markdown table on stdout:
 
-    python -m harness.timerome.answer_style_cost --styles object,restated,tofu
+    python -m experiments.answer_style_cost --styles object,restated,tofu
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 import torch
 import yaml
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "workflows" / "config" / "default.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "workflows" / "config" / "default.yaml"
 COLUMNS = ["style", "answer words", "answer tokens", "prompt tokens", "epoch s", "edit s",
            "score s", "generate s"]
 
@@ -42,7 +42,7 @@ def measure(style: str, cfg: dict[str, Any], adapter: str, options: dict[str, An
     from harness.data import available_splits, load_corpus, write_synthetic
     from harness.diffusion.batching import encode_facts
     from harness.diffusion.sampling import generate
-    from harness.diffusion.scoring import score_facts
+    from harness.evaluation.answer_logprob import score_facts
     from harness.finetune import FinetuneConfig, corpus_texts, finetune, training_facts
     from harness.jobs.selection import split_selection
     from harness.timerome.config import TimeROMEConfig
@@ -95,7 +95,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m harness.timerome.answer_style_cost",
+    p = argparse.ArgumentParser(prog="python -m experiments.answer_style_cost",
                                 description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--styles", default="object,restated,tofu")

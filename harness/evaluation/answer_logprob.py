@@ -12,7 +12,7 @@ All numbers are nats summed over answer tokens, per sample.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
@@ -113,5 +113,3 @@ def score_facts(backbone: Backbone, facts: Sequence[Fact], estimator: str = "ful
     n_tokens = torch.tensor([len(e.answer_ids) for e in encoded])
     return AnswerScores(logp, stderr, n_tokens, estimator)
 
-
-ScoreFn = Callable[[Backbone, Sequence[Fact]], AnswerScores]

@@ -8,8 +8,10 @@ from typing import Any, Callable
 from harness.backbones.base import Backbone
 from harness.data import load_split
 from harness.data.splits import perturbed_split_for
-from harness.evaluation import forget_quality, model_utility, truth_ratios
-from harness.jobs.metrics import finite_or_none
+from harness.evaluation.finite import finite_or_none
+from harness.evaluation.forget_quality import forget_quality
+from harness.evaluation.model_utility import model_utility
+from harness.evaluation.truth_ratio import truth_ratios
 from harness.jobs.selection import seeded_sample
 
 UTILITY_SPLITS = ("retain_perturbed", "real_authors_perturbed", "world_facts_perturbed")

@@ -6,7 +6,7 @@ synthetic corpus (written once), fine-tune it with the project's recipe
 
 - fine-tune wall seconds (the training loop, `FinetuneReport.seconds`);
 - memorisation: mean full_mask answer log-prob (nats per answer) on forget01 and on the
-  40-fact Table 1 retain sample, greedy ROUGE-L recall on both (`harness.jobs.metrics`);
+  40-fact Table 1 retain sample, greedy ROUGE-L recall on both (`harness.evaluation.mean_scores`);
 - the TIE summary (`harness.timerome.tie_summary.summarize_trace`) of tracing the forget01
   facts with the default TimeROME config (positions "window" as harness.jobs.tie, or
   "subject").
@@ -15,7 +15,7 @@ One CSV row per configuration (and tracing position mode: --positions window,sub
 traces the same fine-tuned twin twice), the whole file rewritten atomically after each
 one, so a partial sweep survives. Example:
 
-    python -m harness.timerome.size_sweep --out results/size_sweep.csv \
+    python -m experiments.size_sweep --out results/size_sweep.csv \
         --sizes 2x64x192,6x64x192,8x64x256 --epochs 100,60 --lrs 3e-3 --threads 1
 
 Sizes are LAYERSxD_MODELxMLP_HIDDEN[xN_HEADS] (heads default: --n-heads).
@@ -38,7 +38,7 @@ from typing import Any
 import torch
 import yaml
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "workflows" / "config" / "default.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "workflows" / "config" / "default.yaml"
 
 FIELDS = ["adapter", "n_layers", "d_model", "n_heads", "mlp_hidden", "params", "epochs", "lr",
           "batch_size", "seed", "finetune_seconds", "final_loss", "forget_logp", "retain_logp",
@@ -64,7 +64,7 @@ def _list(kind):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m harness.timerome.size_sweep", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m experiments.size_sweep", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="CSV to write (rows appended atomically)")
     p.add_argument("--adapters", type=_list(str), default=["llada-twin"])
@@ -154,7 +154,7 @@ def run_one(adapter: str, dims: dict[str, int], epochs: int | None, lr: float | 
     from harness.backbones.registry import adapter_class
     from harness.data import available_splits, load_corpus
     from harness.finetune import FinetuneConfig, corpus_texts, finetune, training_facts
-    from harness.jobs.metrics import mean_logp, rouge_recall
+    from harness.evaluation.mean_scores import mean_logp, rouge_recall
     from harness.jobs.selection import split_selection
     from harness.timerome.config import TimeROMEConfig
     from harness.timerome.editor import TimeROMEEditor

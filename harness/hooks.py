@@ -1,0 +1,124 @@
+"""The one forward-hook utility (after memit's `nethook`): every forward hook in `harness/`
+and `baselines/` is registered here.
+
+- `install_forward_hook(module, fn)`: the only `register_forward_hook` call; returns the
+  torch handle for a hook that must outlive one block (TimeROME's edit memory installs its
+  hooks with it and removes them on `detach`). `fn(module, inputs, output)` returns None
+  to leave the output as it is, or the replacement output.
+- `forward_hook(module, fn)`: the same hook for the duration of a `with` block; the handle
+  is removed on exit, also when the body raises.
+- `capture_input(module, select)` / `capture_output(module, select)`: collect the module's
+  first input / its output tensor (detached, optionally reduced by `select`) per forward.
+- `add_at_positions(module, delta, positions)`: add a vector to the output at one position
+  per row (ROME/MEMIT's value optimisation).
+- `output_tensor(output)` and `at_positions(hidden, positions)`: small helpers for hooks.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack, contextmanager
+from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+HookFn = Callable[[nn.Module, tuple[Any, ...], Any], Any]
+Select = Callable[[torch.Tensor], torch.Tensor]
+Key = TypeVar("Key")
+
+
+def install_forward_hook(module: nn.Module, fn: HookFn) -> RemovableHandle:
+    """Register `fn` as a forward hook that stays until `handle.remove()` is called."""
+    return module.register_forward_hook(fn)
+
+
+@contextmanager
+def forward_hook(module: nn.Module, fn: HookFn) -> Iterator[None]:
+    """`fn` hooks `module`'s forward inside the block; removed on exit and on an exception."""
+    handle = install_forward_hook(module, fn)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def forward_hooks(hooks: Sequence[tuple[nn.Module, HookFn]]) -> Iterator[None]:
+    """Several (module, fn) hooks for one block, registered in order, all removed on exit."""
+    with ExitStack() as stack:
+        for module, fn in hooks:
+            stack.enter_context(forward_hook(module, fn))
+        yield
+
+
+def output_tensor(output: Any) -> torch.Tensor:
+    """The tensor of a module output (the first element of a tuple/list output)."""
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def _identity(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
+
+
+@contextmanager
+def capture_input(module: nn.Module, select: Select = _identity
+                  ) -> Iterator[list[torch.Tensor]]:
+    """Collect `select(first input)` (detached) on each forward of `module`."""
+    seen: list[torch.Tensor] = []
+
+    def hook(_module, args, _output):
+        seen.append(select(args[0]).detach())
+
+    with forward_hook(module, hook):
+        yield seen
+
+
+@contextmanager
+def capture_output(module: nn.Module, select: Select = _identity
+                   ) -> Iterator[list[torch.Tensor]]:
+    """Collect `select(output tensor)` (detached) on each forward of `module`."""
+    seen: list[torch.Tensor] = []
+
+    def hook(_module, _args, output):
+        seen.append(select(output_tensor(output)).detach())
+
+    with forward_hook(module, hook):
+        yield seen
+
+
+@contextmanager
+def capture_inputs(modules: Mapping[Key, nn.Module], select: Select = _identity
+                   ) -> Iterator[dict[Key, list[torch.Tensor]]]:
+    """`capture_input` on several modules at once: {key: inputs seen by modules[key]}."""
+    with ExitStack() as stack:
+        yield {key: stack.enter_context(capture_input(m, select)) for key, m in modules.items()}
+
+
+def at_positions(hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """[N, D] rows hidden[r, positions[r]] of a [N, L, D] tensor."""
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    return hidden[rows, positions.to(hidden.device)]
+
+
+@contextmanager
+def add_at_positions(module: nn.Module, delta: torch.Tensor, positions: list[torch.Tensor]
+                     ) -> Iterator[None]:
+    """Add `delta` [D] to the module's output at positions[0][r] of row r (differentiable).
+
+    `positions` is a one-element list so that the caller can swap the positions between
+    forwards of differently shaped batches without re-registering the hook."""
+
+    def hook(_module, _args, output):
+        out = output_tensor(output)
+        pos = positions[0].to(out.device)
+        rows = torch.arange(out.shape[0], device=out.device)
+        bump = torch.zeros_like(out)
+        bump = bump.index_put((rows, pos), delta.to(out.dtype).expand(len(rows), -1))
+        new = out + bump
+        if isinstance(output, tuple):
+            return (new,) + tuple(output[1:])
+        return new
+
+    with forward_hook(module, hook):
+        yield
