@@ -16,10 +16,13 @@ class FinetuneConfig:
     size "narrow" = 6 layers, d_model 32; 2048-token BPE) on the default synthetic corpus
     (100 authors x 10 facts + 100 general facts, "object" answers); the measurements, their
     commands and what the recipe does not reach are in docs/measurements/twin_sizes.md.
-    `eps` = 0.3 floors the masking level (t ~ U(0.3, 1]), which speeds up memorisation of
-    whole answers; LLaDA's own SFT uses eps = 1e-3 (pass it for the real backbones)."""
+    `eps` = 0.6 floors the masking level (t ~ U(0.6, 1]): training concentrates on the
+    heavily masked inputs that full_mask scoring and greedy generation start from, and the
+    LLaDA-family twins memorise in 100 epochs what took them 120-160 at eps 0.3
+    (docs/measurements/twin_sizes.md, "Sweep 3"). LLaDA's own SFT uses eps = 1e-3 (pass it
+    for the real backbones)."""
 
-    epochs: int = 120
+    epochs: int = 100
     lr: float = 6e-3
     weight_decay: float = 0.01
     batch_size: int = 16
@@ -29,7 +32,7 @@ class FinetuneConfig:
     max_grad_norm: float = 1.0
     schedule: str = "cosine"  # "cosine" | "linear" decay after warm-up (see loop.SCHEDULES)
     min_lr_ratio: float = 0.05  # final lr as a fraction of `lr`
-    eps: float = 0.3  # t ~ U(eps, 1]
+    eps: float = 0.6  # t ~ U(eps, 1]
     bf16: bool = True  # bf16 autocast, only ever used on CUDA
     betas: tuple[float, float] = (0.9, 0.98)
     # length_window > 1 cuts batches from windows of that many batches' worth of shuffled
