@@ -30,7 +30,8 @@ from typing import Any
 import torch
 import yaml
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "workflows" / "config" / "default.yaml"
+from harness.workflow_config import DEFAULT_CONFIG_PATH, load_workflow_config
+
 COLUMNS = ["style", "answer words", "answer tokens", "prompt tokens", "epoch s", "edit s",
            "score s", "generate s"]
 
@@ -65,7 +66,7 @@ def measure(style: str, cfg: dict[str, Any], adapter: str, options: dict[str, An
     epoch_s = finetune(backbone, facts, replace(FinetuneConfig(), epochs=1),
                        progress=False).seconds
 
-    tr_cfg = TimeROMEConfig.from_dict(cfg["method_config"]["timerome"])
+    tr_cfg = TimeROMEConfig.from_dict(cfg["method_config"].get("timerome", {}))
     start = time.perf_counter()
     editor = TimeROMEEditor(backbone, tr_cfg, retain=selection.retain_train)
     editor.edit(selection.forget)
@@ -99,13 +100,13 @@ def main(argv: list[str] | None = None) -> int:
                                 description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--styles", default="object,restated,tofu")
-    p.add_argument("--config", default=str(DEFAULT_CONFIG))
+    p.add_argument("--config", default=str(DEFAULT_CONFIG_PATH))
     p.add_argument("--backbone", default="llada-8b-base-twin",
                    help="backbone entry of the config whose adapter and options are timed")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    cfg = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))
+    cfg = load_workflow_config(args.config)
     entry = cfg["backbones"][args.backbone]
     rows = []
     with tempfile.TemporaryDirectory(prefix="style_cost_") as tmp:

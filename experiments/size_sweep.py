@@ -38,7 +38,8 @@ from typing import Any
 import torch
 import yaml
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "workflows" / "config" / "default.yaml"
+from harness.workflow_config import DEFAULT_CONFIG_PATH, load_workflow_config
+
 
 FIELDS = ["adapter", "n_layers", "d_model", "n_heads", "mlp_hidden", "params", "epochs", "lr",
           "batch_size", "seed", "finetune_seconds", "final_loss", "forget_logp", "retain_logp",
@@ -79,7 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--vocab-size", type=int, default=2048)
     p.add_argument("--tofu-dir", default=None,
                    help="corpus dir (written with the default synthetic config if missing)")
-    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="workflow config (data, "
+    p.add_argument("--config", default=str(DEFAULT_CONFIG_PATH), help="workflow config (data, "
                    "method_config.timerome, retain_eval_size)")
     p.add_argument("--positions", type=_list(str), default=["window"],
                    help="comma list of tracing position modes (window | subject | "
@@ -160,11 +161,10 @@ def run_one(adapter: str, dims: dict[str, int], epochs: int | None, lr: float | 
     from harness.timerome.editor import TimeROMEEditor
     from harness.timerome.tie_summary import summarize_trace
 
-    data = cfg.get("data", {})
-    evaluation = cfg.get("evaluation", {})
-    batch = int(evaluation.get("batch_size", 32))
-    estimator = cfg.get("estimator", "full_mask")
-    eval_seed = int(data.get("eval_seed", 0))
+    data = cfg["data"]  # schema defaults filled (harness.workflow_config)
+    batch = int(cfg["evaluation"]["batch_size"])
+    estimator = cfg["estimator"]
+    eval_seed = int(data["eval_seed"])
 
     overrides: dict[str, Any] = {"seed": args.seed, **finetune_overrides(args.overrides)}
     if epochs is not None:
@@ -190,11 +190,9 @@ def run_one(adapter: str, dims: dict[str, int], epochs: int | None, lr: float | 
     if args.save_dir:
         backbone.save_pretrained(str(Path(args.save_dir) / spec.name))
 
-    selection = split_selection(str(tofu_dir), data.get("forget_split", "forget01"),
-                                data.get("retain_split", "retain99"),
-                                int(data.get("retain_eval_size", 40)), eval_seed,
-                                int(data.get("retain_train_size", 400)),
-                                data.get("validation_split", "validation"))
+    selection = split_selection(str(tofu_dir), data["forget_split"], data["retain_split"],
+                                int(data["retain_eval_size"]), eval_seed,
+                                int(data["retain_train_size"]), data["validation_split"])
     start = time.perf_counter()
     forget_logp = mean_logp(backbone, selection.forget, estimator, batch, eval_seed)
     retain_logp = mean_logp(backbone, selection.retain_eval, estimator, batch, eval_seed)
@@ -207,7 +205,7 @@ def run_one(adapter: str, dims: dict[str, int], epochs: int | None, lr: float | 
 
     rows = []
     for positions in args.positions:
-        tr_cfg = TimeROMEConfig.from_dict({**cfg.get("method_config", {}).get("timerome", {}),
+        tr_cfg = TimeROMEConfig.from_dict({**cfg["method_config"].get("timerome", {}),
                                            "positions": positions})
         start = time.perf_counter()
         _, trace = TimeROMEEditor(backbone, tr_cfg).trace(selection.forget)
@@ -252,8 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from harness.finetune import FinetuneConfig
 
-    cfg = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))
-    tofu_dir = ensure_corpus(args.tofu_dir, cfg.get("data", {}))
+    cfg = load_workflow_config(args.config)
+    tofu_dir = ensure_corpus(args.tofu_dir, cfg["data"])
     print(f"[size_sweep] corpus {tofu_dir}", flush=True)
     out = Path(args.out)
     defaults = FinetuneConfig()

@@ -16,7 +16,7 @@ and `baselines/` is registered here.
 
 from __future__ import annotations
 
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 import torch
@@ -62,29 +62,28 @@ def _identity(tensor: torch.Tensor) -> torch.Tensor:
 
 
 @contextmanager
+def _collecting(module: nn.Module, take: Callable[[tuple, Any], torch.Tensor]
+                ) -> Iterator[list[torch.Tensor]]:
+    """Collect `take(inputs, output)` (detached) on each forward of `module`."""
+    seen: list[torch.Tensor] = []
+
+    def hook(_module, args, output):
+        seen.append(take(args, output).detach())
+
+    with forward_hook(module, hook):
+        yield seen
+
+
 def capture_input(module: nn.Module, select: Select = _identity
-                  ) -> Iterator[list[torch.Tensor]]:
+                  ) -> AbstractContextManager[list[torch.Tensor]]:
     """Collect `select(first input)` (detached) on each forward of `module`."""
-    seen: list[torch.Tensor] = []
-
-    def hook(_module, args, _output):
-        seen.append(select(args[0]).detach())
-
-    with forward_hook(module, hook):
-        yield seen
+    return _collecting(module, lambda args, _output: select(args[0]))
 
 
-@contextmanager
 def capture_output(module: nn.Module, select: Select = _identity
-                   ) -> Iterator[list[torch.Tensor]]:
+                   ) -> AbstractContextManager[list[torch.Tensor]]:
     """Collect `select(output tensor)` (detached) on each forward of `module`."""
-    seen: list[torch.Tensor] = []
-
-    def hook(_module, _args, output):
-        seen.append(select(output_tensor(output)).detach())
-
-    with forward_hook(module, hook):
-        yield seen
+    return _collecting(module, lambda _args, output: select(output_tensor(output)))
 
 
 @contextmanager

@@ -43,14 +43,16 @@ class MethodInfo:
 _METHODS: dict[str, type[Method]] = {}
 
 # Modules whose import registers the built-in methods.
-BUILTIN_METHOD_MODULES = (
-    "harness.timerome.method",
-    "baselines.gradient_ascent",
-    "baselines.graddiff",
-    "baselines.npo",
-    "baselines.rome",
-    "baselines.memit",
-)
+# Built-in method name -> the module whose import registers it (get_method imports only the
+# one it needs, so a job imports one method's code).
+BUILTIN_METHOD_MODULES: dict[str, str] = {
+    "timerome": "harness.timerome.method",
+    "gradient_ascent": "baselines.gradient_ascent",
+    "graddiff": "baselines.graddiff",
+    "npo": "baselines.npo",
+    "rome": "baselines.rome",
+    "memit": "baselines.memit",
+}
 
 _WEIGHT_AT_HOOK = ("backbones whose edited hook point is a 2-D weight matrix (not a "
                    "parameter-free point such as an MoE expert combine)")
@@ -105,13 +107,17 @@ def register_method(name: str) -> Callable[[T], T]:
     return wrap
 
 
+def _import_module(module: str) -> None:
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as err:  # a method package not yet present
+        if err.name != module:
+            raise
+
+
 def _import_builtins() -> None:
-    for module in BUILTIN_METHOD_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as err:  # a method package not yet present
-            if err.name != module:
-                raise
+    for module in BUILTIN_METHOD_MODULES.values():
+        _import_module(module)
 
 
 def method_names() -> list[str]:
@@ -177,7 +183,8 @@ def validate_method_config(name: str, config: Mapping[str, Any]) -> None:
 
 
 def get_method(name: str, config: dict[str, Any] | None = None) -> Method:
-    _import_builtins()
+    if name not in _METHODS and name in BUILTIN_METHOD_MODULES:
+        _import_module(BUILTIN_METHOD_MODULES[name])
     if name not in _METHODS:
         raise _unknown_method(name)
     return _METHODS[name](config)

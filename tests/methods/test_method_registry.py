@@ -32,6 +32,23 @@ def test_method_info_needs_no_torch_and_no_method_module():
     assert proc.returncode == 0, proc.stderr
 
 
+def test_get_method_imports_only_the_method_it_builds():
+    """A TimeROME-DLM job loads no baseline code (and a baseline job no TimeROME code)."""
+    code = ("import sys\n"
+            "from harness.methods.registry import get_method\n"
+            "get_method('timerome')\n"
+            "assert 'harness.timerome.method' in sys.modules\n"
+            "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'baselines')\n"
+            "assert not loaded, loaded\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_builtin_modules_and_info_name_the_same_methods():
+    assert set(registry.BUILTIN_METHOD_MODULES) == set(BUILTIN_METHOD_INFO)
+
+
 def test_every_method_class_declares_the_info_of_the_builtin_table():
     names = method_names()  # imports the method modules
     assert set(names) == set(BUILTIN_METHOD_INFO) == set(BUILTIN_CONFIG_VALIDATORS)
