@@ -18,6 +18,13 @@ from harness.methods.registry import (BUILTIN_CONFIG_VALIDATORS, BUILTIN_METHOD_
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def assert_runs(code: str) -> None:
+    """Run `code` in a fresh interpreter (nothing imported yet) and require success."""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_method_info_needs_no_torch_and_no_method_module():
     code = ("import sys\n"
             "from harness.methods.registry import method_info, methods_of_kind, tuned_methods\n"
@@ -27,9 +34,7 @@ def test_method_info_needs_no_torch_and_no_method_module():
             "loaded = [m for m in ('torch', 'harness.timerome.method', 'baselines.npo')\n"
             "          if m in sys.modules]\n"
             "assert not loaded, loaded\n")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    assert_runs(code)
 
 
 def test_get_method_imports_only_the_method_it_builds():
@@ -40,9 +45,7 @@ def test_get_method_imports_only_the_method_it_builds():
             "assert 'harness.timerome.method' in sys.modules\n"
             "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'baselines')\n"
             "assert not loaded, loaded\n")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    assert_runs(code)
 
 
 def test_builtin_modules_and_info_name_the_same_methods():
