@@ -3,6 +3,7 @@ job tests; each test overrides what it is about."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 TINY_ENTRY = {"adapter": "llada-twin", "options": {"size": "tiny", "vocab_size": 384}}
@@ -54,3 +55,18 @@ def finetune_payload(tofu: str, out: str, **kw: Any) -> dict[str, Any]:
     """harness.jobs.finetune_backbone (FinetuneJob)."""
     return {"backbone": "tiny", "backbone_entry": TINY_ENTRY, "tofu_dir": tofu, "out": out,
             "exclude_splits": [], "threads": 1, **kw}
+
+
+def write_tiny_setup(root: Path) -> Path:
+    """A tiny synthetic corpus (20 authors x 5 facts) in root/data and a random tiny llada
+    twin for it saved in root/model (the job tests' backbone_path); returns the corpus dir."""
+    from harness.backbones.base import BackboneSpec
+    from harness.backbones.registry import adapter_class
+    from harness.data import load_corpus, write_synthetic
+    from harness.finetune import corpus_texts
+
+    tofu = write_synthetic(root / "data", authors=20, facts_per_author=5, seed=1)
+    spec = BackboneSpec(name="tiny", **TINY_ENTRY)
+    backbone = adapter_class("llada-twin").initial(spec, corpus_texts(load_corpus(tofu)), seed=0)
+    backbone.save_pretrained(str(root / "model"))
+    return tofu

@@ -10,22 +10,15 @@ import pytest
 import torch
 
 from harness.methods import MethodNotApplicable
-from harness.backbones.registry import adapter_class
-from harness.backbones.base import BackboneSpec
-from harness.data import load_corpus, write_synthetic
-from harness.finetune import corpus_texts
 from harness.jobs import run_method
 from harness.jobs.spec import MethodJob
 from harness.results.store import read_record
-from job_payloads import TINY_ENTRY as ENTRY, method_payload
+from job_payloads import method_payload, write_tiny_setup
 
 @pytest.fixture(scope="module")
 def tiny_setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("job")
-    tofu = write_synthetic(root / "data", authors=20, facts_per_author=5, seed=1)
-    spec = BackboneSpec(name="tiny", **ENTRY)
-    backbone = adapter_class("llada-twin").initial(spec, corpus_texts(load_corpus(tofu)), seed=0)
-    backbone.save_pretrained(str(root / "model"))
+    tofu = write_tiny_setup(root)
     return root, tofu
 
 

@@ -6,12 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from job_payloads import TINY_ENTRY, sequential_payload
+from job_payloads import sequential_payload, write_tiny_setup
 
-from harness.backbones.base import BackboneSpec
-from harness.backbones.registry import adapter_class
-from harness.data import load_corpus, write_synthetic
-from harness.finetune import corpus_texts
 from harness.jobs import sequential
 from harness.results.store import read_record
 
@@ -21,10 +17,7 @@ FAST = {"times": [1.0], "noise_samples": 1}  # one tracing level: seconds, not m
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("sequential")
-    tofu = write_synthetic(root / "data", authors=20, facts_per_author=5, seed=1)
-    spec = BackboneSpec(name="tiny", **TINY_ENTRY)
-    backbone = adapter_class("llada-twin").initial(spec, corpus_texts(load_corpus(tofu)), seed=0)
-    backbone.save_pretrained(str(root / "model"))
+    tofu = write_tiny_setup(root)
     return root, tofu
 
 

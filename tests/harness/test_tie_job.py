@@ -14,16 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.backbones.base import BackboneSpec
-from harness.backbones.registry import adapter_class
-from harness.data import load_corpus, write_synthetic
-from harness.finetune import corpus_texts
 from harness.jobs import tie
-from job_payloads import tie_payload
+from job_payloads import tie_payload, write_tiny_setup
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = REPO_ROOT / "workflows" / "config" / "default.yaml"
-ENTRY = {"adapter": "llada-twin", "options": {"size": "tiny", "vocab_size": 384}}
 SUMMARY_NUMBERS = ("corruption_effect", "chosen_tie", "median_abs_tie", "flagged_fraction")
 
 
@@ -34,10 +29,7 @@ def _reject_constant(name):
 @pytest.fixture(scope="module")
 def tie_outputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("tie")
-    tofu = write_synthetic(root / "data", authors=20, facts_per_author=5, seed=1)
-    spec = BackboneSpec(name="tiny", **ENTRY)
-    backbone = adapter_class("llada-twin").initial(spec, corpus_texts(load_corpus(tofu)), seed=0)
-    backbone.save_pretrained(str(root / "model"))
+    tofu = write_tiny_setup(root)
     job = tie_payload(str(root / "model"), str(tofu), str(root / "figures" / "tie_tiny"),
                       method_config={"precondition": "none", "gate": False,
                                      "positions": "subject"})
