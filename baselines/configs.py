@@ -5,9 +5,11 @@ The config dataclasses (`TrainingConfig` of the gradient baselines, `ContextConf
 so that the workflow can check `method_config.<baseline>` when it plans the DAG
 (`harness.plan_checks` through `harness.methods.registry.validate_method_config`), before
 any model is loaded. The methods parse their configs with the same functions at run time
-(`baselines.training.split_config`, `baselines.editing.edit_setup`, the objectives of
-`graddiff` / `npo`, `memit`), so a config that passes `validate_<method>` is one the method
-accepts. Errors are `MethodConfigError`s naming the offending method config key.
+(`baselines.training.split_config`, `baselines.editing.edit_setup`, `memit`), so a config
+that passes `validate_<method>` is one the method accepts. Errors are `MethodConfigError`s
+naming the offending method config key. A gradient method's own keys have their own typed
+config next to it (`baselines.graddiff_config.GradDiffConfig`, `baselines.npo_config.
+NPOConfig`), parsed with the loop's keys by `parse_gradient_config`.
 The defaults are harness/methods/defaults/<method>.yaml (`gradient_loop.yaml` for the
 training loop shared by the gradient baselines, `weight_edit.yaml` for ROME and MEMIT's
 shared keys); the dataclasses read them from there.
@@ -20,10 +22,13 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, TypeVar
 
 from harness.methods.base import MethodConfigError
 from harness.methods.defaults import method_defaults
+
+
+ObjectiveConfigT = TypeVar("ObjectiveConfigT")
 
 
 def _is_int(value: Any) -> bool:
@@ -177,51 +182,45 @@ def split_config(config: Mapping[str, Any], method: str, objective_keys: Sequenc
     return train, {k: v for k, v in config.items() if k in objective_keys}
 
 
-GRADDIFF_KEYS = ("gamma", "alpha")  # graddiff's objective keys (defaults: graddiff.yaml)
-NPO_KEYS = ("beta", "alpha")  # npo's objective keys (defaults: npo.yaml)
+def own_defaults(method: str) -> dict[str, Any]:
+    """The defaults of gradient method `method`'s own keys: harness/methods/defaults/
+    <method>.yaml's `config` (the training loop's keys come from gradient_loop.yaml)."""
+    return {k: v for k, v in method_defaults(method).items() if k not in TRAINING_KEYS}
 
 
-def objective_defaults(method: str, keys: Sequence[str]) -> dict[str, Any]:
-    """The defaults of gradient method `method`'s objective keys (its YAML's own keys)."""
-    defaults = method_defaults(method)
-    _check_keys(method, defaults, TRAINING_KEYS | set(keys))
-    return {k: defaults[k] for k in keys}
+def check_own_keys(method: str, config_class: type | None) -> None:
+    """<method>.yaml states a default for exactly the fields of its config dataclass."""
+    _check_keys(method, method_defaults(method), TRAINING_KEYS | set(_field_names(config_class)))
 
 
-def _objective_numbers(method: str, values: Mapping[str, Any]) -> None:
+def _field_names(config_class: type | None) -> tuple[str, ...]:
+    return () if config_class is None else tuple(f.name for f in fields(config_class))
+
+
+def check_finite_numbers(method: str, values: Mapping[str, Any]) -> None:
+    """MethodConfigError naming the first key whose value is not a finite number."""
     for key, value in values.items():
         if not _is_real(value):
             raise MethodConfigError(f"{method}: {key} must be a finite number, got {value!r}",
                                     key=key)
 
 
-def check_graddiff_objective(gamma: float, alpha: float) -> None:
-    _objective_numbers("graddiff", {"gamma": gamma, "alpha": alpha})
-    if gamma < 0 or alpha < 0:
-        raise MethodConfigError(f"graddiff: gamma and alpha must be >= 0, got {gamma}, {alpha}",
-                                key="gamma" if gamma < 0 else "alpha")
-
-
-def check_npo_objective(beta: float, alpha: float) -> None:
-    _objective_numbers("npo", {"beta": beta, "alpha": alpha})
-    if not beta > 0:
-        raise MethodConfigError(f"npo: beta must be > 0, got {beta}", key="beta")
-    if alpha < 0:
-        raise MethodConfigError(f"npo: alpha must be >= 0, got {alpha}", key="alpha")
+def parse_gradient_config(config: Mapping[str, Any], method: str,
+                          objective: type[ObjectiveConfigT] | None
+                          ) -> tuple[TrainingConfig, ObjectiveConfigT | None]:
+    """(TrainingConfig, the method's own config dataclass `objective` or None) of a gradient
+    method's config: unknown keys, wrong types and out-of-range values are
+    MethodConfigErrors naming the key; keys left out take the YAML defaults."""
+    train, kw = split_config(config, method, _field_names(objective))
+    return train, (None if objective is None else objective(**kw))
 
 
 def validate_gradient_ascent(config: Mapping[str, Any]) -> None:
-    split_config(config, "gradient_ascent", ())
+    """Gradient ascent has no keys of its own (gradient_ascent.yaml: `config: {}`)."""
+    parse_gradient_config(config, "gradient_ascent", None)
 
 
-def validate_graddiff(config: Mapping[str, Any]) -> None:
-    _, kw = split_config(config, "graddiff", GRADDIFF_KEYS)
-    check_graddiff_objective(**{**objective_defaults("graddiff", GRADDIFF_KEYS), **kw})
-
-
-def validate_npo(config: Mapping[str, Any]) -> None:
-    _, kw = split_config(config, "npo", NPO_KEYS)
-    check_npo_objective(**{**objective_defaults("npo", NPO_KEYS), **kw})
+check_own_keys("gradient_ascent", None)
 
 
 # ---- the weight edits (rome, memit): key contexts, value optimisation, covariance

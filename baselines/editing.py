@@ -1,20 +1,25 @@
 """What ROME and MEMIT share: config parsing, covariance, saved weights, before/after scores.
 
-The before/after forget and retain log-probabilities are reporting, not part of the edit:
-their time goes to `details["report_eval_seconds"]`, not to `phase_seconds`.
+Phases every ROME/MEMIT edit reports besides its own (tracing, covariance, keys,
+value_optimisation, update): `prefixes` (the random corpus prefixes of the edit contexts,
+the method's), and two the harness's bookkeeping, listed in
+`MethodOutcome.excluded_phases` and not part of the edit time
+(docs/measurements/edit_timing_rules.md): `undo_copy` (copies of the matrices about to be
+edited, kept for `undo`) and `report_eval` (the before/after forget and retain
+log-probabilities of `details`, which no step of the edit reads).
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Sequence
 
 import torch
 
 from harness.evaluation.finite import json_safe
 from harness.evaluation.mean_scores import mean_logprobs
-from harness.evaluation.retain_sample import retain_eval_subset
+from harness.evaluation.retain_sample import seeded_subset
+from harness.measure import bookkeeping, timed
 from harness.methods.base import EditRequest, MethodNotApplicable, MethodOutcome
 
 from baselines.configs import (  # noqa: F401  (the key tables, re-exported)
@@ -25,8 +30,12 @@ from baselines.configs import (  # noqa: F401  (the key tables, re-exported)
     ValueConfig,
     parse_edit_config,
 )
-from baselines.covariance import key_second_moments
+from baselines.covariance import retain_key_moments
 from baselines.edit_contexts import prefix_token_lists
+
+UNDO_COPY = "undo_copy"  # the harness's bookkeeping phases (excluded from the edit time)
+REPORT_EVAL = "report_eval"
+EXCLUDED_PHASES = (UNDO_COPY, REPORT_EVAL)
 
 
 def solve_psd(matrix: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
@@ -49,29 +58,30 @@ class EditSetup:
     retain_eval: list
     score_batch_size: int
     before: tuple[float, float]
-    report_eval_seconds: float
+    # wall-clock per phase, the method's and the excluded ones; the edit adds its own
+    phases: dict[str, float] = field(default_factory=dict)
 
     def covariances(self, layers: Sequence[int]) -> tuple[dict[int, torch.Tensor], int]:
         """C per layer (+ ridge * mean diagonal * I, for a well-conditioned solve)."""
         req = self.request
-        covs, n = key_second_moments(req.backbone, layers, req.retain, self.cov_facts,
-                                     seed=req.seed)
+        covs, n = retain_key_moments(req, layers, self.cov_facts)
         for layer, c in covs.items():
             eye = torch.eye(c.shape[0], dtype=c.dtype)
             covs[layer] = c + self.cov_ridge * float(c.diagonal().mean()) * eye
         return covs, n
 
     def save_weights(self, layers: Sequence[int]) -> dict[int, torch.Tensor]:
-        """Copies of the weight matrices about to be edited (for `undo`)."""
+        """Copies of the weight matrices about to be edited (for `undo`; phase undo_copy)."""
         saved = {}
-        for layer in layers:
-            weight = getattr(self.request.backbone.mlp_out_proj(layer), "weight", None)
-            if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
-                raise MethodNotApplicable(
-                    f"{self.request.backbone.name}: layer {layer}'s MLP output projection "
-                    f"({self.request.backbone.mlp_out_proj_path(layer)}) has no 2-D weight; "
-                    "ROME/MEMIT edit a dense matrix")
-            saved[layer] = weight.detach().clone()
+        with bookkeeping(self.phases, UNDO_COPY):
+            for layer in layers:
+                weight = getattr(self.request.backbone.mlp_out_proj(layer), "weight", None)
+                if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+                    raise MethodNotApplicable(
+                        f"{self.request.backbone.name}: layer {layer}'s MLP output projection "
+                        f"({self.request.backbone.mlp_out_proj_path(layer)}) has no 2-D "
+                        "weight; ROME/MEMIT edit a dense matrix")
+                saved[layer] = weight.detach().clone()
         return saved
 
 
@@ -84,22 +94,26 @@ def edit_setup(request: EditRequest, config: dict[str, Any], method: str,
         raise ValueError(f"method '{method}': needs retain facts (key statistics, prefixes)")
     contexts, values = parsed.contexts, parsed.values
     corpus = [f.answer for f in request.retain]
-    prefixes = prefix_token_lists(request.backbone, corpus, contexts, request.seed)
-    retain_eval = retain_eval_subset(request.retain, parsed.retain_eval_facts, request.seed)
+    phases: dict[str, float] = {}
+    with timed(phases, "prefixes"):
+        prefixes = prefix_token_lists(request.backbone, corpus, contexts, request.seed)
+    retain_eval = seeded_subset(request.retain, parsed.retain_eval_facts, request.seed,
+                                may_be_short=True)
     batch = parsed.score_batch_size
-    start = time.perf_counter()
-    before = mean_logprobs(request.backbone, request.forget, retain_eval, batch)
+    with bookkeeping(phases, REPORT_EVAL):
+        before = mean_logprobs(request.backbone, request.forget, retain_eval, batch)
     return EditSetup(request, contexts, values, prefixes, parsed.cov_facts,
-                     float(parsed.cov_ridge), retain_eval, batch, before,
-                     time.perf_counter() - start)
+                     float(parsed.cov_ridge), retain_eval, batch, before, phases)
 
 
-def finish_edit(request: EditRequest, setup: EditSetup, phases: dict[str, float],
-                saved: dict[int, torch.Tensor], details: dict[str, Any]) -> MethodOutcome:
+def finish_edit(request: EditRequest, setup: EditSetup, saved: dict[int, torch.Tensor],
+                details: dict[str, Any]) -> MethodOutcome:
+    """The outcome of an edit whose phases are in `setup.phases`; adds the after scores."""
     backbone = request.backbone
-    start = time.perf_counter()
-    after = mean_logprobs(backbone, request.forget, setup.retain_eval, setup.score_batch_size)
-    report_seconds = setup.report_eval_seconds + time.perf_counter() - start
+    phases = setup.phases
+    with bookkeeping(phases, REPORT_EVAL):
+        after = mean_logprobs(backbone, request.forget, setup.retain_eval,
+                              setup.score_batch_size)
 
     def undo() -> None:
         with torch.no_grad():
@@ -113,7 +127,6 @@ def finish_edit(request: EditRequest, setup: EditSetup, phases: dict[str, float]
         "retain_logp_before": setup.before[1], "retain_logp_after": after[1],
         "forget_drop": setup.before[0] - after[0], "retain_drop": setup.before[1] - after[1],
         "n_forget": len(request.forget), "n_retain_eval": len(setup.retain_eval),
-        "report_eval_seconds": report_seconds,
         "config": {**{f.name: getattr(setup.contexts, f.name) for f in fields(setup.contexts)},
                    **{f"v_{f.name}": getattr(setup.values, f.name) for f in fields(setup.values)},
                    "cov_facts": setup.cov_facts, "cov_ridge": setup.cov_ridge},
@@ -122,5 +135,6 @@ def finish_edit(request: EditRequest, setup: EditSetup, phases: dict[str, float]
     return MethodOutcome(backbone=backbone, phase_seconds=phases, steps=None, converged=True,
                          collapsed=collapsed,
                          collapse_reason="non-finite edited weights" if collapsed else None,
-                         details=json_safe(info), undo=undo)
+                         details=json_safe(info), undo=undo,
+                         excluded_phases=tuple(p for p in EXCLUDED_PHASES if p in phases))
 

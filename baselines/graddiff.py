@@ -1,9 +1,10 @@
 """Gradient difference (TOFU/open-unlearning GradDiff).
 
-L = gamma * (-answer_loss(forget)) + alpha * retain_loss(retain) (defaults: graddiff.yaml);
-the retain term is the fine-tuning objective (LLaDA SFT loss) on a seeded random batch of
-retain facts of the same size as the forget batch. Config keys: `gamma`, `alpha` and those
-of `baselines.training.TrainingConfig`.
+L = gamma * (-answer_loss(forget)) + alpha * retain_loss(retain); the retain term is the
+fine-tuning objective (LLaDA SFT loss) on a seeded random batch of retain facts of the same
+size as the forget batch. Config keys: `gamma`, `alpha` (`baselines.graddiff_config.
+GradDiffConfig`, defaults: harness/methods/defaults/graddiff.yaml) and those of
+`baselines.configs.TrainingConfig`.
 """
 
 from __future__ import annotations
@@ -15,19 +16,16 @@ from harness.diffusion.batching import QABatch
 from harness.methods.base import EditRequest, Method, MethodOutcome
 from harness.methods.registry import MethodInfo, register_method
 
-from baselines.configs import GRADDIFF_KEYS, check_graddiff_objective, objective_defaults
+from baselines.graddiff_config import GradDiffConfig, parse_graddiff
 from baselines.objectives import answer_loss, retain_loss
-from baselines.training import split_config, train_unlearning
-
-OBJECTIVE_KEYS = GRADDIFF_KEYS  # checked at plan time by baselines.configs.validate_graddiff
+from baselines.training import train_unlearning
 
 
 class GradDiffObjective:
     needs_retain = True
 
-    def __init__(self, gamma: float, alpha: float, eps: float):
-        check_graddiff_objective(gamma, alpha)
-        self.gamma, self.alpha, self.eps = gamma, alpha, eps
+    def __init__(self, config: GradDiffConfig, eps: float):
+        self.gamma, self.alpha, self.eps = config.gamma, config.alpha, eps
 
     def setup(self, backbone: Backbone) -> None:
         pass
@@ -47,6 +45,5 @@ class GradDiff(Method):
     info = MethodInfo("graddiff", "gradient", needs_retain=True)
 
     def apply(self, request: EditRequest) -> MethodOutcome:
-        cfg, kw = split_config({**self.config, **request.config}, self.name, OBJECTIVE_KEYS)
-        kw = {**objective_defaults(self.name, OBJECTIVE_KEYS), **kw}
-        return train_unlearning(request, GradDiffObjective(eps=cfg.eps, **kw), cfg, self.name)
+        cfg, own = parse_graddiff({**self.config, **request.config})
+        return train_unlearning(request, GradDiffObjective(own, eps=cfg.eps), cfg, self.name)

@@ -1,7 +1,8 @@
 """Gradient ascent (TOFU's GA): maximise the masked-diffusion answer loss on the forget set.
 
 L = -mean_rows answer_loss(forget); see `baselines.objectives.answer_loss`. Config keys:
-those of `baselines.training.TrainingConfig` (no method-specific ones).
+those of `baselines.configs.TrainingConfig` (no method-specific ones; defaults:
+harness/methods/defaults/gradient_loop.yaml).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from harness.diffusion.batching import QABatch
 from harness.methods.base import EditRequest, Method, MethodOutcome
 from harness.methods.registry import MethodInfo, register_method
 
+from baselines.configs import parse_gradient_config
 from baselines.objectives import answer_loss
-from baselines.training import split_config, train_unlearning
+from baselines.training import train_unlearning
 
 
 class GradientAscentObjective:
@@ -38,5 +40,5 @@ class GradientAscent(Method):
     info = MethodInfo("gradient_ascent", "gradient")
 
     def apply(self, request: EditRequest) -> MethodOutcome:
-        cfg, _ = split_config({**self.config, **request.config}, self.name, ())
+        cfg, _ = parse_gradient_config({**self.config, **request.config}, self.name, None)
         return train_unlearning(request, GradientAscentObjective(cfg.eps), cfg, self.name)

@@ -29,6 +29,7 @@ from harness.methods.base import EditRequest, Method, MethodOutcome
 from harness.methods.registry import register_method
 
 from baselines.configs import DEFAULT_MOM2_RATIO, MEMIT_KEYS, memit_mom2, validate_memit  # noqa: F401
+from baselines.covariance import KeyMomentStatistics
 from baselines.edit_contexts import ContextBatch, build_contexts, neutral_contexts
 from baselines.editing import EditSetup, edit_setup, finish_edit, solve_psd
 from baselines.layer_choice import memit_layers, tie_layer, window_around
@@ -72,7 +73,7 @@ def _keys_and_hidden(backbone: Backbone, layer: int, last: int, ctx: ContextBatc
 
 
 @register_method("memit")
-class MEMIT(Method):
+class MEMIT(KeyMomentStatistics, Method):
     """Batch edit of all forget facts spread over a window of MLP output projections."""
 
     def apply(self, request: EditRequest) -> MethodOutcome:
@@ -80,7 +81,7 @@ class MEMIT(Method):
         validate_memit(config)  # the plan-time check (harness.plan_checks), before any work
         weight, ratio = memit_mom2(config)
         setup = edit_setup(request, config, self.name, extra_keys=MEMIT_KEYS)
-        phases: dict[str, float] = {}
+        phases = setup.phases  # the edit's phases join the setup's
         extra: dict[str, Any] = {}
         if config.get("layers") == "tie":
             with timed(phases, "tracing"):
@@ -135,4 +136,4 @@ def _run_memit(request: EditRequest, setup: EditSetup, layers: Sequence[int],
             weight.add_(update.to(weight.dtype))
     details = {"layers": list(layers), "mom2_weight": lams, "mom2_ratio": None if mom2_weight else mom2_ratio, "cov_keys": n_keys,
                "residual_norms": residual_norms, "facts": per_fact, "n_contexts": len(ctx), **extra}
-    return finish_edit(request, setup, phases, saved, details)
+    return finish_edit(request, setup, saved, details)

@@ -5,8 +5,9 @@ NLL is the summed answer NLL estimate (sum over masked answer tokens of CE / t, 
 forward-process draw per row) and the SAME mask draw is used for theta and the reference;
 the reference is a frozen deep copy of the model taken before unlearning. alpha > 0 gives
 open-unlearning's NPO (= NPO+RT: NPO plus the retain NLL term, as in the NPO paper's
-"NPO-RT"); alpha = 0 gives plain NPO. Config keys: `beta`, `alpha` and those of
-`baselines.training.TrainingConfig`; defaults: harness/methods/defaults/npo.yaml.
+"NPO-RT"); alpha = 0 gives plain NPO. Config keys: `beta`, `alpha` (`baselines.npo_config.
+NPOConfig`, defaults: harness/methods/defaults/npo.yaml) and those of
+`baselines.configs.TrainingConfig`.
 """
 
 from __future__ import annotations
@@ -18,18 +19,15 @@ from harness.diffusion.batching import QABatch
 from harness.methods.base import EditRequest, Method, MethodOutcome
 from harness.methods.registry import MethodInfo, register_method
 
-from baselines.configs import NPO_KEYS, check_npo_objective, objective_defaults
+from baselines.npo_config import NPOConfig, parse_npo
 from baselines.objectives import npo_loss, paired_answer_nll, retain_loss
-from baselines.training import frozen_reference, split_config, train_unlearning
-
-OBJECTIVE_KEYS = NPO_KEYS  # checked at plan time by baselines.configs.validate_npo
+from baselines.training import frozen_reference, train_unlearning
 
 
 class NPOObjective:
-    def __init__(self, beta: float, alpha: float, eps: float):
-        check_npo_objective(beta, alpha)
-        self.beta, self.alpha, self.eps = beta, alpha, eps
-        self.needs_retain = alpha > 0
+    def __init__(self, config: NPOConfig, eps: float):
+        self.beta, self.alpha, self.eps = config.beta, config.alpha, eps
+        self.needs_retain = config.alpha > 0
         self.reference: Backbone | None = None
 
     def setup(self, backbone: Backbone) -> None:
@@ -54,9 +52,8 @@ class NPO(Method):
     info = MethodInfo("npo", "gradient", needs_retain=True)
 
     def apply(self, request: EditRequest) -> MethodOutcome:
-        cfg, kw = split_config({**self.config, **request.config}, self.name, OBJECTIVE_KEYS)
-        kw = {**objective_defaults(self.name, OBJECTIVE_KEYS), **kw}
-        objective = NPOObjective(eps=cfg.eps, **kw)
+        cfg, own = parse_npo({**self.config, **request.config})
+        objective = NPOObjective(own, eps=cfg.eps)
         try:
             return train_unlearning(request, objective, cfg, self.name)
         finally:

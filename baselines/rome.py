@@ -30,6 +30,7 @@ from harness.methods.base import EditRequest, Method, MethodOutcome
 from harness.methods.registry import register_method
 
 from baselines.configs import ROME_KEYS, validate_rome
+from baselines.covariance import KeyMomentStatistics
 from baselines.edit_contexts import build_contexts, neutral_contexts
 from baselines.editing import EditSetup, edit_setup, finish_edit, solve_psd
 from baselines.layer_choice import rome_layer, tie_layer
@@ -50,14 +51,14 @@ def rank_one_update(weight: torch.Tensor, key: torch.Tensor, target: torch.Tenso
 
 
 @register_method("rome")
-class ROME(Method):
+class ROME(KeyMomentStatistics, Method):
     """Sequential rank-one edits of one MLP output projection, one per forget fact."""
 
     def apply(self, request: EditRequest) -> MethodOutcome:
         config: dict[str, Any] = {**self.config, **request.config}
         validate_rome(config)  # the plan-time check (harness.plan_checks), before any work
         setup = edit_setup(request, config, self.name, extra_keys=ROME_KEYS)
-        phases: dict[str, float] = {}
+        phases = setup.phases  # the edit's phases join the setup's
         extra: dict[str, Any] = {}
         if config.get("layer") == "tie":
             with timed(phases, "tracing"):
@@ -96,5 +97,5 @@ def _run_rome(request: EditRequest, setup: EditSetup, layer: int, phases: dict[s
                          "answer_logp_token_after": value.answer_logp_after,
                          "kl": value.kl, "n_contexts": len(ctx)})
     details = {"layer": layer, "cov_keys": n_keys, "facts": per_fact, **extra}
-    return finish_edit(request, setup, phases, saved, details)
+    return finish_edit(request, setup, saved, details)
 

@@ -4,9 +4,19 @@ AdamW on a masked-diffusion objective (`baselines.objectives`), linear warm-up t
 decay schedule, fixed batch size with gradient accumulation, bf16 autocast on CUDA only,
 every random draw from generators seeded by `EditRequest.seed`. Every `eval_every`
 optimiser steps the mean forget and retain `full_mask` log-probabilities are computed
-(`harness.evaluation.mean_scores.mean_logprobs`) and `baselines.convergence` decides whether to
-stop (target drop / plateau / step cap) or whether the model collapsed. The loop never
+(`harness.evaluation.answer_logprob.score_facts`) and `baselines.convergence` decides whether
+to stop (target drop / plateau / step cap) or whether the model collapsed. The loop never
 raises on a diverging run: it stops and records `collapsed=True` with the reason.
+
+Phases (`MethodOutcome.phase_seconds`; rules: docs/measurements/edit_timing_rules.md):
+- `setup`: encodings of the method's own training data, the NPO reference, the optimizer;
+- `train`: the optimiser steps;
+- `convergence_eval`: the forget scoring the stopping rule reads (part of the edit time);
+- `collapse_guard`: retain scoring, the degenerate-generation check and the evaluation of a
+  collapsed model: the harness's guards, reported and listed in
+  `MethodOutcome.excluded_phases` (not part of the edit time);
+- `undo_copy` (only with `keep_original`): the CPU copy of the weights kept for `undo`,
+  also excluded.
 """
 
 from __future__ import annotations
@@ -23,12 +33,12 @@ from tqdm.auto import tqdm
 from harness.backbones.base import Backbone
 from harness.data.fact import Fact
 from harness.diffusion.batching import EncodedFact, QABatch, collate, encode_facts
-from harness.measure import timed
+from harness.measure import bookkeeping, timed
 from harness.methods.base import EditRequest, MethodOutcome
 from harness.methods.defaults import learning_rate
+from harness.evaluation.answer_logprob import score_facts
 from harness.evaluation.finite import json_safe
-from harness.evaluation.mean_scores import mean_logprobs
-from harness.evaluation.retain_sample import retain_eval_subset
+from harness.evaluation.retain_sample import seeded_subset
 
 # The loop's config and its parser: torch-free, so that the workflow checks it at plan time.
 from baselines.configs import SCHEDULES, TRAINING_KEYS, TrainingConfig, split_config  # noqa: F401
@@ -106,6 +116,20 @@ def _generations(backbone: Backbone, prompts: Sequence[Fact]) -> list[list[int]]
     return sample_answers(backbone, prompts).token_ids
 
 
+# Phases that are the harness's bookkeeping (reported, excluded from the edit time).
+UNDO_COPY = "undo_copy"
+COLLAPSE_GUARD = "collapse_guard"
+CONVERGENCE_EVAL = "convergence_eval"
+EXCLUDED_PHASES = (UNDO_COPY, COLLAPSE_GUARD)
+
+
+def mean_full_mask(backbone: Backbone, facts: Sequence[Fact], batch_size: int) -> float:
+    """Mean full_mask answer log-prob per sample in nats (NaN for no facts)."""
+    if not facts:
+        return float("nan")
+    return score_facts(backbone, facts, "full_mask", batch_size=batch_size).mean
+
+
 def train_unlearning(request: EditRequest, objective: Objective, cfg: TrainingConfig,
                      method: str) -> MethodOutcome:
     """Run `objective` on `request.backbone` (in place) until a stopping/collapse rule fires."""
@@ -118,13 +142,14 @@ def train_unlearning(request: EditRequest, objective: Objective, cfg: TrainingCo
     phases: dict[str, float] = {}
     model = backbone.model
     original = None
-    with timed(phases, "setup"):
-        if cfg.keep_original:
+    if cfg.keep_original:
+        with bookkeeping(phases, UNDO_COPY):
             original = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    with timed(phases, "setup"):
         forget_enc = encode_facts(backbone, request.forget)
         retain_enc = encode_facts(backbone, request.retain) if objective.needs_retain else []
-        retain_eval = retain_eval_subset(request.retain, cfg.retain_eval_facts, request.seed) \
-            if request.retain else []
+        retain_eval = seeded_subset(request.retain, cfg.retain_eval_facts, request.seed,
+                                    may_be_short=True) if request.retain else []
         gen_prompts = retain_eval[:cfg.generation_prompts]
         objective.setup(backbone)
         stream = _Batches(backbone, forget_enc, retain_enc, cfg.batch_size, request.seed)
@@ -142,11 +167,14 @@ def train_unlearning(request: EditRequest, objective: Objective, cfg: TrainingCo
     gen_check = bool(gen_prompts)
     notes: list[str] = []
 
-    def evaluate(step: int, loss: float | None) -> str | None:
-        """Score, record, and return a collapse reason (None if healthy)."""
-        with timed(phases, "convergence_eval"):
-            forget_mean, retain_mean = mean_logprobs(backbone, request.forget, retain_eval,
-                                                 cfg.score_batch_size)
+    def evaluate(step: int, loss: float | None, forget_phase: str = CONVERGENCE_EVAL
+                 ) -> str | None:
+        """Score, record, and return a collapse reason (None if healthy). The forget score
+        is timed as `forget_phase` (the stopping rule's input), the rest as the guard."""
+        with timed(phases, forget_phase):
+            forget_mean = mean_full_mask(backbone, request.forget, cfg.score_batch_size)
+        with bookkeeping(phases, COLLAPSE_GUARD):
+            retain_mean = mean_full_mask(backbone, retain_eval, cfg.score_batch_size)
             trajectory.append(_Evaluation(step, forget_mean, retain_mean, loss))
             if not math.isfinite(forget_mean):
                 return f"non-finite forget log-prob ({forget_mean}) at step {step}"
@@ -169,7 +197,7 @@ def train_unlearning(request: EditRequest, objective: Objective, cfg: TrainingCo
     try:
         collapse_reason = evaluate(0, None)
         if gen_check and collapse_reason is None:
-            with timed(phases, "convergence_eval"):
+            with bookkeeping(phases, COLLAPSE_GUARD):
                 initial = degenerate_reason(_generations(backbone, gen_prompts),
                                             (backbone.mask_token_id,), 0)
             if initial:  # the model degenerates before unlearning: the check says nothing
@@ -219,8 +247,8 @@ def train_unlearning(request: EditRequest, objective: Objective, cfg: TrainingCo
     if collapse_reason is not None:
         decision = StopDecision("collapse", False, collapse_reason)
         if trajectory[-1].step != steps:  # record where the collapsed model ended up
-            try:
-                evaluate(steps, last_loss)
+            try:  # reporting only: no stopping rule reads it
+                evaluate(steps, last_loss, forget_phase=COLLAPSE_GUARD)
             except (RuntimeError, FloatingPointError) as err:
                 notes.append(f"final evaluation failed: {err}")
     assert decision is not None
@@ -245,7 +273,8 @@ def train_unlearning(request: EditRequest, objective: Objective, cfg: TrainingCo
     undo = (lambda: model.load_state_dict(original)) if original is not None else None
     return MethodOutcome(backbone=backbone, phase_seconds=phases, steps=steps,
                          converged=decision.converged, collapsed=collapse_reason is not None,
-                         collapse_reason=collapse_reason, details=json_safe(details), undo=undo)
+                         collapse_reason=collapse_reason, details=json_safe(details), undo=undo,
+                         excluded_phases=tuple(p for p in EXCLUDED_PHASES if p in phases))
 
 
 def frozen_reference(backbone: Backbone) -> Backbone:

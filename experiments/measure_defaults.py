@@ -29,7 +29,7 @@ import torch
 from experiments.lr_sweep import markdown
 from harness.atomic import write_text_atomic as write_atomic
 from harness.evaluation.mean_scores import mean_logprobs
-from harness.evaluation.retain_sample import retain_eval_subset
+from harness.evaluation.retain_sample import seeded_blocks
 from harness.backbones.base import BackboneSpec
 from harness.backbones.registry import load_backbone
 from harness.data import load_split, retain_split_for
@@ -52,7 +52,8 @@ def run_child(method: str, backbone_dir: str, tofu_dir: str, forget_split: str, 
     backbone = load_backbone(spec)
     loaded_mb = psutil.Process().memory_info().rss / 2**20
     if method == INFERENCE:
-        mean_logprobs(backbone, forget, retain_eval_subset(retain, 32, seed))
+        scored = seeded_blocks(retain, [32], seed, last_may_be_short=True)[0]
+        mean_logprobs(backbone, forget, scored)
         return {"method": method, "loaded_rss_mb": loaded_mb, "peak_rss_mb": _peak_mb()}
     out = get_method(method, config).apply(EditRequest(backbone, forget, retain, seed=seed,
                                                        target_forget_drop=target))

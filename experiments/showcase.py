@@ -33,7 +33,9 @@ from harness.timerome.config import TimeROMEConfig
 from harness.timerome.editor import TimeROMEEditor
 from harness.atomic import write_json_atomic
 from harness.timerome.tracing import trace_encoded
-from harness.timerome.tuning import TuningGrid, read_tuned_config, retain_sample, tune, write_tuning
+from harness.evaluation.retain_sample import seeded_blocks, without
+from harness.timerome.tuning import TuningGrid, read_tuned_config, tune, write_tuning
+from harness.workflow_config import load_workflow_config
 
 
 def peak_rss_delta(fn: Callable[[], object], interval: float = 0.002) -> tuple[float, object]:
@@ -88,8 +90,13 @@ def main(argv=None) -> int:
     p.add_argument("--tuning-out", default=None)
     p.add_argument("--config", default="{}", help="JSON overrides of TimeROMEConfig")
     p.add_argument("--sequential", type=int, default=50)
-    p.add_argument("--calibration-size", type=int, default=400,
+    data = load_workflow_config()["data"]  # the workflow's sample sizes and seed
+    p.add_argument("--retain-size", type=int, default=data["retain_eval_size"],
+                   help="facts of each scored retain sample (tuning, evaluation)")
+    p.add_argument("--calibration-size", type=int, default=data["retain_train_size"],
                    help="retain facts (disjoint from the scored ones) for the edit's statistics")
+    p.add_argument("--eval-seed", type=int, default=data["eval_seed"],
+                   help="seed of the retain samples")
     p.add_argument("--grid", default="{}", help="JSON TuningGrid fields, e.g. {\"qs\": [1.0]}")
     p.add_argument("--variants", default='{"default": {}}',
                    help="JSON {name: TimeROMEConfig overrides} tuned side by side")
@@ -108,12 +115,13 @@ def main(argv=None) -> int:
     corpus = load_corpus(args.tofu_dir, ["forget01", "validation", "retain99"])
     forget, validation = corpus["forget01"], corpus["validation"]
     exclude = {f.author_id for f in validation} | {f.author_id for f in forget}
-    r_tune = retain_sample(corpus["retain99"], 40, exclude, phase=0)
-    r_eval = retain_sample(corpus["retain99"], 40, exclude, phase=12)
-    # Retain statistics of every edit (covariance, gate) come from facts disjoint from both
-    # scored retain samples.
-    calib = retain_sample(corpus["retain99"], args.calibration_size, exclude,
-                          exclude=r_tune + r_eval)
+    # One seeded permutation of the pool, cut as the workflow cuts it: the evaluation retain
+    # sample, the tuning one, and the edit's statistics (covariance, gate) from facts
+    # disjoint from both scored samples.
+    r_eval, r_tune, calib = seeded_blocks(
+        without(corpus["retain99"], exclude), [args.retain_size, args.retain_size,
+                                               args.calibration_size],
+        args.eval_seed, last_may_be_short=True)
     base = TimeROMEConfig.from_dict(json.loads(args.config))
     out: dict = {"backbone_dir": args.backbone_dir, "tofu_dir": args.tofu_dir,
                  "estimator": "full_mask", "torch_threads": torch.get_num_threads()}

@@ -12,6 +12,12 @@
   extra memory of the edit over inference.
 - `timed(phases, name)`: a bare wall-clock timer adding seconds to a dict, for code that
   reports its own phase split (the training loop, ROME, MEMIT) without a `Measurer`.
+- `bookkeeping(phases, name)`: `timed` for work a method does for the harness only (undo
+  copies, collapse guards, report scoring; docs/measurements/edit_timing_rules.md): the
+  method lists such phases in `MethodOutcome.excluded_phases` so that they leave the edit
+  time, and the compute counter (harness.compute) does not count their forwards.
+- `warm_up(device)`: one-time lazy initialisation every method would otherwise pay in its
+  first timed phase, done before any edit timer starts.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import platform
 import subprocess
 import threading
 import time
+from contextvars import ContextVar
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -112,6 +119,36 @@ def timed(phases: dict[str, float], name: str) -> Iterator[None]:
         yield
     finally:
         phases[name] = phases.get(name, 0.0) + time.perf_counter() - start
+
+
+_BOOKKEEPING: ContextVar[bool] = ContextVar("harness_bookkeeping", default=False)
+
+
+@contextmanager
+def bookkeeping(phases: dict[str, float], name: str) -> Iterator[None]:
+    """`timed(phases, name)` for the harness's bookkeeping inside a method's edit; while the
+    body runs `in_bookkeeping()` is True (the compute counter skips those forwards)."""
+    token = _BOOKKEEPING.set(True)
+    try:
+        with timed(phases, name):
+            yield
+    finally:
+        _BOOKKEEPING.reset(token)
+
+
+def in_bookkeeping() -> bool:
+    return _BOOKKEEPING.get()
+
+
+def warm_up(device: torch.device | str) -> None:
+    """Pay the process's one-time lazy initialisation before an edit is timed: building the
+    first torch optimizer imports `torch._dynamo` (1.3-1.6 s cold on the 2-core CPU;
+    docs/measurements/edit_timing_rules.md), and the first backward starts autograd's
+    engine. One AdamW step on a 4 x 4 dummy parameter on `device`; the model is untouched."""
+    param = torch.nn.Parameter(torch.ones(4, 4, device=device))
+    optimizer = torch.optim.AdamW([param], lr=1e-3)
+    (param * param).sum().backward()
+    optimizer.step()
 
 
 @dataclass

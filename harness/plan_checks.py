@@ -159,10 +159,22 @@ def check_method_names(config: Mapping[str, Any]) -> None:
             if name not in known:
                 raise ConfigError(f"{key}.{i}", _unknown("method", name, known))
     target = config.get("target_forget_drop")
-    if isinstance(target, str) and target not in known:
-        raise ConfigError("target_forget_drop", _unknown("method", target, known))
+    if isinstance(target, str):
+        if target not in known:
+            raise ConfigError("target_forget_drop", _unknown("method", target, known))
+        from harness.methods.registry import method_info
+
+        if target not in (config.get("methods") or []):
+            raise ConfigError("target_forget_drop", f"the gradient baselines match the forget "
+                              f"drop of '{target}', which is not in methods")
+        if method_info(target).kind == "gradient":
+            raise ConfigError("target_forget_drop", f"'{target}' is a gradient baseline; the "
+                              "gradient baselines match the drop of a method of another kind")
+    sequential = (config.get("sequential") or {}).get("method")
+    if sequential is not None and sequential not in known:
+        raise ConfigError("sequential.method", _unknown("method", sequential, known))
     run = {*tuned_methods(), *(config.get("methods") or []),
-           *(config.get("scaling_methods") or [])}
+           *(config.get("scaling_methods") or []), *([sequential] if sequential else [])}
     for name in config.get("method_config") or {}:
         if name not in known:
             raise ConfigError(f"method_config.{name}", _unknown("method", name, known))

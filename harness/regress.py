@@ -41,7 +41,7 @@ import pandas as pd
 from harness.atomic import non_finite_paths, write_text_atomic
 from harness.evaluation.finite import finite_or_none
 from harness.reports.inputs import InputError, describe, load_runs
-from harness.reports.table1 import gradient_baselines, strongest_baseline, summarise
+from harness.reports.table1 import add_speedups, gradient_baselines, summarise
 from harness.results.store import RecordError
 
 KEY = ("device_class", "experiment", "backbone", "method", "n_facts")
@@ -106,12 +106,11 @@ def current_metrics(runs: pd.DataFrame, baselines: Sequence[str] | None = None
         return []
     entries: list[dict[str, Any]] = []
     for (dev, exp, n), group in runs.groupby(["device_class", "experiment", "n_facts"], sort=True):
-        summary = summarise(group)
+        summary = summarise(group).sort_values("backbone", kind="stable")
+        add_speedups(summary, baselines)  # Table 1's rule
         for backbone, rows in summary.groupby("backbone", sort=True):
-            best = strongest_baseline(rows, baselines)
             for rec in rows.to_dict("records"):
-                speedup = (float(best["wall_clock_s"]) / rec["wall_clock_s"]
-                           if best is not None and rec["wall_clock_s"] else None)
+                speedup = rec["speedup"]
                 ratio = (rec["peak_mem_bytes"] / rec["inference_mem_bytes"]
                          if rec["inference_mem_bytes"] else None)
                 entries.append({"device_class": str(dev), "experiment": str(exp),

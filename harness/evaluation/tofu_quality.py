@@ -12,7 +12,7 @@ from harness.evaluation.finite import finite_or_none
 from harness.evaluation.forget_quality import forget_quality
 from harness.evaluation.model_utility import model_utility
 from harness.evaluation.truth_ratio import truth_ratios
-from harness.jobs.selection import seeded_sample
+from harness.evaluation.retain_sample import seeded_subset
 
 UTILITY_SPLITS = ("retain_perturbed", "real_authors_perturbed", "world_facts_perturbed")
 
@@ -37,7 +37,8 @@ def forget_quality_of(edited: Backbone, retain_model: Backbone, inputs: QualityI
 
 
 def utility_of(edited: Backbone, inputs: QualityInputs) -> tuple[float, dict[str, Any]]:
-    sets = [seeded_sample(load_split(inputs.tofu_dir, s), inputs.utility_size, inputs.seed)[0]
+    sets = [seeded_subset(load_split(inputs.tofu_dir, s), inputs.utility_size, inputs.seed,
+                          may_be_short=True)
             for s in UTILITY_SPLITS]
     generation = {"steps": inputs.gen_steps, "batch_size": inputs.batch_size}
     mu = model_utility(edited, *sets, estimator=inputs.estimator, generation=generation,

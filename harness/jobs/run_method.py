@@ -15,17 +15,20 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
+from harness.backbone_statistics import BackboneStatistics
 from harness.backbones.registry import load_backbone
+from harness.data.fact import Fact
+from harness.compute import ComputeCounter
 from harness.evaluation.finite import finite_or_none
 from harness.evaluation.mean_scores import mean_logp, rouge_recall
 from harness.evaluation.tofu_quality import QualityInputs, forget_quality_and_utility
 from harness.jobs.selection import FactSelection, last_n_selection, split_selection
 from harness.jobs.spec import MethodJob, read_job, set_threads
-from harness.measure import Measurer, MemorySummary, fingerprint, is_oom
+from harness.measure import Measurer, MemorySummary, fingerprint, is_oom, warm_up
 from harness.methods import EditRequest, MethodNotApplicable, get_method
 from harness.methods.registry import method_info
 from harness.results.record import SCHEMA_VERSION, Record
@@ -71,6 +74,18 @@ def select(job: MethodJob) -> FactSelection:
                             job.retain_eval_size, job.eval_seed, job.retain_train_size)
 
 
+def load_statistics(job: MethodJob, weights_fingerprint: str, retain: Sequence[Fact]
+                    ) -> BackboneStatistics | None:
+    """The method's per-backbone statistics (rule backbone_statistics), checked to be of
+    this backbone, retain set, seed and config; None when the job has no file."""
+    if not job.statistics:
+        return None
+    from harness.jobs.backbone_statistics import provenance
+
+    return BackboneStatistics.load(job.statistics,
+                                   provenance(job, weights_fingerprint, retain))
+
+
 def empty_scores() -> dict[str, Any]:
     keys = ("forget_logp_before", "forget_logp_after", "retain_logp_before", "retain_logp_after",
             "forget_rougeL_before", "forget_rougeL_after", "retain_rougeL_after",
@@ -90,15 +105,18 @@ def run(job: MethodJob) -> dict[str, Any]:
     method = get_method(job.method, method_config)
     ev = job.evaluation
     scores = empty_scores()
-    outcome = None
+    outcome, compute = None, None
     status, error = "ok", None
     quality_notes: dict[str, Any] = {}
     measurer = Measurer(torch.device(spec.device))
     weights: dict[str, Any] | None = None
+    statistics: BackboneStatistics | None = None
     try:
         with measurer.phase("load", "load"):
             backbone = load_backbone(spec)
             weights = backbone.identity()
+            statistics = load_statistics(job, weights["weights_fingerprint"],
+                                         selection.retain_train)
         with measurer.phase("score_before", "inference"):
             scores["forget_logp_before"] = mean_logp(backbone, selection.forget, job.estimator,
                                                      ev.batch_size, job.seed)
@@ -109,8 +127,11 @@ def run(job: MethodJob) -> dict[str, Any]:
                                                               ev.gen_steps, ev.batch_size, job.seed)
         request = EditRequest(backbone=backbone, forget=selection.forget,
                               retain=selection.retain_train, config=method_config,
-                              seed=job.seed, target_forget_drop=target_drop)
-        with measurer.phase("edit", "edit"):
+                              seed=job.seed, target_forget_drop=target_drop,
+                              statistics=statistics.tensors if statistics else None)
+        warm_up(backbone.device)  # lazy one-time initialisation stays out of every edit
+        compute = ComputeCounter(backbone)  # token passes and FLOPs of the edit only
+        with measurer.phase("edit", "edit"), compute:
             outcome = method.apply(request)
         edited = outcome.backbone
         with measurer.phase("score_after", "eval"):
@@ -148,14 +169,19 @@ def run(job: MethodJob) -> dict[str, Any]:
         check_finite_scores(job, scores)
     memory = measurer.summary()
     edit_seconds = measurer.seconds().get("edit") if status == "ok" else None
+    if edit_seconds is not None:  # the harness's bookkeeping inside the edit is not its time
+        edit_seconds -= sum(outcome.phase_seconds.get(p, 0.0) for p in outcome.excluded_phases)
     fp = fingerprint(spec.device, job.config_hash, measurer.driver)
     if tuning_note:
         quality_notes = {**quality_notes, "tuning": tuning_note}
+    if statistics is not None:
+        quality_notes = {**quality_notes, "statistics": job.statistics}
     if target_note:
         quality_notes = {**quality_notes, "target": target_note}
     return build_record(job, selection, scores, memory, measurer.seconds(), edit_seconds,
                         outcome, status, error, fp, method_config, quality_notes,
-                        time.perf_counter() - start, weights)
+                        time.perf_counter() - start, weights, compute,
+                        statistics.seconds if statistics is not None else None)
 
 
 class NonFiniteScores(RuntimeError):
@@ -177,11 +203,19 @@ def build_record(job: MethodJob, selection: FactSelection, scores: dict[str, Any
                  memory: MemorySummary, phases: dict[str, float], edit_seconds: float | None,
                  outcome: Any, status: str, error: str | None, fp: dict[str, Any],
                  method_config: dict[str, Any], notes: dict[str, Any],
-                 job_wall_s: float, weights: dict[str, Any] | None = None) -> dict[str, Any]:
+                 job_wall_s: float, weights: dict[str, Any] | None = None,
+                 compute: ComputeCounter | None = None,
+                 statistics_seconds: float | None = None) -> dict[str, Any]:
     details = dict(getattr(outcome, "details", None) or {})
     details.pop("tie", None)  # large; the TIE figure job has its own output
+    if getattr(outcome, "excluded_phases", ()):
+        details["excluded_phases"] = list(outcome.excluded_phases)
     if notes:
         details["notes"] = notes
+    cost = compute.summary() if compute is not None and status == "ok" else {}
+    if cost:  # the breakdown behind the edit_* fields (harness.compute.project_to reads it)
+        details["compute"] = {k: cost[k] for k in ("forward_flops", "backward_flops",
+                                                   "counts", "shape")}
     return Record(
         schema_version=SCHEMA_VERSION, status=status, experiment=job.experiment,
         backbone=job.backbone, method=job.method, split=selection.split,
@@ -189,6 +223,10 @@ def build_record(job: MethodJob, selection: FactSelection, scores: dict[str, Any
         n_retain_eval=len(selection.retain_eval),
         **{k: finite_or_none(v) for k, v in scores.items()},
         wall_clock_s=edit_seconds, job_wall_s=job_wall_s, phase_seconds=phases,
+        edit_forward_tokens=cost.get("forward_tokens"),
+        edit_backward_tokens=cost.get("backward_tokens"), edit_flops=cost.get("flops"),
+        optimizer_state_bytes=cost.get("optimizer_state_bytes"),
+        statistics_s=statistics_seconds,
         method_phase_seconds=dict(getattr(outcome, "phase_seconds", None) or {}),
         peak_mem_bytes=memory.peak_mem_bytes, inference_mem_bytes=memory.inference_mem_bytes,
         extra_mem_bytes=memory.extra_mem_bytes, model_mem_bytes=memory.model_mem_bytes,

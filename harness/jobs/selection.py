@@ -5,7 +5,6 @@ defaults are stated in workflows/config/schema.json only)."""
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -13,6 +12,7 @@ from harness.data import load_split
 from harness.data.fact import Fact
 from harness.data.prepare import validation_author_ids
 from harness.data.subjects import subject_source_counts
+from harness.evaluation.retain_sample import seeded_blocks
 
 
 @dataclass
@@ -24,18 +24,6 @@ class FactSelection:
 
     def subject_source(self) -> dict[str, int]:
         return {str(k): int(v) for k, v in subject_source_counts(self.forget).items()}
-
-
-def seeded_sample(pool: Sequence[Fact], size: int, seed: int, train_size: int | None = None
-                  ) -> tuple[list[Fact], list[Fact]]:
-    """Two disjoint seeded samples of `pool`: eval (up to `size`) and train (up to
-    `train_size`, default `size`)."""
-    train_size = size if train_size is None else train_size
-    order = list(range(len(pool)))
-    random.Random(seed).shuffle(order)
-    eval_idx = sorted(order[:size])
-    train_idx = sorted(order[size:size + train_size])
-    return [pool[i] for i in eval_idx], [pool[i] for i in train_idx]
 
 
 def retain_pool(facts: Sequence[Fact], tofu_dir: str, forget: Sequence[Fact] = (),
@@ -53,8 +41,25 @@ def split_selection(tofu_dir: str, forget_split: str, retain_split: str, size: i
     without the validation authors."""
     forget = load_split(tofu_dir, forget_split)
     pool = retain_pool(load_split(tofu_dir, retain_split), tofu_dir, forget, validation_split)
-    retain_eval, retain_train = seeded_sample(pool, size, seed, train_size)
+    retain_eval, retain_train = seeded_blocks(pool, [size, train_size], seed,
+                                              last_may_be_short=True)
     return FactSelection(forget, retain_train, retain_eval, forget_split)
+
+
+def tuning_retain(tofu_dir: str, forget_split: str, retain_split: str, size: int, seed: int,
+                  train_size: int, validation_split: str = "validation"
+                  ) -> tuple[list[Fact], list[Fact]]:
+    """The tune job's retain facts: (scored: `size` facts whose drop must stay under the
+    bar, calibration: up to `train_size` others for the edit's retain statistics).
+
+    Same pool and permutation as `split_selection` (same `seed`: config data.eval_seed);
+    block 0 is Table 1's scored retain sample and is skipped, so the tuning never scores
+    or calibrates on a fact Table 1 scores."""
+    forget = load_split(tofu_dir, forget_split)
+    pool = retain_pool(load_split(tofu_dir, retain_split), tofu_dir, forget, validation_split)
+    _table1_scored, scored, calibration = seeded_blocks(pool, [size, size, train_size], seed,
+                                                        last_may_be_short=True)
+    return scored, calibration
 
 
 def last_n_selection(tofu_dir: str, n: int, max_n: int, size: int, seed: int,
@@ -66,5 +71,6 @@ def last_n_selection(tofu_dir: str, n: int, max_n: int, size: int, seed: int,
     if not 1 <= n <= max_n <= len(full) - 1:
         raise ValueError(f"fact count {n} (max {max_n}) does not fit the {len(full)} records "
                          f"of {tofu_dir}/full.json")
-    retain_eval, retain_train = seeded_sample(full[: len(full) - max_n], size, seed, train_size)
+    retain_eval, retain_train = seeded_blocks(full[: len(full) - max_n], [size, train_size],
+                                              seed, last_may_be_short=True)
     return FactSelection(full[len(full) - n:], retain_train, retain_eval, f"full[-{n}:]")

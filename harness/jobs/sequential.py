@@ -1,4 +1,6 @@
-"""Sequential insertion: the last `n_facts` records of `full` edited in one at a time.
+"""Sequential insertion: the last `n_facts` records of `full` edited in one at a time by
+the job's `method` (one whose registry entry says it inserts facts one at a time,
+`MethodInfo.sequential`; a method that does not is a bad job, exit 2).
 
 After each insertion (every `eval_every`), the retain sample and the facts inserted so far
 are scored; the record's `curve` holds one point per evaluation:
@@ -18,19 +20,18 @@ import torch
 from harness.backbones.registry import load_backbone
 from harness.evaluation.mean_scores import mean_logp
 from harness.jobs.selection import last_n_selection
-from harness.jobs.spec import BackboneJob, read_job, set_threads
+from harness.jobs.spec import EXIT_BAD_JOB, BackboneJob, read_job, set_threads
 from harness.measure import Measurer, fingerprint
-from harness.methods.registry import method_info
+from harness.methods.registry import get_method, method_info, sequential_methods
 from harness.results.record import SCHEMA_VERSION, Record
 from harness.results.store import write_record
-
-METHOD = "timerome"  # the experiment inserts facts one at a time with TimeROME-DLM's editor
 
 
 @dataclass
 class SequentialJob(BackboneJob):
     """One sequential-insertion job (rule run_sequential)."""
 
+    method: str  # config sequential.method (default: the registry's sequential method)
     tofu_dir: str
     n_facts: int  # the last n records of `full`, inserted one at a time
     eval_every: int  # score after every `eval_every` insertions (and after the last)
@@ -46,9 +47,19 @@ class SequentialJob(BackboneJob):
     config_hash: str
 
 
+def not_sequential(method: str) -> str | None:
+    """Why `method` cannot run this job (unknown, or it does not insert facts one at a
+    time), or None."""
+    try:
+        if method_info(method).sequential:
+            return None
+    except KeyError as exc:
+        return str(exc.args[0])
+    return (f"method '{method}' does not insert facts one at a time (MethodInfo.sequential); "
+            f"methods that do: {', '.join(sequential_methods()) or 'none'}")
+
+
 def run(job: SequentialJob) -> dict[str, Any]:
-    from harness.timerome.config import TimeROMEConfig
-    from harness.timerome.editor import TimeROMEEditor
     from harness.timerome.tuning import apply_tuning
 
     start = time.perf_counter()
@@ -59,8 +70,8 @@ def run(job: SequentialJob) -> dict[str, Any]:
                            job.retain_train_size)
     spec = job.spec()
     method_config, note = apply_tuning(job.method_config, job.tuned_config,
-                                       method_info(METHOD).tunable_keys)
-    config = TimeROMEConfig.from_dict({**method_config, "seed": seed})
+                                       method_info(job.method).tunable_keys)
+    method = get_method(job.method, method_config)
     measurer = Measurer(torch.device(spec.device))
     try:
         with measurer.phase("load", "load"):
@@ -68,7 +79,7 @@ def run(job: SequentialJob) -> dict[str, Any]:
         with measurer.phase("score_before", "inference"):
             forget_before = [mean_logp(backbone, [f], estimator, batch, seed) for f in sel.forget]
             retain_before = mean_logp(backbone, sel.retain_eval, estimator, batch, seed)
-        editor = TimeROMEEditor(backbone, config, retain=sel.retain_train)
+        editor = method.sequential_editor(backbone, sel.retain_train, seed)
         curve: list[dict[str, Any]] = []
         insert_total = 0.0
         for i, fact in enumerate(sel.forget, 1):
@@ -92,7 +103,7 @@ def run(job: SequentialJob) -> dict[str, Any]:
     last = curve[-1]
     return Record(
         schema_version=SCHEMA_VERSION, status="ok", experiment="sequential",
-        backbone=job.backbone, method=METHOD, split=sel.split, n_facts=n, seed=seed,
+        backbone=job.backbone, method=job.method, split=sel.split, n_facts=n, seed=seed,
         estimator=estimator, n_retain_eval=len(sel.retain_eval),
         forget_logp_before=sum(forget_before) / n,
         forget_logp_after=sum(forget_before) / n + last["forget_delta"],
@@ -107,13 +118,17 @@ def run(job: SequentialJob) -> dict[str, Any]:
         converged=True, collapsed=False, collapse_reason=None, steps=None,
         device=fp["device"], device_class=fp["device_class"], git_commit=fp["git_commit"],
         subject_source=sel.subject_source(), fingerprint=fp,
-        method_config=config.to_dict(),
+        method_config=method_config,
         details={"notes": {"tuning": note}} if note else {}, curve=curve, error=None,
     ).to_dict()
 
 
 def main(argv: list[str] | None = None) -> int:
     job = read_job(SequentialJob, argv, "python -m harness.jobs.sequential", __doc__)
+    problem = not_sequential(job.method)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_BAD_JOB
     record = run(job)
     write_record(job.out, record)
     print(json.dumps({"n_facts": record["n_facts"], "retain_delta":

@@ -126,6 +126,8 @@ class MethodJob(BackboneJob):
     target_from_record: str | None  # match the forget drop of this result record
     evaluation: EvalOptions
     config_hash: str
+    statistics: str | None  # the method's per-backbone statistics file (rule
+    # backbone_statistics), computed once and loaded by every edit; None: computed in the edit
 
 
 def job_argument(parser: argparse.ArgumentParser) -> None:

@@ -30,7 +30,9 @@ EXIT_NO_SAFE_POINT = 1
 class TuneJob(BackboneJob):
     """One tuning job (rule tune_timerome): the grid searched on `validation_split`, the
     retain drop measured on `retain_eval_size` retain facts, the edit's retain statistics
-    from up to `retain_train_size` others."""
+    from up to `retain_train_size` others; both samples are blocks of the permutation
+    (`eval_seed`) that gives Table 1 its scored retain facts, and disjoint from those
+    (`harness.jobs.selection.tuning_retain`)."""
 
     tofu_dir: str
     validation_split: str
@@ -38,6 +40,7 @@ class TuneJob(BackboneJob):
     retain_split: str
     retain_eval_size: int
     retain_train_size: int
+    eval_seed: int  # config data.eval_seed: the seed of Table 1's retain samples
     seed: int
     grid: dict[str, list[float]]  # config tuning.grid; a key left out: TuningGrid's default
     max_retain_drop: float
@@ -48,7 +51,8 @@ class TuneJob(BackboneJob):
 
 def main(argv: list[str] | None = None) -> int:
     from harness.timerome.config import TimeROMEConfig
-    from harness.timerome.tuning import TuningGrid, retain_sample, tune, write_tuning
+    from harness.jobs.selection import tuning_retain
+    from harness.timerome.tuning import TuningGrid, tune, write_tuning
 
     job = read_job(TuneJob, argv, "python -m harness.jobs.tune", __doc__)
     if job.on_no_safe_point not in ON_NO_SAFE_POINT_CHOICES:
@@ -56,16 +60,23 @@ def main(argv: list[str] | None = None) -> int:
               f"{', '.join(ON_NO_SAFE_POINT_CHOICES)} (config key tuning.on_no_safe_point)",
               file=sys.stderr)
         return EXIT_BAD_JOB
+    # Scored retain facts, and calibration facts for the edit's retain statistics (disjoint
+    # from each other and from Table 1's scored retain facts), before the model loads.
+    try:
+        retain, calibration = tuning_retain(job.tofu_dir, job.forget_split, job.retain_split,
+                                            job.retain_eval_size, job.eval_seed,
+                                            job.retain_train_size, job.validation_split)
+    except ValueError as exc:
+        print(f"error: tuning: {exc} (config data.retain_eval_size: Table 1's scored sample "
+              "and the tuning's)", file=sys.stderr)
+        return EXIT_BAD_JOB
+    if not calibration:
+        print(f"error: tuning: no retain facts left for the edit's retain statistics after "
+              f"Table 1's and the tuning's scored samples (2 x {job.retain_eval_size}); "
+              "use more retain authors or a smaller data.retain_eval_size", file=sys.stderr)
+        return EXIT_BAD_JOB
     backbone = job.load()
     validation = load_split(job.tofu_dir, job.validation_split)
-    forget_authors = {f.author_id for f in load_split(job.tofu_dir, job.forget_split)}
-    retain_pool = load_split(job.tofu_dir, job.retain_split)
-    excluded = {f.author_id for f in validation} | forget_authors
-    retain = retain_sample(retain_pool, job.retain_eval_size, exclude_authors=excluded)
-    # Calibration facts for the edit's retain statistics, disjoint from the scored ones.
-    eligible = len([f for f in retain_pool if f.author_id not in excluded]) - len(retain)
-    calibration = retain_sample(retain_pool, min(job.retain_train_size, eligible),
-                                exclude_authors=excluded, exclude=retain)
     grid = TuningGrid.from_config(job.grid)
     base = TimeROMEConfig.from_dict({**job.method_config, "seed": job.seed})
     result = tune(backbone, validation, retain, base, grid,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol, TYPE_CHECKING
 
 from harness.data.fact import Fact
 
@@ -27,6 +27,9 @@ class EditRequest:
     # Matched-efficacy stopping for training baselines: stop once the mean forget
     # full_mask log-prob per sample has dropped by this many nats (None: own rule).
     target_forget_drop: float | None = None
+    # The method's per-backbone statistics, computed once (`Method.backbone_statistics`,
+    # harness.backbone_statistics); None: the method computes them inside its edit.
+    statistics: Mapping[str, Any] | None = None
 
 
 @dataclass
@@ -41,10 +44,23 @@ class MethodOutcome:
     collapse_reason: str | None = None
     details: dict[str, Any] = field(default_factory=dict)  # JSON-serialisable extras
     undo: Callable[[], None] | None = None  # restores the original model where possible
+    # Phases of `phase_seconds` that are the harness's bookkeeping, not the method's work
+    # (a weight copy kept for `undo`, evaluation done only for reporting or as a collapse
+    # guard): reported, but not part of the edit time (docs/measurements/edit_timing_rules.md).
+    excluded_phases: tuple[str, ...] = ()
 
     @property
     def wall_clock_s(self) -> float:
-        return float(sum(self.phase_seconds.values()))
+        """The method's own time: every phase but the excluded ones."""
+        return float(sum(s for name, s in self.phase_seconds.items()
+                         if name not in self.excluded_phases))
+
+
+class SequentialEditor(Protocol):
+    """One edit of a backbone that takes its facts one call at a time
+    (`Method.sequential_editor`); each `insert` adds to the edit made so far."""
+
+    def insert(self, facts: Sequence[Fact] | Fact) -> object: ...
 
 
 class MethodNotApplicable(ValueError):
@@ -89,3 +105,18 @@ class Method(ABC):
     @abstractmethod
     def apply(self, request: EditRequest) -> MethodOutcome:
         """Edit `request.backbone` so that it forgets `request.forget`."""
+
+    def backbone_statistics(self, backbone: Backbone, retain: Sequence[Fact], seed: int
+                            ) -> dict[str, Any]:
+        """The statistics of `backbone` this method's edits need that do not depend on the
+        forget set ({name: tensor}); `apply` uses them when `EditRequest.statistics` holds
+        them and computes them itself otherwise. Only methods whose
+        `MethodInfo.backbone_statistics` is set implement it."""
+        raise NotImplementedError(f"method '{self.name}' has no per-backbone statistics")
+
+    def sequential_editor(self, backbone: Backbone, retain: Sequence[Fact], seed: int
+                          ) -> SequentialEditor:
+        """An edit of `backbone` that inserts facts one at a time (the sequential-insertion
+        experiment, harness.jobs.sequential); `retain` as `EditRequest.retain`. Only methods
+        whose `MethodInfo.sequential` is set implement it."""
+        raise NotImplementedError(f"method '{self.name}' does not insert facts one at a time")

@@ -26,6 +26,11 @@ class MethodInfo:
       so a job must hand it the disjoint retain-train facts.
     applicability: the backbones it can edit, in words (a method raises MethodNotApplicable
       on any other, and the job is recorded as `not_applicable`).
+    backbone_statistics: its edits need per-backbone statistics that do not depend on the
+      forget set (`Method.backbone_statistics`); the workflow computes them once per
+      backbone and every edit loads them (harness.backbone_statistics).
+    sequential: it inserts facts one at a time into one edit (`Method.sequential_editor`),
+      so the sequential-insertion experiment can run it.
     """
 
     name: str
@@ -33,6 +38,8 @@ class MethodInfo:
     tunable_keys: tuple[str, ...] = ()
     needs_retain: bool = False
     applicability: str = "every backbone"
+    backbone_statistics: bool = False
+    sequential: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -61,14 +68,15 @@ _WEIGHT_AT_HOOK = ("backbones whose edited hook point is a 2-D weight matrix (no
 # Method class declares the same MethodInfo as its `info` (tests/methods check they agree).
 BUILTIN_METHOD_INFO: dict[str, MethodInfo] = {info.name: info for info in (
     MethodInfo("timerome", "inference_time", tunable_keys=("alpha", "lam", "q"),
-               needs_retain=True),  # retain covariance and key gate
+               needs_retain=True, backbone_statistics=True,  # retain covariance, key gate
+               sequential=True),
     MethodInfo("gradient_ascent", "gradient"),
     MethodInfo("graddiff", "gradient", needs_retain=True),  # retain loss term
     MethodInfo("npo", "gradient", needs_retain=True),  # retain loss term (alpha = 1)
     MethodInfo("rome", "weight_edit", needs_retain=True,  # key covariance, corpus prefixes
-               applicability=_WEIGHT_AT_HOOK),
+               applicability=_WEIGHT_AT_HOOK, backbone_statistics=True),
     MethodInfo("memit", "weight_edit", needs_retain=True,  # key covariance, corpus prefixes
-               applicability=_WEIGHT_AT_HOOK),
+               applicability=_WEIGHT_AT_HOOK, backbone_statistics=True),
 )}
 
 # Built-in method name -> "module:function" that checks its `method_config` entry (raises
@@ -79,8 +87,8 @@ BUILTIN_METHOD_INFO: dict[str, MethodInfo] = {info.name: info for info in (
 BUILTIN_CONFIG_VALIDATORS: dict[str, str] = {
     "timerome": "harness.timerome.config:validate_config",
     "gradient_ascent": "baselines.configs:validate_gradient_ascent",
-    "graddiff": "baselines.configs:validate_graddiff",
-    "npo": "baselines.configs:validate_npo",
+    "graddiff": "baselines.graddiff_config:validate_graddiff",
+    "npo": "baselines.npo_config:validate_npo",
     "rome": "baselines.configs:validate_rome",
     "memit": "baselines.configs:validate_memit",
 }
@@ -158,6 +166,11 @@ def methods_of_kind(kind: str) -> list[str]:
 def tuned_methods() -> list[str]:
     """Sorted names of the methods with tunable keys (the tune job chooses them)."""
     return [n for n in known_method_names() if method_info(n).tunable_keys]
+
+
+def sequential_methods() -> list[str]:
+    """Sorted names of the methods that insert facts one at a time (MethodInfo.sequential)."""
+    return [n for n in known_method_names() if method_info(n).sequential]
 
 
 def builtin_config_validator(name: str) -> Callable[[Mapping[str, Any]], None] | None:

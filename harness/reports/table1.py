@@ -3,7 +3,8 @@
 Speedup is measured against the *strongest converged gradient baseline* of the same
 backbone: among the gradient (training-time) baselines that converged and did not collapse,
 the one with the largest forget log-prob drop. Its edit wall-clock divided by a row's edit
-wall-clock is that row's speedup.
+wall-clock is that row's speedup; its analytic edit FLOPs (forward + backward,
+harness/compute.py) divided by the row's are the row's FLOP speedup.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ MIB = 1024 * 1024
 
 NUMERIC = ("forget_logp_before", "forget_logp_after", "retain_logp_before", "retain_logp_after",
            "forget_rougeL_after", "retain_rougeL_after", "forget_quality", "model_utility",
-           "wall_clock_s", "peak_mem_bytes", "inference_mem_bytes", "extra_mem_bytes")
+           "wall_clock_s", "peak_mem_bytes", "inference_mem_bytes", "extra_mem_bytes",
+           "edit_flops", "statistics_s")
 FLAGS = ("converged", "collapsed")
 LOGPS = ("forget_logp_before", "forget_logp_after", "retain_logp_before", "retain_logp_after")
 
@@ -77,9 +79,12 @@ COLUMNS: tuple[Column, ...] = (
     Column("forget_quality", "Forget quality", "FQ", _sig),
     Column("model_utility", "Model utility", "MU", _num(3)),
     Column("wall_clock_s", "Wall-clock (s)", "Time (s)", _num(2)),
+    Column("statistics_s", "One-time stats (s)", "Stats (s)", _num(2)),
     Column("peak_mem_bytes", "Peak mem (MiB)", "Peak (MiB)", _mib),
     Column("extra_mem_bytes", "Extra mem (MiB)", "Extra (MiB)", _mib),
+    Column("edit_flops", "Edit FLOPs", "FLOPs", _sig),
     Column("speedup", "Speedup", "Speedup", _speedup),
+    Column("flop_speedup", "FLOP speedup", "FLOP sp.", _speedup),
     Column("converged", "Converged", "Conv.", _flag),
     Column("collapsed", "Collapsed", "Coll.", _flag),
 )
@@ -106,7 +111,14 @@ class Table1:
             "Speedup = edit wall-clock of the strongest converged gradient baseline / the "
             "row's edit wall-clock, where the strongest is the gradient baseline "
             f"({names}) with the largest forget log-prob drop among those that converged and "
-            "did not collapse on the same backbone.",
+            "did not collapse on the same backbone. FLOP speedup: the same ratio of analytic "
+            "edit FLOPs, forward + backward (docs/measurements/compute_accounting.md).",
+            "Wall-clock = the method's own edit time: the harness's bookkeeping inside an "
+            "edit (undo copies, collapse guards, report scoring) is left out "
+            "(docs/measurements/edit_timing_rules.md). One-time stats = per-backbone "
+            "statistics that do not depend on the forget set (retain key covariance, gate "
+            "calibration), computed once by the backbone_statistics job and loaded by every "
+            "edit; not part of the wall-clock or the speedup (– : the method has none).",
             "Extra mem = peak memory during the edit minus peak memory of inference "
             "(scoring) on the loaded model.",
         ]
@@ -121,8 +133,8 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     (harness.results.aggregate.runs_frame), in first-appearance order; adds deltas.
     A (backbone, method) converged when every seed did, collapsed when any seed did."""
     frame = runs[runs["status"] == "ok"].copy()
-    for col in NUMERIC:
-        frame[col] = frame[col].astype(float)  # None (no value) -> NaN
+    for col in NUMERIC:  # None (no value) -> NaN; a column no record has (older records) too
+        frame[col] = frame[col].astype(float) if col in frame.columns else float("nan")
     for col in FLAGS:
         frame[col] = frame[col].map(_flag_value)
     keys = ["backbone", "method"]
@@ -187,15 +199,28 @@ def build_table1(runs: pd.DataFrame,
     """Table 1 of `runs`; `baselines`: the gradient baselines (None: the registry's)."""
     baselines = gradient_baselines(baselines)
     summary = order_rows(summarise(runs), backbones, methods)
-    summary["speedup"] = float("nan")
+    strongest = add_speedups(summary, baselines)
+    return Table1(summary, strongest, baselines, notes=excluded_run_notes(runs))
+
+
+def add_speedups(summary: pd.DataFrame, baselines: Sequence[str]) -> dict[str, str | None]:
+    """Fill the `SPEEDUPS` columns of a summary frame (in place), per backbone against its
+    strongest converged gradient baseline; returns backbone -> that baseline (or None)."""
+    for ratio in SPEEDUPS:
+        summary[ratio] = float("nan")
     strongest: dict[str, str | None] = {}
     for backbone, rows in summary.groupby("backbone", sort=False):
         best = strongest_baseline(rows, baselines)
         strongest[str(backbone)] = None if best is None else str(best["method"])
         if best is not None:
             idx = rows.index
-            summary.loc[idx, "speedup"] = float(best["wall_clock_s"]) / summary.loc[idx, "wall_clock_s"]
-    return Table1(summary, strongest, baselines, notes=excluded_run_notes(runs))
+            for ratio, cost in SPEEDUPS.items():
+                summary.loc[idx, ratio] = float(best[cost]) / summary.loc[idx, cost]
+    return strongest
+
+
+# Each speedup column: the strongest converged gradient baseline's cost / the row's cost.
+SPEEDUPS = {"speedup": "wall_clock_s", "flop_speedup": "edit_flops"}
 
 
 def excluded_run_notes(runs: pd.DataFrame) -> list[str]:

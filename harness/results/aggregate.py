@@ -31,7 +31,8 @@ NESTED = {"fingerprint", "method_config", "details", "curve"} | set(FLATTENED)
 LEADING = ("backbone", "method", "split", "n_facts", "seed", "estimator",
            "forget_logp_before", "forget_logp_after", "retain_logp_before", "retain_logp_after",
            "forget_rougeL_after", "retain_rougeL_after", "wall_clock_s", "peak_mem_bytes",
-           "inference_mem_bytes", "extra_mem_bytes", "converged", "collapsed", "device",
+           "inference_mem_bytes", "extra_mem_bytes", "edit_flops", "edit_forward_tokens",
+           "edit_backward_tokens", "optimizer_state_bytes", "statistics_s", "converged", "collapsed", "device",
            "git_commit")
 ORDER = ["experiment", "backbone", "method", "n_facts", "seed"]  # row order of the frame
 

@@ -64,6 +64,13 @@ class Record:
     method_config: dict[str, Any] | None = None
     details: dict[str, Any] | None = None
     curve: list[dict[str, Any]] | None = None  # sequential insertion: one point per evaluation
+    # compute of the edit (harness/compute.py; docs/measurements/compute_accounting.md)
+    edit_forward_tokens: int | None = None  # token positions forwarded (rows x width)
+    edit_backward_tokens: int | None = None  # of those, backpropagated
+    edit_flops: float | None = None  # analytic forward + backward FLOPs
+    optimizer_state_bytes: int | None = None  # largest optimizer state held (0: none)
+    # one-time per-backbone statistics the edit loaded (harness/backbone_statistics.py)
+    statistics_s: float | None = None  # their wall-clock seconds, outside the edit time
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,4 +87,6 @@ class Record:
 
 # Optional fields whose schema type admits no null (tests check this against the schema).
 OMITTED_WHEN_NONE = frozenset({"n_retain_eval", "method_phase_seconds", "method_config",
-                               "details", "curve"})
+                               "details", "curve", "edit_forward_tokens",
+                               "edit_backward_tokens", "edit_flops", "optimizer_state_bytes",
+                               "statistics_s"})

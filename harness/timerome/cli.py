@@ -48,6 +48,7 @@ from harness.diffusion.batching import InputTooLong
 from harness.timerome.config import POSITION_MODES, PRECONDITIONS, TARGETS, TimeROMEConfig
 from harness.timerome.facts_io import read_facts
 from harness.timerome.memory import IdentityMismatch
+from harness.workflow_config import load_workflow_config
 
 FINETUNE_REPORT = "finetune_report.json"  # harness.finetune.train.REPORT_FILE
 
@@ -248,28 +249,33 @@ def cmd_forget(args: argparse.Namespace) -> int:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from harness.data import load_corpus
-    from harness.timerome.tuning import retain_sample, tune, write_tuning
+    from harness.jobs.selection import tuning_retain
+    from harness.timerome.tuning import tune, write_tuning
 
     if not args.tofu_dir.is_dir():
         raise UsageError(f"--tofu-dir {args.tofu_dir}: not a folder (a TOFU-format corpus)")
     config = timerome_config(args)
     out = output_path(args.out)
-    corpus = load_corpus(args.tofu_dir, ["validation", args.retain_split])
-    validation = corpus["validation"]
-    authors = {f.author_id for f in validation}
-    retain = retain_sample(corpus[args.retain_split], args.retain_n, authors, phase=0)
-    calibration = None  # the edit's retain statistics: held-out facts, as the tune job's
-    if needs_retain(config):
-        if args.calibration_n is None:
-            raise UsageError("--calibration-n N is needed: the edit uses retain statistics "
-                             f"(precondition '{config.precondition}', gate "
-                             f"{str(config.gate).lower()}) from retain facts held out of the "
-                             "scored ones; or pass --precondition none --no-gate")
-        calibration = retain_sample(corpus[args.retain_split], args.calibration_n, authors,
-                                    exclude=retain)
+    if needs_retain(config) and args.calibration_n is None:
+        raise UsageError("--calibration-n N is needed: the edit uses retain statistics "
+                         f"(precondition '{config.precondition}', gate "
+                         f"{str(config.gate).lower()}) from retain facts held out of the "
+                         "scored ones; or pass --precondition none --no-gate")
+    validation = load_corpus(args.tofu_dir, ["validation"])["validation"]
+    # The tune job's samples: disjoint from each other and from the retain facts Table 1
+    # scores (same pool, permutation and seed as harness.jobs.selection.split_selection).
+    try:
+        retain, calibration = tuning_retain(str(args.tofu_dir), args.forget_split,
+                                            args.retain_split, args.retain_n, args.eval_seed,
+                                            args.calibration_n or 0)
+    except ValueError as exc:  # a pool too small for --retain-n (DataError is reported as is)
+        if isinstance(exc, DataError):
+            raise
+        raise UsageError(f"--retain-n {args.retain_n}: {exc}") from None
     checkpoint_info(args.backbone_dir)
     backbone = _load(backbone_spec(args))
-    result = tune(backbone, validation, retain, config, calibration=calibration)
+    result = tune(backbone, validation, retain, config,
+                  calibration=calibration if needs_retain(config) else None)
     write_tuning(result, out)
     print(json.dumps({"out": str(out), "chosen": result.to_dict()["chosen"],
                       "seconds": result.seconds, "grid_edge": result.grid_edge}))
@@ -382,9 +388,18 @@ def build_parser() -> argparse.ArgumentParser:
     tune_p = sub.add_parser("tune", help="grid search on the validation split")
     common(tune_p)
     tune_p.add_argument("--tofu-dir", required=True, type=Path)
-    tune_p.add_argument("--retain-split", default="retain99")
-    tune_p.add_argument("--retain-n", type=positive_int, default=40,
-                        help="retain facts whose log-prob drop must stay under the bar")
+    data = load_workflow_config()["data"]  # the workflow's defaults (schema / default.yaml)
+    tune_p.add_argument("--forget-split", default=data["forget_split"],
+                        help="its authors never enter a retain sample (default: the "
+                             "workflow's data.forget_split)")
+    tune_p.add_argument("--retain-split", default=data["retain_split"],
+                        help="the retain pool (default: the workflow's data.retain_split)")
+    tune_p.add_argument("--retain-n", type=positive_int, default=data["retain_eval_size"],
+                        help="retain facts whose log-prob drop must stay under the bar "
+                             "(default: the workflow's data.retain_eval_size)")
+    tune_p.add_argument("--eval-seed", type=int, default=data["eval_seed"],
+                        help="seed of the retain samples, as the workflow's data.eval_seed "
+                             "(Table 1's scored retain facts are never used)")
     tune_p.add_argument("--calibration-n", type=positive_int,
                         help="further retain facts (disjoint) for the edit's retain covariance "
                              "and gate (needed unless --precondition none --no-gate; the "

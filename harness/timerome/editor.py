@@ -13,10 +13,11 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
+from harness.backbone_statistics import layer_tensors, per_layer
 from harness.backbones.base import Backbone
 from harness.data.fact import Fact
 from harness.diffusion.batching import EncodedFact, encode_facts
@@ -25,6 +26,9 @@ from harness.timerome.memory import EditMemory
 from harness.timerome.retain_stats import inverse_covariance, retain_keys
 from harness.timerome.targets import target_deltas
 from harness.timerome.tracing import TraceResult, trace_encoded
+
+RETAIN_KEYS = "retain_keys"  # statistics names (harness.backbone_statistics)
+INVERSE_COVARIANCE = "inverse_covariance"
 
 
 @dataclass
@@ -52,12 +56,16 @@ class TimeROMEEditor:
     """Edits one backbone; holds its `EditMemory` (hooks stay on until `undo()`)."""
 
     def __init__(self, backbone: Backbone, config: TimeROMEConfig = TimeROMEConfig(),
-                 retain: Sequence[Fact] = ()):
+                 retain: Sequence[Fact] = (), statistics: Mapping[str, torch.Tensor] | None = None):
         self.backbone = backbone
         self.config = config
         self.retain = list(retain)
         self.memory: EditMemory | None = None
         self._retain_keys: dict[int, torch.Tensor] | None = None
+        self._metrics: dict[int, torch.Tensor] | None = None
+        if statistics is not None:  # computed once per backbone (backbone_statistics)
+            self._retain_keys = per_layer(RETAIN_KEYS, statistics) or None
+            self._metrics = per_layer(INVERSE_COVARIANCE, statistics) or None
 
     # ------------------------------------------------------------------ phases
     def _unedited(self):
@@ -79,11 +87,27 @@ class TimeROMEEditor:
                                                 range(self.backbone.num_layers))
         return self._retain_keys
 
+    def retain_metrics(self) -> dict[int, torch.Tensor]:
+        """The retain_cov preconditioner M_l = C_l^-1 per layer."""
+        if self._metrics is None:
+            self._metrics = {l: inverse_covariance(k, self.config.cov_shrinkage)
+                             for l, k in self.retain_statistics().items()}
+        return self._metrics
+
+    def backbone_statistics(self) -> dict[str, torch.Tensor]:
+        """What the edits of this backbone need that does not depend on the forget set:
+        the retain keys (gate calibration) and the preconditioner, per layer."""
+        out: dict[str, torch.Tensor] = {}
+        if self.config.gate or self.config.precondition == "retain_cov":
+            out.update(layer_tensors(RETAIN_KEYS, self.retain_statistics()))
+        if self.config.precondition == "retain_cov":
+            out.update(layer_tensors(INVERSE_COVARIANCE, self.retain_metrics()))
+        return out
+
     def new_memory(self) -> EditMemory:
         metrics, reference = {}, {}
         if self.config.precondition == "retain_cov":
-            metrics = {l: inverse_covariance(k, self.config.cov_shrinkage)
-                       for l, k in self.retain_statistics().items()}
+            metrics = self.retain_metrics()
         if self.config.gate:
             reference = self.retain_statistics()
         with self._unedited():

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
+import torch
+
+from harness.backbones.base import Backbone
+from harness.data.fact import Fact
 from harness.methods.base import EditRequest, Method, MethodOutcome
 from harness.methods.registry import MethodInfo, register_method
 from harness.timerome.config import TimeROMEConfig
@@ -14,7 +20,7 @@ class TimeROMEMethod(Method):
     optional retain covariance / key gate; `request.seed` overrides the config seed."""
 
     info = MethodInfo("timerome", "inference_time", tunable_keys=("alpha", "lam", "q"),
-                      needs_retain=True)
+                      needs_retain=True, backbone_statistics=True, sequential=True)
 
     def timerome_config(self, seed: int | None = None) -> TimeROMEConfig:
         data = dict(self.config)
@@ -22,9 +28,20 @@ class TimeROMEMethod(Method):
             data["seed"] = seed
         return TimeROMEConfig.from_dict(data)
 
+    def backbone_statistics(self, backbone: Backbone, retain: Sequence[Fact], seed: int
+                            ) -> dict[str, torch.Tensor]:
+        """Retain keys and preconditioner per layer (TimeROMEEditor.backbone_statistics)."""
+        return TimeROMEEditor(backbone, self.timerome_config(seed),
+                              retain=retain).backbone_statistics()
+
+    def sequential_editor(self, backbone: Backbone, retain: Sequence[Fact], seed: int
+                          ) -> TimeROMEEditor:
+        """One edit memory that each `insert` extends (incremental solve)."""
+        return TimeROMEEditor(backbone, self.timerome_config(seed), retain=retain)
+
     def apply(self, request: EditRequest) -> MethodOutcome:
         editor = TimeROMEEditor(request.backbone, self.timerome_config(request.seed),
-                                retain=request.retain)
+                                retain=request.retain, statistics=request.statistics)
         backbone, report = editor.edit(request.forget)
         return MethodOutcome(
             backbone=backbone, phase_seconds=dict(report.phase_seconds), steps=None,

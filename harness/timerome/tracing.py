@@ -157,11 +157,13 @@ def subject_noise(batch: QABatch, n_samples: int, dim: int, scale: float, seed: 
     return noise.to(dtype)
 
 
-def masked_mean_logp(logits: torch.Tensor, targets: torch.Tensor,
+def masked_mean_logp(picked: torch.Tensor, targets: torch.Tensor,
                      still: torch.Tensor) -> torch.Tensor:
-    """[R] mean log p(target) over each row's still-masked positions."""
+    """[R] mean log p(target) over each row's still-masked positions; `picked` [N, V] holds
+    the aligned logits of those positions in row-major order (`Backbone.logits_at`), so the
+    output head and the softmax run on the scored positions only."""
     rows, cols = still.nonzero(as_tuple=True)
-    picked = logits[rows, cols].float()
+    picked = picked.float()
     lp = picked.gather(1, targets[rows, cols].unsqueeze(1)).squeeze(1) - picked.logsumexp(1)
     dense = torch.zeros(still.shape, device=lp.device)
     dense[rows, cols] = lp
@@ -267,7 +269,7 @@ def _trace_batch(backbone: Backbone, batch: QABatch, offsets: tuple[int, ...], s
             ids, still = mask_at_level(batch, orders, t, backbone.mask_token_id)
             ids, still = ids.to(device), still.to(device)
             state.mode = "clean"
-            clean_lp[:, ti] = masked_mean_logp(backbone.logits(ids), targets, still).cpu()
+            clean_lp[:, ti] = masked_mean_logp(backbone.logits_at(ids, still), targets, still).cpu()
             forwards += b
             clean_in = torch.stack(state.clean_in, 1).cpu()  # [B, L, P, d_k]
             clean_o = torch.stack(state.clean_out, 1).cpu()
@@ -288,9 +290,9 @@ def _trace_batch(backbone: Backbone, batch: QABatch, offsets: tuple[int, ...], s
                     rows = (lr == layer).nonzero().flatten()
                     state.patch[layer] = (rows, state.positions[fr[rows], pr[rows]], fr[rows],
                                           pr[rows])
-                logits = backbone.logits(ids[fr])
+                logits = backbone.logits_at(ids[fr], still[fr])
                 row_lp[sl] = masked_mean_logp(logits, targets[fr], still[fr]).cpu()
-                del logits  # [rows, width, vocab]: free it before the next forward allocates one
+                del logits  # [scored positions, vocab]: free it before the next forward
                 forwards += len(fr)
             state.mode = "off"
             plain = l_all < 0

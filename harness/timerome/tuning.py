@@ -104,19 +104,6 @@ class TuningResult:
             alpha=self.chosen.alpha, lam=self.chosen.lam, q=self.chosen.q)
 
 
-def retain_sample(facts: Sequence[Fact], n: int, exclude_authors: set[int],
-                  phase: int = 0, exclude: Sequence[Fact] = ()) -> list[Fact]:
-    """`n` facts spread evenly over `facts` (skipping `exclude_authors` and the facts in
-    `exclude`), deterministic; different `phase` values give disjoint samples when
-    len(pool) >= 2 n."""
-    skip = {f.key for f in exclude}
-    pool = [f for f in facts if f.author_id not in exclude_authors and f.key not in skip]
-    if len(pool) < n:
-        raise ValueError(f"retain sample: need {n} facts, only {len(pool)} available")
-    step = len(pool) // n
-    return [pool[i * step + (phase % step)] for i in range(n)]
-
-
 def tune(backbone: Backbone, validation: Sequence[Fact], retain: Sequence[Fact],
          base: TimeROMEConfig = TimeROMEConfig(), grid: TuningGrid = TuningGrid(),
          max_retain_drop: float = 1.0, batch_size: int = 32,

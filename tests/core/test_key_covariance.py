@@ -10,7 +10,7 @@ import torch
 from baselines.covariance import key_second_moments
 from harness.diffusion.batching import batches, encode_facts
 from harness.diffusion.loss import sample_masking
-from harness.evaluation.retain_sample import retain_eval_subset
+from harness.evaluation.retain_sample import seeded_subset
 from harness.key_covariance import KeySecondMoment
 from harness.timerome.retain_stats import inverse_covariance, retain_keys
 
@@ -62,7 +62,7 @@ def test_memit_second_moments_match_a_direct_computation(random_backbone, tiny_c
 
     # Direct: the same masked inputs, every key of every non-padding position up to the
     # first EOS, one float64 sum over all of them.
-    encoded = encode_facts(backbone, retain_eval_subset(facts, 7, seed))
+    encoded = encode_facts(backbone, seeded_subset(facts, 7, seed))
     gen = torch.Generator().manual_seed(seed)
     rows = []
     module = backbone.mlp_out_proj(layer)

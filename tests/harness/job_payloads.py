@@ -25,6 +25,7 @@ def method_payload(model: str, tofu: str, out: str, method: str, **kw: Any) -> d
             "tuned_config": None, "retain_eval_size": 6, "retain_train_size": 400,
             "eval_seed": 0, "seed": 0, "estimator": "full_mask", "target_forget_drop": None,
             "target_from_record": None, "evaluation": evaluation, "config_hash": "test",
+            "statistics": None,
             **kw}
 
 
@@ -32,14 +33,15 @@ def tune_payload(model: str, tofu: str, out: str, **kw: Any) -> dict[str, Any]:
     """harness.jobs.tune (TuneJob)."""
     return {**_backbone(model), "tofu_dir": tofu, "validation_split": "validation",
             "retain_split": "retain95", "forget_split": "forget05", "retain_eval_size": 4,
-            "retain_train_size": 8, "seed": 0,
+            "retain_train_size": 8, "eval_seed": 0, "seed": 0,
             "grid": {"alpha": [8.0], "lam": [1.0], "q": [0.5, 1.0]}, "max_retain_drop": 1.0,
             "on_no_safe_point": "fail", "method_config": {}, "out": out, **kw}
 
 
 def sequential_payload(model: str, tofu: str, out: str, **kw: Any) -> dict[str, Any]:
     """harness.jobs.sequential (SequentialJob)."""
-    return {**_backbone(model), "tofu_dir": tofu, "n_facts": 3, "eval_every": 1,
+    return {**_backbone(model), "method": "timerome", "tofu_dir": tofu, "n_facts": 3,
+            "eval_every": 1,
             "retain_eval_size": 4, "retain_train_size": 8, "eval_seed": 0, "seed": 0,
             "estimator": "full_mask", "batch_size": 32, "method_config": {},
             "tuned_config": None, "out": out, "config_hash": "test", **kw}

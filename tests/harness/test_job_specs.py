@@ -12,6 +12,7 @@ import pytest
 import yaml
 from test_workflow_config import DEFAULT, REPO_ROOT, dry_run
 
+from harness.jobs.backbone_statistics import StatisticsJob
 from harness.jobs.finetune_backbone import FinetuneJob
 from harness.jobs.sequential import SequentialJob
 from harness.jobs.spec import EvalOptions, JobSpecError, MethodJob
@@ -20,7 +21,7 @@ from harness.jobs.tune import TuneJob
 
 SCHEMA = REPO_ROOT / "workflows" / "config" / "schema.json"
 SPECS = {"run_method": MethodJob, "tune": TuneJob, "sequential": SequentialJob,
-         "tie": TieJob, "finetune_backbone": FinetuneJob}
+         "tie": TieJob, "finetune_backbone": FinetuneJob, "backbone_statistics": StatisticsJob}
 
 
 def planned(workdir, target: str, config) -> list[tuple[str, dict]]:
@@ -43,7 +44,8 @@ def planned_jobs(tmp_path_factory) -> list[tuple[str, dict]]:
 def test_every_planned_job_matches_its_spec(planned_jobs):
     runners = [runner for runner, _ in planned_jobs]
     assert {r: runners.count(r) for r in SPECS} == {
-        "run_method": 63, "tune": 1, "sequential": 1, "tie": 6, "finetune_backbone": 7}
+        "run_method": 63, "tune": 1, "sequential": 1, "tie": 6, "finetune_backbone": 7,
+        "backbone_statistics": 6}
     for runner, payload in planned_jobs:
         SPECS[runner].from_dict(payload)  # raises JobSpecError naming a field if not
 

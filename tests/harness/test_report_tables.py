@@ -11,21 +11,21 @@ from harness.reports.table1 import build_table1, table1_csv
 from harness.results.aggregate import runs_frame
 
 GOLDEN_ROWS_MD = """\
-| Backbone | Method | Forget logp before | Forget logp after | Δ forget | Δ retain | ROUGE-L forget | ROUGE-L retain | Forget quality | Model utility | Wall-clock (s) | Peak mem (MiB) | Extra mem (MiB) | Speedup | Converged | Collapsed |
-| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
-| bb | timerome | -10.00 | -60.00 | -50.00 | -0.50 | 0.250 | 0.800 | 0.012 | 0.500 | 2.00 | 101.0 | 1.0 | 8.0x | yes | no |
-| bb | graddiff | -10.00 | -50.00 | -40.00 | -0.50 | 0.250 | 0.800 | 0.012 | 0.500 | 16.00 | 250.0 | 150.0 | 1.0x | yes | no |
-| bb | npo | -10.00 | -30.00 | -20.00 | -0.50 | 0.250 | 0.800 | 0.012 | 0.500 | 8.00 | 240.0 | 140.0 | 2.0x | yes | yes |
+| Backbone | Method | Forget logp before | Forget logp after | Δ forget | Δ retain | ROUGE-L forget | ROUGE-L retain | Forget quality | Model utility | Wall-clock (s) | One-time stats (s) | Peak mem (MiB) | Extra mem (MiB) | Edit FLOPs | Speedup | FLOP speedup | Converged | Collapsed |
+| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+| bb | timerome | -10.00 | -60.00 | -50.00 | -0.50 | 0.250 | 0.800 | 0.012 | 0.500 | 2.00 | 0.75 | 101.0 | 1.0 | 1e+09 | 8.0x | 30.0x | yes | no |
+| bb | graddiff | -10.00 | -50.00 | -40.00 | -0.50 | 0.250 | 0.800 | 0.012 | 0.500 | 16.00 | -- | 250.0 | 150.0 | 3e+10 | 1.0x | 1.0x | yes | no |
+| bb | npo | -10.00 | -30.00 | -20.00 | -0.50 | 0.250 | 0.800 | 0.012 | 0.500 | 8.00 | -- | 240.0 | 140.0 | -- | 2.0x | -- | yes | yes |
 """
 
 GOLDEN_LATEX_BODY = """\
-\\begin{tabular}{llrrrrrrrrrrrrrr}
+\\begin{tabular}{llrrrrrrrrrrrrrrrrr}
 \\toprule
-Backbone & Method & $\\log p_f$ before & $\\log p_f$ after & $\\Delta_f$ & $\\Delta_r$ & R-L$_f$ & R-L$_r$ & FQ & MU & Time (s) & Peak (MiB) & Extra (MiB) & Speedup & Conv. & Coll. \\\\
+Backbone & Method & $\\log p_f$ before & $\\log p_f$ after & $\\Delta_f$ & $\\Delta_r$ & R-L$_f$ & R-L$_r$ & FQ & MU & Time (s) & Stats (s) & Peak (MiB) & Extra (MiB) & FLOPs & Speedup & FLOP sp. & Conv. & Coll. \\\\
 \\midrule
-bb & timerome & -10.00 & -60.00 & -50.00 & -0.50 & 0.250 & 0.800 & 0.012 & 0.500 & 2.00 & 101.0 & 1.0 & 8.0x & yes & no \\\\
-bb & graddiff & -10.00 & -50.00 & -40.00 & -0.50 & 0.250 & 0.800 & 0.012 & 0.500 & 16.00 & 250.0 & 150.0 & 1.0x & yes & no \\\\
-bb & npo & -10.00 & -30.00 & -20.00 & -0.50 & 0.250 & 0.800 & 0.012 & 0.500 & 8.00 & 240.0 & 140.0 & 2.0x & yes & yes \\\\
+bb & timerome & -10.00 & -60.00 & -50.00 & -0.50 & 0.250 & 0.800 & 0.012 & 0.500 & 2.00 & 0.75 & 101.0 & 1.0 & 1e+09 & 8.0x & 30.0x & yes & no \\\\
+bb & graddiff & -10.00 & -50.00 & -40.00 & -0.50 & 0.250 & 0.800 & 0.012 & 0.500 & 16.00 & -- & 250.0 & 150.0 & 3e+10 & 1.0x & 1.0x & yes & no \\\\
+bb & npo & -10.00 & -30.00 & -20.00 & -0.50 & 0.250 & 0.800 & 0.012 & 0.500 & 8.00 & -- & 240.0 & 140.0 & -- & 2.0x & -- & yes & yes \\\\
 \\bottomrule
 \\end{tabular}
 """
@@ -33,9 +33,12 @@ bb & npo & -10.00 & -30.00 & -20.00 & -0.50 & 0.250 & 0.800 & 0.012 & 0.500 & 8.
 
 def small_table():
     records = [
-        make_record(method="timerome", wall=2.0, forget=(-10.0, -60.0), peak=101 * 2**20),
-        make_record(method="graddiff", wall=16.0, forget=(-10.0, -50.0), peak=250 * 2**20),
+        {**make_record(method="timerome", wall=2.0, forget=(-10.0, -60.0), peak=101 * 2**20),
+         "edit_flops": 1e9, "statistics_s": 0.75},
+        {**make_record(method="graddiff", wall=16.0, forget=(-10.0, -50.0), peak=250 * 2**20),
+         "edit_flops": 3e10},
         # npo collapsed: it may not be the reference even though it is a gradient baseline.
+        # It has no FLOP count (a record written before compute accounting): "--".
         make_record(method="npo", wall=8.0, forget=(-10.0, -30.0), peak=240 * 2**20,
                     collapsed=True),
     ]
@@ -45,7 +48,7 @@ def small_table():
 def test_markdown_matches_golden():
     md = small_table().table().markdown()
     assert md.startswith(GOLDEN_ROWS_MD)
-    assert "4. bb: strongest converged gradient baseline = graddiff." in md
+    assert "5. bb: strongest converged gradient baseline = graddiff." in md
     assert "largest forget log-prob drop among those that converged and did not collapse" in md
 
 
@@ -63,6 +66,21 @@ def test_strongest_is_largest_converged_non_collapsed_drop(planted_records):
     speed = dict(zip(table.summary["method"], table.summary["speedup"]))
     assert math.isclose(speed["timerome"], 16.0 / 2.0)
     assert math.isclose(speed["rome"], 16.0 / 4.0)
+
+
+def test_flop_speedup_uses_the_speedup_reference_and_its_flops():
+    """FLOP speedup = the strongest converged baseline's FLOPs / the row's, with the same
+    reference as the wall-clock speedup (here graddiff, not the faster-converging npo)."""
+    records = [{**make_record(method="timerome", wall=2.0), "edit_flops": 4e8},
+               {**make_record(method="graddiff", wall=16.0, forget=(-10.0, -50.0)),
+                "edit_flops": 2e10},
+               {**make_record(method="npo", wall=1.0, forget=(-10.0, -20.0)),
+                "edit_flops": 1e8}]
+    table = build_table1(runs_frame(typed(records)))
+    assert table.strongest == {"bb": "graddiff"}
+    flop = dict(zip(table.summary["method"], table.summary["flop_speedup"]))
+    assert flop == pytest.approx({"timerome": 50.0, "graddiff": 1.0, "npo": 200.0})
+    assert "edit_flops" in table1_csv(table).splitlines()[0].split(",")
 
 
 def test_no_converged_baseline_gives_no_speedup():

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.methods import MethodNotApplicable
+from harness.compute import ModelShape
+from harness.methods import MethodNotApplicable, MethodOutcome
 from harness.jobs import run_method
 from harness.jobs.spec import MethodJob
 from harness.results.store import read_record
@@ -40,7 +41,11 @@ def test_gradient_ascent_job_record(tiny_setup):
     assert record["status"] == "ok" and record["method"] == "gradient_ascent"
     assert record["n_facts"] == 5 and record["n_retain_eval"] == 6  # forget05 of 100 records
     assert record["forget_logp_after"] < record["forget_logp_before"]  # ascent lowers it
-    assert record["wall_clock_s"] == pytest.approx(record["phase_seconds"]["edit"])
+    # the edit time leaves out the collapse guard (the harness's bookkeeping)
+    assert record["details"]["excluded_phases"] == ["collapse_guard"]
+    guard = record["method_phase_seconds"]["collapse_guard"]
+    assert guard > 0
+    assert record["wall_clock_s"] == pytest.approx(record["phase_seconds"]["edit"] - guard)
     assert 1 <= record["steps"] <= 4  # step cap 4 (it may stop earlier on collapse)
     assert {"load", "score_before", "edit", "score_after", "generate", "quality"} <= set(
         record["phase_seconds"])
@@ -50,6 +55,45 @@ def test_gradient_ascent_job_record(tiny_setup):
     assert record["inference_mem_bytes"] > 0 and record["extra_mem_bytes"] >= 0
     assert record["subject_source"]["given"] == 5
     assert record["fingerprint"]["torch"] == torch.__version__
+    # compute of the edit (harness/compute.py): training steps are backpropagated forwards
+    assert record["edit_forward_tokens"] > record["edit_backward_tokens"] > 0
+    assert record["edit_flops"] == record["details"]["compute"]["forward_flops"] \
+        + record["details"]["compute"]["backward_flops"] > 0
+    assert record["optimizer_state_bytes"] > 0  # AdamW's moments
+
+
+def test_record_carries_the_compute_of_the_edit_only(tiny_setup, monkeypatch):
+    """A method with a known sequence of forwards: the record's token passes, FLOPs and
+    optimizer state are those of its `apply`, not of the scoring around it."""
+    root, tofu = tiny_setup
+
+    class KnownCompute:
+        def apply(self, request):
+            backbone = request.backbone
+            with torch.no_grad():
+                backbone.logits(torch.zeros(3, 24, dtype=torch.long))  # forward only
+            delta = torch.zeros(4, requires_grad=True)
+            optimizer = torch.optim.Adam([delta])
+            loss = backbone.logits(torch.zeros(2, 16, dtype=torch.long)).sum() + delta.sum()
+            loss.backward()  # forward + backward through trained weights
+            optimizer.step()
+            backbone.model.zero_grad(set_to_none=True)
+            return MethodOutcome(backbone=backbone, phase_seconds={}, steps=1,
+                                 converged=True, collapsed=False)
+
+    monkeypatch.setattr(run_method, "get_method", lambda name, config: KnownCompute())
+    job = make_job(root, tofu, "npo", {}, out=str(root / "known.json"))
+    record = run_method.run(job)
+    assert record["edit_forward_tokens"] == 3 * 24 + 2 * 16
+    assert record["edit_backward_tokens"] == 2 * 16
+    assert record["optimizer_state_bytes"] == 2 * 4 * 4 + 4  # exp_avg, exp_avg_sq, step
+    compute = record["details"]["compute"]
+    shape = ModelShape(**compute["shape"])
+    forward = shape.forward_flops(104, 3 * 24 * 24 + 2 * 16 * 16, 104)
+    assert compute["forward_flops"] == forward
+    assert record["edit_flops"] == forward + 2 * shape.forward_flops(32, 2 * 16 * 16, 32)
+    run_method.write_record(job.out, record)
+    assert read_record(job.out)["edit_flops"] == record["edit_flops"]
 
 
 def test_cuda_oom_is_recorded_not_raised(tiny_setup, monkeypatch):
@@ -66,6 +110,7 @@ def test_cuda_oom_is_recorded_not_raised(tiny_setup, monkeypatch):
     assert "Tried to allocate 20.00 GiB" in record["error"]
     assert record["forget_logp_before"] is not None and record["forget_logp_after"] is None
     assert record["wall_clock_s"] is None
+    assert "edit_flops" not in record and "edit_forward_tokens" not in record
     run_method.write_record(job.out, record)
     assert read_record(job.out)["status"] == "oom"
 

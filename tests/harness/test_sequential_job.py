@@ -58,3 +58,16 @@ def test_sequential_job_without_batch_size_exits_2_naming_it(tiny, capsys):
     assert capsys.readouterr().err.strip() == (
         "error: SequentialJob job description has missing field(s): batch_size")
     assert not (root / "bad.json").exists()
+
+
+@pytest.mark.parametrize("method, message", [
+    ("memit", "error: method 'memit' does not insert facts one at a time "
+              "(MethodInfo.sequential); methods that do: timerome"),
+    ("timerom", "error: unknown method 'timerom' (did you mean 'timerome'?)")])
+def test_a_method_that_does_not_insert_one_at_a_time_exits_2(tiny, capsys, method, message):
+    root, tofu = tiny
+    job = sequential_payload(str(root / "model"), str(tofu), str(root / "m.json"),
+                             method=method)
+    assert sequential.main(["--job", json.dumps(job)]) == 2
+    assert capsys.readouterr().err.strip().startswith(message)
+    assert not (root / "m.json").exists()

@@ -11,6 +11,7 @@ import pytest
 
 import harness.jobs.tune as tune_job
 from harness.data import write_synthetic
+from harness.jobs.selection import split_selection
 from harness.timerome import tuning
 from harness.timerome.tuning import GridPoint, TuningResult, apply_tuning
 from job_payloads import TINY_ENTRY as ENTRY, tune_payload
@@ -50,6 +51,7 @@ def fake_tune(monkeypatch):
 
     def fake(backbone, validation, retain, base, grid, max_retain_drop, calibration):
         assert len(grid.alphas) * len(grid.lams) * len(grid.qs) == 2
+        outcome.update(retain=retain, calibration=calibration)
         return canned(outcome["points"], max_retain_drop)
 
     monkeypatch.setattr(tuning, "tune", fake)
@@ -103,6 +105,37 @@ def test_safe_point_is_chosen_and_not_a_fallback(tmp_path, tofu, fake_tune):
     record = json.loads(out.read_text())
     assert record["chosen"]["retain_drop"] == 0.5
     assert record["fallback"] is False and record["fallback_reason"] is None
+
+
+@pytest.mark.parametrize("eval_seed", [0, 3])
+def test_tuning_never_uses_the_retain_facts_table1_scores(tmp_path, tofu, fake_tune,
+                                                          eval_seed):
+    """The job's scored and calibration retain facts are blocks of the permutation that
+    gives Table 1 (run_method, same splits, sizes and data.eval_seed) its scored facts."""
+    fake_tune["points"] = SAFE
+    job = make_job(tofu, tmp_path / "tuning.json", eval_seed=eval_seed)
+    assert tune_job.main(["--job", json.dumps(job)]) == 0
+    table1 = split_selection(str(tofu), job["forget_split"], job["retain_split"],
+                             job["retain_eval_size"], eval_seed, job["retain_train_size"],
+                             job["validation_split"])
+    retain, calibration = fake_tune["retain"], fake_tune["calibration"]
+    assert (len(retain), len(calibration)) == (job["retain_eval_size"], job["retain_train_size"])
+    used = [f.key for f in retain + calibration]
+    assert len(set(used)) == len(used)
+    assert not set(used) & {f.key for f in table1.retain_eval}
+
+
+@pytest.mark.parametrize("size, message", [
+    (60, "error: tuning: retain sample: blocks of sizes [60, 60, 8] need 120 facts"),
+    (45, "error: tuning: no retain facts left for the edit's retain statistics")])
+def test_a_pool_too_small_for_the_tuning_samples_is_a_job_error(tmp_path, tofu, fake_tune,
+                                                                capsys, size, message):
+    """The tiny corpus's pool (90 facts) holds neither 2 x 60 scored facts nor, after
+    2 x 45, any calibration fact: exit 2 before the model loads, nothing written."""
+    job = make_job(tofu, tmp_path / "tuning.json", retain_eval_size=size)
+    assert tune_job.main(["--job", json.dumps(job)]) == 2
+    assert capsys.readouterr().err.strip().startswith(message)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_unknown_policy_is_a_job_error(tmp_path, tofu, fake_tune, capsys):

@@ -7,9 +7,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from baselines.configs import (CONTEXT_KEYS, DEFAULT_MOM2_RATIO, GRADDIFF_KEYS, NPO_KEYS,
-                               VALUE_KEYS, ContextConfig, EditConfig, TrainingConfig,
-                               _check_keys, objective_defaults, parse_edit_config)
+from baselines.configs import (CONTEXT_KEYS, DEFAULT_MOM2_RATIO, VALUE_KEYS, ContextConfig,
+                               EditConfig, TrainingConfig, _check_keys, parse_edit_config)
+from baselines.graddiff_config import GradDiffConfig, parse_graddiff
+from baselines.npo_config import NPOConfig, parse_npo
+from harness.methods.base import MethodConfigError
 from harness.methods.defaults import learning_rate, method_defaults
 from harness.methods.registry import BUILTIN_METHOD_INFO, validate_method_config
 from harness.timerome.config import TimeROMEConfig
@@ -36,9 +38,12 @@ def test_cli_and_method_run_the_default_variant():
 def test_baseline_configs_read_their_yaml():
     loop = method_defaults("gradient_loop")
     assert TrainingConfig().__dict__ == loop
-    assert objective_defaults("graddiff", GRADDIFF_KEYS) == \
-        {k: method_defaults("graddiff")[k] for k in GRADDIFF_KEYS}
-    assert objective_defaults("npo", NPO_KEYS) == {k: method_defaults("npo")[k] for k in NPO_KEYS}
+    # Each gradient method's own keys: its YAML's `config`, read by its own dataclass.
+    assert GradDiffConfig().__dict__ == {k: v for k, v in method_defaults("graddiff").items()
+                                         if k not in loop} == {"gamma": 1.0, "alpha": 1.0}
+    assert NPOConfig().__dict__ == {k: v for k, v in method_defaults("npo").items()
+                                    if k not in loop}
+    assert set(NPOConfig().__dict__) == {"beta", "alpha"}
     edit = method_defaults("weight_edit")
     parsed = parse_edit_config({}, "rome", ("layer",))
     assert parsed == EditConfig(ContextConfig(), parsed.values)
@@ -48,6 +53,20 @@ def test_baseline_configs_read_their_yaml():
         {k: edit[k] for k in VALUE_KEYS}
     assert (parsed.cov_facts, parsed.cov_ridge) == (edit["cov_facts"], edit["cov_ridge"])
     assert DEFAULT_MOM2_RATIO == method_defaults("memit")["mom2_ratio"]
+
+
+def test_gradient_configs_split_loop_and_own_keys_and_check_them():
+    train, own = parse_npo({"beta": 0.5, "max_steps": 7})
+    assert (own, train.max_steps) == (NPOConfig(beta=0.5), 7)
+    train, own = parse_graddiff({"alpha": 0.0})
+    assert (own, train) == (GradDiffConfig(alpha=0.0), TrainingConfig())
+    with pytest.raises(MethodConfigError, match=r"npo: beta must be > 0, got 0") as err:
+        parse_npo({"beta": 0})
+    assert err.value.key == "beta"
+    with pytest.raises(MethodConfigError, match=r"graddiff: gamma must be a finite number"):
+        parse_graddiff({"gamma": float("nan")})
+    with pytest.raises(MethodConfigError, match=r"unknown config key\(s\) beta"):
+        parse_graddiff({"beta": 1.0})  # NPO's key is not GradDiff's
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN_METHOD_INFO))

@@ -68,6 +68,7 @@ def test_kinds_tunable_keys_and_retain_use():
     assert methods_of_kind("inference_time") == ["timerome"]
     assert tuned_methods() == ["timerome"]
     assert method_info("timerome").tunable_keys == ("alpha", "lam", "q")
+    assert registry.sequential_methods() == ["timerome"]  # it implements sequential_editor
     assert [n for n in method_names() if method_info(n).needs_retain] == \
         ["graddiff", "memit", "npo", "rome", "timerome"]
     with pytest.raises(ValueError, match="unknown method kind 'gradients'"):
@@ -76,17 +77,25 @@ def test_kinds_tunable_keys_and_retain_use():
 
 def test_gradient_objectives_use_retain_facts_as_their_info_says():
     """The retain batches of the training loop are drawn iff the objective needs them."""
-    from baselines.configs import GRADDIFF_KEYS, NPO_KEYS, objective_defaults
     from baselines.graddiff import GradDiffObjective
+    from baselines.graddiff_config import GradDiffConfig
     from baselines.gradient_ascent import GradientAscentObjective
     from baselines.npo import NPOObjective
+    from baselines.npo_config import NPOConfig
 
     objectives = {
         "gradient_ascent": GradientAscentObjective(eps=1e-3),
-        "graddiff": GradDiffObjective(eps=1e-3, **objective_defaults("graddiff", GRADDIFF_KEYS)),
-        "npo": NPOObjective(eps=1e-3, **objective_defaults("npo", NPO_KEYS))}
+        "graddiff": GradDiffObjective(GradDiffConfig(), eps=1e-3),
+        "npo": NPOObjective(NPOConfig(), eps=1e-3)}
     for name, objective in objectives.items():
         assert objective.needs_retain == method_info(name).needs_retain, name
+
+
+def test_sequential_is_declared_by_the_methods_that_insert_one_at_a_time():
+    for name in method_names():
+        cls = type(registry.get_method(name))
+        implements = cls.sequential_editor is not Method.sequential_editor
+        assert method_info(name).sequential == implements, name
 
 
 def test_unknown_method_names_the_closest():

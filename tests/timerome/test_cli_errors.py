@@ -20,9 +20,11 @@ from harness.backbones.base import BackboneSpec
 from harness.backbones.registry import load_backbone
 from harness.data import write_synthetic
 from harness.evaluation.answer_logprob import score_facts
+from harness.jobs.selection import split_selection
 from harness.timerome import cli
 from harness.timerome.config import TimeROMEConfig
 from harness.timerome.memory import EditMemory
+from harness.workflow_config import load_workflow_config
 
 ROOT = Path(__file__).resolve().parents[2]
 # The tiny models' facts barely depend on the last subject token: edit at every subject
@@ -348,3 +350,29 @@ def test_tune_takes_the_retain_statistics_from_held_out_facts(tiny_checkpoint, t
     assert len(seen["retain"]) == 10 and len(seen["calibration"]) == 30
     assert not {f.key for f in seen["retain"]} & {f.key for f in seen["calibration"]}
     assert seen["config"] == TimeROMEConfig()  # the method Table 1 runs
+    # The workflow's samples: neither touches the retain facts Table 1 scores (same pool,
+    # permutation and seed, data.eval_seed; the CLI's split defaults are the workflow's).
+    data = load_workflow_config()["data"]
+    table1 = split_selection(str(corpus), data["forget_split"], data["retain_split"], 10,
+                             data["eval_seed"], 30)
+    scored_in_table1 = {f.key for f in table1.retain_eval}
+    assert not scored_in_table1 & {f.key for f in seen["retain"] + seen["calibration"]}
+
+
+def test_tune_defaults_are_the_workflows():
+    data = load_workflow_config()["data"]
+    args = cli.build_parser().parse_args(["tune", "--backbone-dir", "m", "--tofu-dir", "d",
+                                          "--out", "o"])
+    assert (args.retain_n, args.eval_seed, args.forget_split, args.retain_split) == (
+        data["retain_eval_size"], data["eval_seed"], data["forget_split"], data["retain_split"])
+
+
+def test_tune_with_too_few_retain_facts_is_one_error_line(tiny_checkpoint, tmp_path, no_model,
+                                                          capsys):
+    corpus = write_synthetic(tmp_path / "corpus", authors=20, facts_per_author=5, seed=1)
+    code, _, err = run_cli(["tune", "--backbone-dir", tiny_checkpoint, "--tofu-dir", corpus,
+                            "--out", tmp_path / "t.json", "--retain-n", "60",
+                            "--calibration-n", "5"], capsys)
+    assert code == 2
+    assert one_error_line(err).startswith("error: --retain-n 60: retain sample: blocks of "
+                                          "sizes [60, 60, 5] need 120 facts")

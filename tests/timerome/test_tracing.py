@@ -73,8 +73,8 @@ def test_batched_restoration_matches_single_forward(tiny_backbone, forget_retain
             finally:
                 for x in hs:
                     x.remove()
-            return float(masked_mean_logp(logits, batch.input_ids[row:row + 1],
-                                          still[row:row + 1])[0])
+            return float(masked_mean_logp(logits[still[row:row + 1]],
+                                          batch.input_ids[row:row + 1], still[row:row + 1])[0])
 
         expected = run(True) - run(False)
     # A 2-layer twin's effects are small (issue 13): compare relative to the effect itself.

@@ -4,12 +4,13 @@ import hashlib
 import json
 import os
 import sys
+from types import SimpleNamespace
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from harness import plan_checks
-from harness.methods.registry import methods_of_kind, tuned_methods
+from harness.methods.registry import method_info, methods_of_kind, tuned_methods
 from harness.plan_checks import ConfigError
 
 PYTHON = sys.executable
@@ -68,7 +69,6 @@ TUNING = config["tuning"]
 TUNING_BACKBONE = TUNING.get("backbone") or BACKBONES[0]
 TUNING_ENABLED = bool(TUNING["enabled"])
 SCALING_BACKBONE = config.get("scaling_backbone") or TUNING_BACKBONE
-SCALING_METHODS = list(config["scaling_methods"])
 FACT_COUNTS = sorted(int(n) for n in config["fact_counts"])
 SEQUENTIAL = config["sequential"]
 SEQUENTIAL_BACKBONE = SEQUENTIAL.get("backbone") or TUNING_BACKBONE
@@ -89,6 +89,8 @@ if len(TUNED_METHODS) != 1:  # rule tune_timerome, the transfer table and the TI
                         f"tunable keys ({', '.join(sorted(TUNED_METHODS))}); the workflow "
                         "tunes exactly one")
 (TUNED_METHOD,) = TUNED_METHODS
+# Methods of the scaling experiment: the config's list, or the registry's tuned method.
+SCALING_METHODS = list(config.get("scaling_methods") or sorted(TUNED_METHODS))
 
 
 def _check_names():
@@ -174,11 +176,17 @@ def _alternation(names):
     return "|".join(sorted((n.replace(".", r"\.") for n in names), key=len, reverse=True))
 
 
+# Experiments whose edit jobs load the per-backbone statistics of their method (rule
+# backbone_statistics) instead of computing them inside the timed edit.
+STATISTICS_EXPERIMENTS = ("table1",)
+
+
 wildcard_constraints:
     backbone=_alternation(BACKBONES),
     method=_alternation(set(METHODS) | set(SCALING_METHODS) | TUNED_METHODS),
     n_facts=r"[0-9]+",
     seed=r"[0-9]+",
+    experiment=_alternation(STATISTICS_EXPERIMENTS),
 
 
 def config_hash(*parts):
@@ -230,8 +238,30 @@ def is_tuned(method):
     return method in TUNED_METHODS and TUNING_ENABLED
 
 
-def method_job(wildcards, experiment, output, n_facts=None, seed=None):
-    """The job description of harness.jobs.run_method (its MethodJob fields, all given)."""
+STATISTICS_METHODS = [m for m in METHODS if method_info(m).backbone_statistics]
+
+
+def statistics_path(wildcards, experiment):
+    """The method's per-backbone statistics file for an edit job, or None (the method
+    declares none in the registry, or the experiment computes them in the edit)."""
+    if experiment not in STATISTICS_EXPERIMENTS:
+        return None
+    if not method_info(wildcards.method).backbone_statistics:
+        return None
+    return (f"results/statistics/{experiment}/{wildcards.backbone}/{wildcards.method}/"
+            f"seed{wildcards.seed}.safetensors")
+
+
+def statistics_input(experiment):
+    def inputs(wildcards):
+        path = statistics_path(wildcards, experiment)
+        return [path] if path else []
+    return inputs
+
+
+def method_job(wildcards, experiment, output, n_facts=None, seed=None, statistics=True):
+    """The job description of harness.jobs.run_method (its MethodJob fields, all given);
+    `statistics=False`: the job of rule backbone_statistics itself."""
     name, method = wildcards.backbone, wildcards.method
     seed = int(wildcards.seed if seed is None else seed)
     tuned = tuned_path() if is_tuned(method) else None
@@ -261,6 +291,7 @@ def method_job(wildcards, experiment, output, n_facts=None, seed=None):
         "target_from_record": matched_record_path(wildcards, experiment, n_facts),
         "evaluation": dict(EVAL),
         "threads": JOB_THREADS,
+        "statistics": statistics_path(wildcards, experiment) if statistics else None,
     }
     if experiment == "scaling":
         payload["evaluation"] = {**payload["evaluation"], "forget_quality": False,
@@ -269,7 +300,7 @@ def method_job(wildcards, experiment, output, n_facts=None, seed=None):
     return job_arg(payload)
 
 
-# `target_forget_drop: <method>` (the schema allows "timerome"): gradient baselines match
+# `target_forget_drop: <method>` (a method name): gradient baselines match
 # that method's achieved drop; a number is a fixed target; null: plateau or step cap.
 MATCHED_METHOD = config["target_forget_drop"] if isinstance(config["target_forget_drop"],
                                                             str) else None

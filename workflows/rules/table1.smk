@@ -5,8 +5,10 @@
 TABLE1_RECORDS = expand("results/runs/table1/{backbone}/{method}/seed{seed}.json",
                         backbone=BACKBONES, method=METHODS, seed=SEEDS)
 TABLE1_RUNS_CSV = "results/table1.csv"  # the runs frame of TABLE1_RECORDS, for people to read
-# What Table 1 publishes: the table (reports/table1.*) and the runs CSV of its records.
-TABLE1_REPORTS = multiext("reports/table1", ".md", ".tex", ".csv") + [TABLE1_RUNS_CSV]
+# What Table 1 publishes: the table (reports/table1.*), the runs CSV of its records and the
+# per-phase breakdown of every edit's time (reports/edit_phases.md).
+TABLE1_REPORTS = multiext("reports/table1", ".md", ".tex", ".csv") + [
+    TABLE1_RUNS_CSV, "reports/edit_phases.md"]
 TRANSFER_RECORDS = expand("results/runs/table1/{backbone}/{method}/seed{seed}.json",
                           backbone=BACKBONES, method=[TUNED_METHOD], seed=SEEDS)
 TRANSFER_REPORTS = multiext("reports/transfer", ".md", ".tex", ".csv")
@@ -25,7 +27,8 @@ rule tune_timerome:
             "validation_split": VALIDATION_SPLIT,
             "retain_split": DATA["retain_split"], "forget_split": DATA["forget_split"],
             "retain_eval_size": int(DATA["retain_eval_size"]),
-            "retain_train_size": int(DATA["retain_train_size"]), "seed": int(w.seed),
+            "retain_train_size": int(DATA["retain_train_size"]),
+            "eval_seed": int(DATA["eval_seed"]), "seed": int(w.seed),
             "grid": TUNING.get("grid", {}), "max_retain_drop": TUNING["max_retain_drop"],
             "on_no_safe_point": TUNING["on_no_safe_point"],
             "method_config": METHOD_CONFIG.get(TUNED_METHOD, {}),
@@ -39,12 +42,39 @@ rule tune_timerome:
         "{PYTHON} -m harness.jobs.tune --job {params.job:q} > {log} 2>&1"
 
 
+# One job per backbone computes the statistics of every method that declares them
+# (the registry's MethodInfo.backbone_statistics), loading the model once.
+if STATISTICS_METHODS:
+
+    rule backbone_statistics:
+        input:
+            corpus_marker(),
+            lambda w: finetuned_path(w.backbone),
+        output:
+            [f"results/statistics/{{experiment}}/{{backbone}}/{method}/seed{{seed}}.safetensors"
+             for method in STATISTICS_METHODS],
+        params:
+            job=lambda w, output: job_arg({"methods": [
+                json.loads(method_job(SimpleNamespace(backbone=w.backbone, seed=w.seed,
+                                                      method=method),
+                                      w.experiment, path, statistics=False))
+                for method, path in zip(STATISTICS_METHODS, output)]}),
+        threads: JOB_THREADS
+        log:
+            "results/logs/statistics/{experiment}/{backbone}/seed{seed}.log",
+        benchmark:
+            "results/benchmarks/statistics/{experiment}/{backbone}/seed{seed}.tsv"
+        shell:
+            "{PYTHON} -m harness.jobs.backbone_statistics --job {params.job:q} > {log} 2>&1"
+
+
 rule run_table1:
     input:
         corpus_marker(),
         lambda w: model_inputs(w.backbone, with_retain=True),
         tuned_input,
         matched_input("table1"),
+        statistics_input("table1"),
     output:
         "results/runs/table1/{backbone}/{method}/seed{seed}.json",
     params:
@@ -88,6 +118,19 @@ rule table1_report:
         "{PYTHON} -m harness.reports table1 --records {input} --out reports/table1 "
         "--gradient-baselines {params.baselines} --backbones {BACKBONES} --methods {METHODS} "
         "> {log} 2>&1"
+
+
+rule edit_phases_report:
+    input:
+        TABLE1_RECORDS,
+    output:
+        report("reports/edit_phases.md", category="Table 1", caption="../report/edit_phases.rst"),
+    log:
+        "results/logs/edit_phases_report.log",
+    benchmark:
+        "results/benchmarks/edit_phases_report.tsv"
+    shell:
+        "{PYTHON} -m harness.reports.edit_phases --records {input} --out {output} > {log} 2>&1"
 
 
 rule transfer_report:
