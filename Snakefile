@@ -20,6 +20,7 @@ if not workflow.overwrite_configfiles:
 include: "workflows/rules/common.smk"
 include: "workflows/rules/data.smk"
 include: "workflows/rules/models.smk"
+include: "workflows/rules/statistics.smk"
 include: "workflows/rules/table1.smk"
 include: "workflows/rules/scaling.smk"
 include: "workflows/rules/sequential.smk"

@@ -74,7 +74,7 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from harness.backbones.base import Backbone
-from harness.hooks import forward_hooks, output_tensor
+from harness.hooks import forward_hooks, output_tensor, skipped_count
 from harness.measure import in_bookkeeping
 
 BACKWARD_PER_FORWARD_TRAINED = 2  # input + weight gradients (Kaplan et al. 2020, 2.1)
@@ -147,16 +147,28 @@ class PassTotals:
     tokens: int = 0  # token positions (rows x width)
     token_width: int = 0  # sum over positions of the sequence width (rows x width^2)
     head_rows: int = 0  # rows the output head computed
+    # Of `tokens` / `token_width`, the share whose blocks were skipped: a forward that ran
+    # only blocks l.. (harness.hooks.skipped_forwards: TimeROME's restored runs start at the
+    # restored layer) adds rows x width x (skipped blocks / n_layers).
+    skipped_tokens: float = 0.0
+    skipped_token_width: float = 0.0
 
-    def add(self, rows: int, width: int, head_rows: int) -> None:
+    def add(self, rows: int, width: int, head_rows: int, skipped_share: float = 0.0) -> None:
         self.forwards += 1
         self.rows += rows
         self.tokens += rows * width
         self.token_width += rows * width * width
         self.head_rows += head_rows
+        if skipped_share:
+            self.skipped_tokens += rows * width * skipped_share
+            self.skipped_token_width += rows * width * width * skipped_share
 
     def flops(self, shape: ModelShape) -> int:
-        return shape.forward_flops(self.tokens, self.token_width, self.head_rows)
+        """The trunk terms are linear in the token counts, so the blocks a forward skipped
+        leave them in proportion; the head ran on its rows in every forward."""
+        return round(shape.forward_flops(self.tokens - self.skipped_tokens,
+                                         self.token_width - self.skipped_token_width,
+                                         self.head_rows))
 
 
 @dataclass
@@ -220,6 +232,7 @@ class ComputeCounter:
         """The hook: a plain closure (a deep copy of the model shares it, see above)."""
         counts = self.counts
         params = list(self.backbone.model.parameters())
+        blocks = list(self.backbone.blocks())
         counter = self
 
         def hook(_module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
@@ -234,7 +247,8 @@ class ComputeCounter:
             else:
                 rows, width = int(ids.shape[0]), int(ids.shape[1])
             head_rows = logits.numel() // logits.shape[-1]
-            counts.forward.add(rows, width, head_rows)
+            skipped = skipped_count(blocks) / len(blocks) if blocks else 0.0
+            counts.forward.add(rows, width, head_rows, skipped)
             if torch.is_grad_enabled() and logits.requires_grad:
                 trained = any(p.requires_grad for p in params)
                 kind = counts.backward_trained if trained else counts.backward_frozen

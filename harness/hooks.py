@@ -12,11 +12,15 @@ and `baselines/` is registered here.
 - `add_at_positions(module, delta, positions)`: add a vector to the output at one position
   per row (ROME/MEMIT's value optimisation).
 - `output_tensor(output)` and `at_positions(hidden, positions)`: small helpers for hooks.
+- `skipped_forwards(modules, output)`: the modules return `output` without computing
+  anything while the block runs (the result of those layers is already known: TimeROME's
+  tracing starts a restored run at the layer it restores, harness.timerome.tracing).
 """
 
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextvars import ContextVar
 from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 import torch
@@ -121,3 +125,38 @@ def add_at_positions(module: nn.Module, delta: torch.Tensor, positions: list[tor
 
     with forward_hook(module, hook):
         yield
+
+
+@contextmanager
+def skipped_forwards(modules: Sequence[nn.Module], output: torch.Tensor) -> Iterator[None]:
+    """Inside the block each module's forward returns `output` at once, whatever its input
+    (its forward hooks still run; its submodules do not). The instance `forward` is restored
+    on exit, also when the body raises."""
+    def known(*_args: Any, **_kwargs: Any) -> torch.Tensor:
+        return output
+
+    replaced: list[tuple[nn.Module, Any]] = []
+    token = _SKIPPED.set(_SKIPPED.get() | {id(m) for m in modules})
+    try:
+        for module in modules:
+            replaced.append((module, module.__dict__.get("forward")))
+            module.forward = known
+        yield
+    finally:
+        _SKIPPED.reset(token)
+        for module, previous in replaced:
+            if previous is None:
+                del module.forward
+            else:
+                module.forward = previous
+
+
+_SKIPPED: ContextVar[frozenset[int]] = ContextVar("harness_skipped_forwards",
+                                                  default=frozenset())
+
+
+def skipped_count(modules: Sequence[nn.Module]) -> int:
+    """How many of `modules` are skipped (`skipped_forwards`) right now: the compute counter
+    (harness.compute) prices a forward by the blocks it actually computed."""
+    skipped = _SKIPPED.get()
+    return sum(id(m) in skipped for m in modules) if skipped else 0

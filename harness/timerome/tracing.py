@@ -17,7 +17,7 @@ TIE(l, j) = sum_t w(t) IE(l, j, t).
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, fields
 from typing import Iterator, Sequence
 
@@ -27,7 +27,7 @@ from harness.backbones.base import Backbone
 from harness.data.fact import Fact
 from harness.diffusion.batching import EncodedFact, QABatch, batches, encode_facts
 from harness.diffusion.seeding import fact_generator
-from harness.hooks import forward_hooks
+from harness.hooks import forward_hooks, skipped_forwards
 from harness.timerome.config import TimeROMEConfig
 from harness.timerome.levels import mask_at_level, reveal_orders, time_weights
 
@@ -174,25 +174,38 @@ class _HookState:
     """What the tracing hooks do on the current forward (set before each forward)."""
 
     def __init__(self, n_layers: int):
-        self.mode = "off"  # "clean" | "rows" | "off"
+        self.mode = "off"  # "clean" | "plain" | "restore" | "off"
         self.noise_rows: torch.Tensor | None = None
         self.positions: torch.Tensor | None = None  # [B, P] absolute candidate positions
         self.clean_in: list[torch.Tensor | None] = [None] * n_layers
         self.clean_out: list[torch.Tensor | None] = [None] * n_layers
         self.corrupt_out: list[torch.Tensor | None] = [None] * n_layers  # [B, N, P, d]
+        self.block_out: list[torch.Tensor | None] = [None] * n_layers  # plain rows' outputs
         self.row_fact: torch.Tensor | None = None
         self.row_sample: torch.Tensor | None = None
-        self.corrupt_rows: torch.Tensor | None = None  # rows (local) that are plain corrupted
-        self.patch: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        # restore: (layer, rows, absolute positions, facts, offset indices)
+        self.patch: tuple[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None \
+            = None
 
 
 @contextmanager
 def _tracing_hooks(backbone: Backbone, state: _HookState) -> Iterator[None]:
 
     def embed_hook(module, inputs, output):
-        if state.mode == "rows" and state.noise_rows is not None:
+        if state.mode in ("plain", "restore") and state.noise_rows is not None:
             return output + state.noise_rows
         return None
+
+    def make_block_hook(layer: int):
+        def hook(module, inputs, output):
+            if state.mode == "plain":
+                if not isinstance(output, torch.Tensor):
+                    raise TypeError(f"{backbone.name}: block {layer} returns "
+                                    f"{type(output).__name__}, not a hidden-state tensor; "
+                                    "tracing starts restored runs from a block's output")
+                state.block_out[layer] = output
+            return None
+        return hook
 
     def make_mlp_hook(layer: int):
         def hook(module, inputs, output):
@@ -202,15 +215,14 @@ def _tracing_hooks(backbone: Backbone, state: _HookState) -> Iterator[None]:
                 state.clean_in[layer] = inputs[0][ar, pos].float()
                 state.clean_out[layer] = output[ar, pos].float()
                 return None
-            if state.mode != "rows":
+            if state.mode == "plain":
+                facts = state.row_fact
+                state.corrupt_out[layer][facts, state.row_sample] = \
+                    output[torch.arange(len(facts), device=pos.device).unsqueeze(1),
+                           pos[facts]].float()
                 return None
-            crow = state.corrupt_rows
-            if crow.numel():
-                facts = state.row_fact[crow]
-                state.corrupt_out[layer][facts, state.row_sample[crow]] = \
-                    output[crow.unsqueeze(1), pos[facts]].float()
-            if layer in state.patch:
-                rows, at, facts, offs = state.patch[layer]
+            if state.mode == "restore" and state.patch[0] == layer:
+                _, rows, at, facts, offs = state.patch
                 output = output.clone() if output.requires_grad else output
                 output[rows, at] = state.clean_out[layer][facts, offs].to(output.dtype)
                 return output
@@ -218,6 +230,7 @@ def _tracing_hooks(backbone: Backbone, state: _HookState) -> Iterator[None]:
         return hook
 
     hooks = [(backbone.input_embeddings(), embed_hook)]
+    hooks += [(block, make_block_hook(layer)) for layer, block in enumerate(backbone.blocks())]
     hooks += [(backbone.mlp_out_proj(layer), make_mlp_hook(layer))
               for layer in range(backbone.num_layers)]
     with forward_hooks(hooks):
@@ -225,8 +238,22 @@ def _tracing_hooks(backbone: Backbone, state: _HookState) -> Iterator[None]:
 
 
 # ----------------------------------------------------------------------------- tracing
+def _chunks(n: int, size: int) -> Iterator[slice]:
+    for lo in range(0, n, size):
+        yield slice(lo, min(n, lo + size))
+
+
 def _trace_batch(backbone: Backbone, batch: QABatch, offsets: tuple[int, ...], scale: float,
                  config: TimeROMEConfig) -> TraceResult:
+    """Trace one batch of equal-width facts.
+
+    Per level: the clean run; the plain corrupted runs, one per (fact, noise sample) group,
+    which also keep every block's output; then, layer by layer, the restored runs of that
+    layer. A run restored at layer l equals its group's corrupted run up to block l's input,
+    so it starts there: blocks 0..l-1 return the group's kept output of block l-1
+    (`harness.hooks.skipped_forwards`) and only blocks l.. are computed. The result is the
+    full restored forward's (each row is computed on the same inputs); the cost of a
+    restored run falls from L blocks to L - l."""
     start = time.monotonic()
     device = backbone.device
     n_layers, n_off, n_samples = backbone.num_layers, len(offsets), config.noise_samples
@@ -242,19 +269,20 @@ def _trace_batch(backbone: Backbone, batch: QABatch, offsets: tuple[int, ...], s
     noise = subject_noise(batch, n_samples, dim_in, scale, config.seed,
                           backbone.input_embeddings().weight.dtype).to(device)
     orders = reveal_orders(batch, config.seed)
+    blocks = list(backbone.blocks())
 
-    # Rows of the corrupted/restored forwards: (fact, sample, layer, offset); layer -1 = plain.
-    f_idx, s_idx, l_idx, p_idx = [], [], [], []
-    for f in range(b):
-        traced = valid[f].nonzero().flatten().tolist()
-        for s in range(n_samples):
-            f_idx.append(f), s_idx.append(s), l_idx.append(-1), p_idx.append(-1)
-            for layer in range(n_layers):
-                for p in traced:
-                    f_idx.append(f), s_idx.append(s), l_idx.append(layer), p_idx.append(p)
-    f_all, s_all = torch.tensor(f_idx), torch.tensor(s_idx)
-    l_all, p_all = torch.tensor(l_idx), torch.tensor(p_idx)
-    n_rows = len(f_idx)
+    # Groups (fact, noise sample): one plain corrupted run each. Restored rows of a layer:
+    # (group, traced offset) pairs, the same for every layer.
+    g_fact = torch.arange(b).repeat_interleave(n_samples)
+    g_sample = torch.arange(n_samples).repeat(b)
+    n_groups = len(g_fact)
+    r_group, r_off = [], []
+    for g in range(n_groups):
+        for p in valid[int(g_fact[g])].nonzero().flatten().tolist():
+            r_group.append(g), r_off.append(p)
+    r_group_all, r_off_all = torch.tensor(r_group, dtype=torch.long), torch.tensor(
+        r_off, dtype=torch.long)
+    n_restored = len(r_group)
 
     state = _HookState(n_layers)
     state.positions = posc.to(device)
@@ -264,12 +292,14 @@ def _trace_batch(backbone: Backbone, batch: QABatch, offsets: tuple[int, ...], s
     ie = torch.full((b, n_times, n_layers, n_off), float("nan"))
     keys = out_clean = out_corrupt = None
     forwards = 0
+    rows_per_forward = config.trace_batch_rows
     with torch.inference_mode(), _tracing_hooks(backbone, state):
         for ti, t in enumerate(config.times):
             ids, still = mask_at_level(batch, orders, t, backbone.mask_token_id)
             ids, still = ids.to(device), still.to(device)
             state.mode = "clean"
-            clean_lp[:, ti] = masked_mean_logp(backbone.logits_at(ids, still), targets, still).cpu()
+            clean_lp[:, ti] = masked_mean_logp(backbone.logits_at(ids, still), targets,
+                                               still).cpu()
             forwards += b
             clean_in = torch.stack(state.clean_in, 1).cpu()  # [B, L, P, d_k]
             clean_o = torch.stack(state.clean_out, 1).cpu()
@@ -277,33 +307,48 @@ def _trace_batch(backbone: Backbone, batch: QABatch, offsets: tuple[int, ...], s
             out_clean = clean_o if out_clean is None else out_clean + clean_o
             state.corrupt_out = [torch.zeros((b, n_samples, n_off, clean_o.shape[-1]),
                                              device=device) for _ in range(n_layers)]
-            row_lp = torch.zeros(n_rows)
-            state.mode = "rows"
-            for lo in range(0, n_rows, config.trace_batch_rows):
-                sl = slice(lo, min(n_rows, lo + config.trace_batch_rows))
-                fr, sr, lr, pr = (x[sl].to(device) for x in (f_all, s_all, l_all, p_all))
+
+            # plain corrupted runs: the baseline P_corrupted and every block's output
+            state.mode = "plain"
+            group_lp = torch.zeros(n_groups)
+            kept: list[list[torch.Tensor]] = [[] for _ in range(n_layers)]
+            for sl in _chunks(n_groups, rows_per_forward):
+                fr, sr = g_fact[sl].to(device), g_sample[sl].to(device)
                 state.row_fact, state.row_sample = fr, sr
                 state.noise_rows = noise[fr, sr]
-                state.corrupt_rows = (lr < 0).nonzero().flatten()
-                state.patch = {}
-                for layer in lr[lr >= 0].unique().tolist():
-                    rows = (lr == layer).nonzero().flatten()
-                    state.patch[layer] = (rows, state.positions[fr[rows], pr[rows]], fr[rows],
-                                          pr[rows])
                 logits = backbone.logits_at(ids[fr], still[fr])
-                row_lp[sl] = masked_mean_logp(logits, targets[fr], still[fr]).cpu()
-                del logits  # [scored positions, vocab]: free it before the next forward
+                group_lp[sl] = masked_mean_logp(logits, targets[fr], still[fr]).cpu()
+                del logits
+                for layer in range(n_layers):
+                    kept[layer].append(state.block_out[layer])
                 forwards += len(fr)
-            state.mode = "off"
-            plain = l_all < 0
-            base = torch.zeros((b, n_samples))
-            base[f_all[plain], s_all[plain]] = row_lp[plain]
+            block_out = [torch.cat(parts) for parts in kept]  # [groups, W, d] per block
+            state.block_out = [None] * n_layers
+            base = group_lp.view(b, n_samples)
             corrupt_lp[:, ti] = base.mean(1)
-            rest = ~plain
-            effect = row_lp[rest] - base[f_all[rest], s_all[rest]]
+
+            # restored runs, layer by layer, each starting at its layer
+            state.mode = "restore"
             acc = torch.zeros((b, n_layers, n_off))
-            acc.index_put_((f_all[rest], l_all[rest], p_all[rest]), effect / n_samples,
-                           accumulate=True)
+            for layer in range(n_layers):
+                skipped = blocks[:layer]
+                for sl in _chunks(n_restored, rows_per_forward):
+                    rg, ro = r_group_all[sl].to(device), r_off_all[sl].to(device)
+                    fr, sr = g_fact.to(device)[rg], g_sample.to(device)[rg]
+                    state.noise_rows = noise[fr, sr]
+                    rows = torch.arange(len(rg), device=device)
+                    state.patch = (layer, rows, state.positions[fr, ro], fr, ro)
+                    known = block_out[layer - 1][rg] if layer else None
+                    with skipped_forwards(skipped, known) if layer else nullcontext():
+                        logits = backbone.logits_at(ids[fr], still[fr])
+                    lp = masked_mean_logp(logits, targets[fr], still[fr]).cpu()
+                    del logits
+                    effect = lp - group_lp[r_group_all[sl]]
+                    acc.index_put_((g_fact[r_group_all[sl]], torch.full_like(effect, layer,
+                                    dtype=torch.long), r_off_all[sl]), effect / n_samples,
+                                   accumulate=True)
+                    forwards += len(rg)
+            state.mode, state.patch = "off", None
             acc[~valid.unsqueeze(1).expand(b, n_layers, n_off)] = float("nan")
             ie[:, ti] = acc
             summed = torch.stack(state.corrupt_out, 1).mean(2).cpu()  # [B, L, P, d]

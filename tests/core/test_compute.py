@@ -17,7 +17,7 @@ from harness.backbones.registry import adapter_class
 from harness.compute import (ComputeCounter, ComputeCounts, PassTotals, model_shape,
                              optimizer_state_bytes, project_to, trace_row_scale)
 from harness.finetune import corpus_texts
-from harness.hooks import add_at_positions
+from harness.hooks import add_at_positions, skipped_forwards
 from harness.measure import bookkeeping
 
 # Analytic count vs FlopCounterMode: both count the same matmuls (linear layers, QK^T and
@@ -89,6 +89,26 @@ def test_forwards_of_the_harness_bookkeeping_are_not_counted(twins):
         backbone.logits(ids_of(backbone, 1, 8))
     assert counter.counts.forward.tokens == 3 * 8 and counter.counts.forward.forwards == 2
     assert set(phases) == {"collapse_guard"}
+
+
+def test_a_forward_that_skips_blocks_is_priced_by_the_blocks_it_computed(twins):
+    """TimeROME's restored runs start at the restored layer (hooks.skipped_forwards): the
+    trunk FLOPs of such a forward are those of the blocks that ran; the head ran in full."""
+    backbone = twins["llada-twin"]
+    blocks = list(backbone.blocks())
+    ids = ids_of(backbone, 2, 8)
+    with torch.no_grad():
+        hidden = backbone.input_embeddings()(ids)
+    with ComputeCounter(backbone) as full, torch.no_grad():
+        backbone.logits(ids)
+    with ComputeCounter(backbone) as part, torch.no_grad():
+        with skipped_forwards(blocks[:2], hidden):
+            backbone.logits(ids)
+    shape, n = full.shape, len(blocks)
+    trunk = shape.forward_flops(16, 2 * 8 * 8, 0)
+    assert full.flops() == trunk + shape.forward_flops(0, 0, 16)
+    assert part.flops() == pytest.approx(trunk * (n - 2) / n + shape.forward_flops(0, 0, 16))
+    assert part.counts.forward.tokens == full.counts.forward.tokens == 16
 
 
 def test_grad_enabled_forward_without_a_graph_is_not_a_backward_pass(twins):

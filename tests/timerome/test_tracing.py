@@ -82,6 +82,64 @@ def test_batched_restoration_matches_single_forward(tiny_backbone, forget_retain
     assert abs(expected) > 1e-5  # a real effect, not 0 == 0
 
 
+def test_every_restored_effect_matches_an_unbatched_full_forward(tiny_backbone, forget_retain):
+    """Restored runs start at the restored layer (the blocks before it return the plain
+    corrupted run's output); every IE, at every layer and subject position, must equal the
+    one of a full, unbatched forward that patches that coordinate."""
+    forget, _ = forget_retain
+    config = TimeROMEConfig(times=(0.5,), noise_samples=2, positions="subject",
+                            trace_batch_rows=5)
+    bb = tiny_backbone
+    trace = trace_facts(bb, forget[:1], config)
+    encoded = encode_facts(bb, forget[:1])[0]
+    batch = collate(bb, [encoded], pad_to=row_width(encoded))
+    ids, still = mask_at_level(batch, reveal_orders(batch, config.seed), 0.5, bb.mask_token_id)
+    noise = subject_noise(batch, 2, bb.input_embeddings().weight.shape[1],
+                          noise_scale(bb, config.noise_multiplier), config.seed, torch.float32)
+    last = int(batch.last_subject_pos[0])
+
+    def logp(sample: int | None, patch: tuple[int, int, torch.Tensor] | None) -> float:
+        hooks = []
+        if sample is not None:
+            hooks.append(bb.input_embeddings().register_forward_hook(
+                lambda m, i, o: o + noise[0:1, sample]))
+        if patch is not None:
+            layer, pos, value = patch
+
+            def put(m, i, o):
+                o = o.clone()
+                o[0, pos] = value
+                return o
+            hooks.append(bb.mlp_out_proj(layer).register_forward_hook(put))
+        try:
+            logits = bb.logits(ids)
+        finally:
+            for h in hooks:
+                h.remove()
+        return float(masked_mean_logp(logits[still], batch.input_ids, still)[0])
+
+    with torch.inference_mode():
+        clean: dict[int, torch.Tensor] = {}
+        hooks = [bb.mlp_out_proj(l).register_forward_hook(
+            lambda m, i, o, l=l: clean.__setitem__(l, o[0].clone()))
+            for l in range(bb.num_layers)]
+        bb.logits(ids)
+        for h in hooks:
+            h.remove()
+        checked = 0
+        for k, offset in enumerate(trace.offsets):
+            if not bool(trace.valid[0, k]):
+                continue
+            pos = last + offset
+            for layer in range(bb.num_layers):
+                expected = sum(logp(s, (layer, pos, clean[layer][pos])) - logp(s, None)
+                               for s in range(2)) / 2
+                got = float(trace.ie[0, 0, layer, k])
+                assert abs(got - expected) < 1e-5 + 1e-3 * abs(expected), (layer, offset)
+                checked += 1
+    assert checked >= 2 * bb.num_layers  # two or more subject positions, every layer
+
+
 def test_trace_is_deterministic_under_seed(tiny_backbone, forget_retain):
     forget, _ = forget_retain
     a = trace_facts(tiny_backbone, forget, TimeROMEConfig(seed=5, **FAST, **LAST))

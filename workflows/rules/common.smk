@@ -176,17 +176,11 @@ def _alternation(names):
     return "|".join(sorted((n.replace(".", r"\.") for n in names), key=len, reverse=True))
 
 
-# Experiments whose edit jobs load the per-backbone statistics of their method (rule
-# backbone_statistics) instead of computing them inside the timed edit.
-STATISTICS_EXPERIMENTS = ("table1",)
-
-
 wildcard_constraints:
     backbone=_alternation(BACKBONES),
     method=_alternation(set(METHODS) | set(SCALING_METHODS) | TUNED_METHODS),
     n_facts=r"[0-9]+",
     seed=r"[0-9]+",
-    experiment=_alternation(STATISTICS_EXPERIMENTS),
 
 
 def config_hash(*parts):
@@ -238,15 +232,17 @@ def is_tuned(method):
     return method in TUNED_METHODS and TUNING_ENABLED
 
 
-STATISTICS_METHODS = [m for m in METHODS if method_info(m).backbone_statistics]
+# Per experiment, its methods that declare per-backbone statistics (rule files
+# statistics.smk).
+STATISTICS_METHODS = {
+    experiment: [m for m in methods if method_info(m).backbone_statistics]
+    for experiment, methods in (("table1", METHODS), ("scaling", SCALING_METHODS))}
 
 
 def statistics_path(wildcards, experiment):
     """The method's per-backbone statistics file for an edit job, or None (the method
     declares none in the registry, or the experiment computes them in the edit)."""
-    if experiment not in STATISTICS_EXPERIMENTS:
-        return None
-    if not method_info(wildcards.method).backbone_statistics:
+    if wildcards.method not in STATISTICS_METHODS.get(experiment, ()):
         return None
     return (f"results/statistics/{experiment}/{wildcards.backbone}/{wildcards.method}/"
             f"seed{wildcards.seed}.safetensors")

@@ -16,6 +16,7 @@ rule run_scaling:
         lambda w: model_inputs(w.backbone, with_retain=False),
         tuned_input,
         matched_input("scaling"),
+        statistics_input("scaling"),
     output:
         "results/runs/scaling/{backbone}/{method}/n{n_facts}/seed{seed}.json",
     params:

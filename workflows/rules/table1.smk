@@ -42,32 +42,6 @@ rule tune_timerome:
         "{PYTHON} -m harness.jobs.tune --job {params.job:q} > {log} 2>&1"
 
 
-# One job per backbone computes the statistics of every method that declares them
-# (the registry's MethodInfo.backbone_statistics), loading the model once.
-if STATISTICS_METHODS:
-
-    rule backbone_statistics:
-        input:
-            corpus_marker(),
-            lambda w: finetuned_path(w.backbone),
-        output:
-            [f"results/statistics/{{experiment}}/{{backbone}}/{method}/seed{{seed}}.safetensors"
-             for method in STATISTICS_METHODS],
-        params:
-            job=lambda w, output: job_arg({"methods": [
-                json.loads(method_job(SimpleNamespace(backbone=w.backbone, seed=w.seed,
-                                                      method=method),
-                                      w.experiment, path, statistics=False))
-                for method, path in zip(STATISTICS_METHODS, output)]}),
-        threads: JOB_THREADS
-        log:
-            "results/logs/statistics/{experiment}/{backbone}/seed{seed}.log",
-        benchmark:
-            "results/benchmarks/statistics/{experiment}/{backbone}/seed{seed}.tsv"
-        shell:
-            "{PYTHON} -m harness.jobs.backbone_statistics --job {params.job:q} > {log} 2>&1"
-
-
 rule run_table1:
     input:
         corpus_marker(),
