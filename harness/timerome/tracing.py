@@ -5,9 +5,15 @@ For every fact and every level t of the grid T: one clean run on x_t records the
 position; N corrupted runs add Gaussian noise of scale nu to the subject's input
 embeddings (a forward hook on `input_embeddings()`, so it works for every adapter);
 restored runs are corrupted runs in which the clean MLP output at one (layer, position)
-is patched back. All corrupted and restored variants of a chunk of facts are stacked on
-the batch dimension and run as batched forwards: row r carries (fact, noise sample,
-layer, position) and the layer hooks patch row r's own coordinate.
+is patched back. Per level, the plain corrupted runs (one per fact and noise sample) run
+first and keep every block's output; then the restored runs of each layer l run batched,
+starting at block l: a restored run equals its plain corrupted run up to block l's input,
+so blocks 0..l-1 return that kept output instead of computing it
+(`harness.hooks.skipped_forwards`). Each restored run costs L - l blocks instead of L (half
+on average), and every number is the full forward's (same inputs, same rows; on the MoE
+twin the expert grouping of a different batch moves the last bits, ~1e-6).
+The output head and its softmax run on the still-masked answer positions only
+(`Backbone.logits_at`): the TIE needs nothing else.
 
 P = mean log-probability of the still-masked answer tokens (aligned logits);
 IE(l, j, t) = P_restored - P_corrupted (averaged over noise samples);
