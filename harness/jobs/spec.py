@@ -163,6 +163,12 @@ def parse_job(text: str) -> dict[str, Any]:
     from harness.jobs.orphan import die_with_parent
 
     die_with_parent()
+    from harness.device_binding import DeviceBindingError, bind_job_device
+
+    try:  # a GPU job takes its own device before anything touches CUDA
+        bind_job_device(payload)
+    except DeviceBindingError as exc:
+        raise SystemExit(f"error: {exc}") from None
     if isinstance(payload.get("out"), str):
         out = Path(payload["out"])
         try:

@@ -11,6 +11,7 @@ from snakemake.utils import validate
 
 from harness import plan_checks
 from harness.methods.registry import method_info, methods_of_kind, tuned_methods
+from harness.workflow_resources import light_resources, rule_resources
 from harness.plan_checks import ConfigError
 
 PYTHON = sys.executable
@@ -126,10 +127,11 @@ _check_names()
 # everything is checked.
 _TABLE1_RULES = {"reproduce_table1", "transfer_table", "aggregate_table1", "table1_report",
                  "transfer_report", "run_table1", "tune_timerome", "prepare_corpus",
-                 "synthetic_corpus", "fetch_tofu", "finetune_backbone", "retain_model"}
+                 "synthetic_corpus", "fetch_tofu", "finetune_backbone", "retain_model",
+                 "backbone_statistics_table1", "edit_phases_report"}
 _TABLE1_PATHS = ("results/runs/table1/", "results/tuning/", "results/table1.csv",
-                 "reports/table1.", "reports/transfer.", "models/", f"{SOURCE_DIR}/",
-                 f"{TOFU_DIR}/")
+                 "results/statistics/table1/", "reports/table1.", "reports/transfer.",
+                 "reports/edit_phases.md", "models/", f"{SOURCE_DIR}/", f"{TOFU_DIR}/")
 
 
 def _cli_targets():

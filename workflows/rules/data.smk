@@ -22,6 +22,8 @@ if DATA["source"] == "synthetic":
             per_author=SYN["facts_per_author"],
             seed=SYN["seed"],
             answer_style=SYN["answer_style"],
+        resources:
+            **light_resources(config),
         log:
             "results/logs/synthetic_corpus.log",
         benchmark:
@@ -40,6 +42,8 @@ elif DATA["source"] == "tofu_hub":
             f"{SOURCE_DIR}/manifest.json",
         params:
             job=job_arg({"out": SOURCE_DIR, "splits": HUB_SPLITS}),
+        resources:
+            **light_resources(config),
         log:
             "results/logs/fetch_tofu.log",
         benchmark:
@@ -67,6 +71,8 @@ rule prepare_corpus:
         forget=DATA["forget_split"],
         retain=DATA["retain_split"],
         authors=f"--authors {int(SUBSET_AUTHORS)}" if SUBSET_AUTHORS is not None else "",
+    resources:
+        **light_resources(config),
     log:
         "results/logs/prepare_corpus.log",
     benchmark:

@@ -52,6 +52,8 @@ rule finetune_backbone:
     params:
         job=lambda w, output: finetune_job(w, output, []),
     threads: FT_THREADS
+    resources:
+        **rule_resources(config, "finetune", FT_THREADS),
     log:
         "results/logs/finetune/{backbone}.log",
     benchmark:
@@ -68,6 +70,8 @@ rule retain_model:
     params:
         job=lambda w, output: finetune_job(w, output, [DATA["forget_split"]]),
     threads: FT_THREADS
+    resources:
+        **rule_resources(config, "finetune", FT_THREADS),
     log:
         "results/logs/retain/{backbone}.log",
     benchmark:

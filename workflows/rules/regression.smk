@@ -15,6 +15,8 @@ rule regression_check:
     params:
         tolerance=REGRESSION["tolerance"],
         baselines=" ".join(GRADIENT_BASELINES) or "none",
+    resources:
+        **light_resources(config),
     log:
         "results/logs/regression_check.log",
     benchmark:

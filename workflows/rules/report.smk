@@ -9,6 +9,8 @@ rule aggregate_runs:
         ALL_RECORDS,
     output:
         "results/runs.csv",
+    resources:
+        **light_resources(config),
     log:
         "results/logs/aggregate_runs.log",
     benchmark:
@@ -26,6 +28,8 @@ rule report:
         TIE_FIGURES,
     output:
         "reports/report.html",
+    resources:
+        **light_resources(config),
     log:
         "results/logs/report.log",
     benchmark:

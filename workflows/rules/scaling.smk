@@ -22,6 +22,8 @@ rule run_scaling:
     params:
         job=lambda w, output: method_job(w, "scaling", output[0], n_facts=int(w.n_facts)),
     threads: JOB_THREADS
+    resources:
+        **rule_resources(config, "edit", JOB_THREADS),
     log:
         "results/logs/scaling/{backbone}/{method}/n{n_facts}/seed{seed}.log",
     benchmark:
@@ -35,6 +37,8 @@ rule aggregate_scaling:
         SCALING_RECORDS,
     output:
         SCALING_RUNS_CSV,
+    resources:
+        **light_resources(config),
     log:
         "results/logs/aggregate_scaling.log",
     benchmark:
@@ -50,6 +54,8 @@ rule scaling_plots:
         report(expand("reports/figures/{name}.png", name=SCALING_FIGURE_NAMES),
                category="Scaling", caption="../report/scaling.rst"),
         expand("reports/figures/{name}.pdf", name=SCALING_FIGURE_NAMES),
+    resources:
+        **light_resources(config),
     log:
         "results/logs/scaling_plots.log",
     benchmark:

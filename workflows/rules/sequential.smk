@@ -49,6 +49,8 @@ rule run_sequential:
             "out": output[0], "threads": JOB_THREADS,
             "config_hash": config_hash(SEQUENTIAL, DATA, w.backbone)}),
     threads: JOB_THREADS
+    resources:
+        **rule_resources(config, "sequential", JOB_THREADS),
     log:
         "results/logs/sequential/{backbone}/seed{seed}.log",
     benchmark:
@@ -64,6 +66,8 @@ rule sequential_plot:
         png=report("reports/figures/sequential_retain.png", category="Sequential",
                    caption="../report/sequential.rst"),
         pdf="reports/figures/sequential_retain.pdf",
+    resources:
+        **light_resources(config),
     log:
         "results/logs/sequential_plot.log",
     benchmark:

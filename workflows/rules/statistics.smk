@@ -33,6 +33,8 @@ for _experiment, _methods in STATISTICS_METHODS.items():
             job=lambda w, output, experiment=_experiment, methods=_methods: statistics_job(
                 w, experiment, methods, output),
         threads: JOB_THREADS
+        resources:
+            **rule_resources(config, "statistics", JOB_THREADS),
         log:
             f"results/logs/statistics/{_experiment}/{{backbone}}/seed{{seed}}.log",
         benchmark:

@@ -34,6 +34,8 @@ rule tune_timerome:
             "method_config": METHOD_CONFIG.get(TUNED_METHOD, {}),
             "out": output[0], "threads": JOB_THREADS}),
     threads: JOB_THREADS
+    resources:
+        **rule_resources(config, "tune", JOB_THREADS),
     log:
         "results/logs/tuning/{backbone}/seed{seed}.log",
     benchmark:
@@ -54,6 +56,8 @@ rule run_table1:
     params:
         job=lambda w, output: method_job(w, "table1", output[0]),
     threads: JOB_THREADS
+    resources:
+        **rule_resources(config, "edit", JOB_THREADS),
     log:
         "results/logs/table1/{backbone}/{method}/seed{seed}.log",
     benchmark:
@@ -67,6 +71,8 @@ rule aggregate_table1:
         TABLE1_RECORDS,
     output:
         TABLE1_RUNS_CSV,
+    resources:
+        **light_resources(config),
     log:
         "results/logs/aggregate_table1.log",
     benchmark:
@@ -84,6 +90,8 @@ rule table1_report:
         csv=report("reports/table1.csv", category="Table 1", caption="../report/table1.rst"),
     params:
         baselines=" ".join(GRADIENT_BASELINES) or "none",
+    resources:
+        **light_resources(config),
     log:
         "results/logs/table1_report.log",
     benchmark:
@@ -99,6 +107,8 @@ rule edit_phases_report:
         TABLE1_RECORDS,
     output:
         report("reports/edit_phases.md", category="Table 1", caption="../report/edit_phases.rst"),
+    resources:
+        **light_resources(config),
     log:
         "results/logs/edit_phases_report.log",
     benchmark:
@@ -118,6 +128,8 @@ rule transfer_report:
     params:
         source=TUNING_BACKBONE,
         tuned=lambda w, input: f"--tuned {input.tuned[0]}" if input.tuned else "",
+    resources:
+        **light_resources(config),
     log:
         "results/logs/transfer_report.log",
     benchmark:

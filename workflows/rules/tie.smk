@@ -28,6 +28,8 @@ rule tie_heatmap:
             "method_config": METHOD_CONFIG.get(TUNED_METHOD, {}),
             "out": output.png[: -len(".png")], "threads": JOB_THREADS}),
     threads: JOB_THREADS
+    resources:
+        **rule_resources(config, "tie", JOB_THREADS),
     log:
         "results/logs/tie/{backbone}.log",
     benchmark:
