@@ -17,6 +17,13 @@ if not workflow.overwrite_configfiles:
     configfile: f"{workflow.basedir}/workflows/config/default.yaml"
 
 
+# `workdir` (config): where results/, models/, data/ and reports/ live (on a cluster: a
+# path on the shared filesystem, docs/scale_out.md); relative config paths resolve there.
+if config.get("workdir"):
+
+    workdir: config["workdir"]
+
+
 include: "workflows/rules/common.smk"
 include: "workflows/rules/data.smk"
 include: "workflows/rules/models.smk"

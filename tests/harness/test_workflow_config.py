@@ -192,3 +192,17 @@ def test_tofu_real_cpu_config_is_a_whole_config_with_the_default_twins():
     # facts (harness.jobs.selection.tuning_retain), all full.
     assert 2 * data["retain_eval_size"] + data["retain_train_size"] <= kept_retain_records
     assert max(cfg["fact_counts"]) < (2 + data["authors"]) * 20
+
+
+def test_config_workdir_puts_every_output_there(tmp_path):
+    """`workdir` in the config (a shared filesystem on a cluster): the outputs are written
+    there, not in the directory snakemake runs in."""
+    shared, here = tmp_path / "shared", tmp_path / "submit"
+    here.mkdir()
+    config = broken_config(tmp_path, lambda c: c.update(workdir=str(shared)))
+    cmd = SNAKEMAKE + ["--cores", "1", "-s", str(REPO_ROOT / "Snakefile"),
+                       "data/synthetic/manifest.json", "--configfile", str(config)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=here)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (shared / "data" / "synthetic" / "manifest.json").is_file()
+    assert not (here / "data").exists()
