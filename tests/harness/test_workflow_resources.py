@@ -60,7 +60,7 @@ def test_a_partial_override_keeps_the_other_defaults_and_retries_ask_for_more(tm
 
 def test_unknown_size_class_is_named(tmp_path):
     config = load_workflow_config(WORKFLOW_DIR / "default.yaml")
-    config["resources"]["backbone_size"] = {"dream-7b-twin": "70b"}
+    config.setdefault("resources", {})["backbone_size"] = {"dream-7b-twin": "70b"}
     with pytest.raises(ResourceConfigError, match="backbone 'dream-7b-twin' has size class "
                                                   "'70b'.*known: 8b, twin"):
         rule_resources(config, "edit", threads=1)
