@@ -3,6 +3,7 @@
 #   snakemake --cores all reproduce_table1                      # default (CPU twins)
 #   snakemake -n --configfile workflows/config/paper.yaml reproduce_table1   # paper DAG
 #   snakemake --cores all all && snakemake --report reports/report.html
+#   snakemake --cores all robustness_table   # probes of every Table 1 row (issue 18)
 #
 # The default config is loaded only when no --configfile is given, so that a paper config
 # replaces (rather than merges into) the default backbones. The merged config is validated
@@ -32,6 +33,7 @@ include: "workflows/rules/table1.smk"
 include: "workflows/rules/scaling.smk"
 include: "workflows/rules/sequential.smk"
 include: "workflows/rules/tie.smk"
+include: "workflows/rules/robustness.smk"
 include: "workflows/rules/report.smk"
 include: "workflows/rules/regression.smk"
 

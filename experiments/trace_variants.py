@@ -99,10 +99,9 @@ def measure_variant(backbone, facts, retain, statistics, config, before, grid_al
 
     editor = TimeROMEEditor(backbone, config, statistics=statistics)
     encoded, trace = editor.trace(facts)
-    keys, deltas = editor.extract(encoded, trace)
     index = editor.selected(trace)
     memory = editor.new_memory()
-    editor.solve(memory, trace, keys, deltas, index)
+    editor.solve(memory, editor.extract(encoded, trace, index))
     memory.attach(backbone)
     try:
         at_point = drops(before, mean_logprobs(backbone, facts, retain))

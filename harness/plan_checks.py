@@ -5,7 +5,9 @@ plans the DAG (`snakemake -n` included), and turns a `ConfigError(key, message)`
 one-line `invalid config at '<key>': <message>` the schema errors use. Nothing here imports
 torch or Snakemake, loads a model or touches the network:
 
-1. names: method names (`methods`, `scaling_methods`, `target_forget_drop`, keys of `method_config`) against the method registry, adapters
+1. names: method names (`methods`, `scaling_methods`, `target_forget_drop`, keys of
+   `method_config`) against the method registry (a reference row, kind "reference", is
+   never listed or configured: the workflow adds it), adapters
    (`backbones.<name>.adapter`) against the backbone adapter registry, with did-you-mean
    (`check_method_names`, `check_adapters`);
 2. each `method_config.<method>` parsed by the method's own validator
@@ -128,6 +130,24 @@ def method_names() -> list[str]:
     return known_method_names()
 
 
+def configurable_method_names() -> list[str]:
+    """The method names a config may list or configure: every known method but the
+    reference rows (kind "reference": Table 1 and the transfer table always have them)."""
+    from harness.methods.registry import method_info
+
+    return [name for name in method_names() if method_info(name).kind != "reference"]
+
+
+def _reference_listed(name: Any, where: str) -> str | None:
+    """Why `name` may not appear in `where`, when it is a reference row; else None."""
+    from harness.methods.registry import method_info
+
+    if name not in method_names() or method_info(name).kind != "reference":
+        return None
+    return (f"'{name}' is a reference row ({method_info(name).row_label}), not a method: "
+            f"{where}")
+
+
 def adapter_names() -> list[str]:
     """Known backbone adapter keys. harness.backbones.registry imports torch, so its table of
     built-in adapters (BUILTIN_ADAPTER_MODULES) is read from its source; adapters registered
@@ -153,13 +173,21 @@ def check_method_names(config: Mapping[str, Any]) -> None:
     sequential and TIE jobs use its config)."""
     from harness.methods.registry import tuned_methods
 
-    known = method_names()
+    known = configurable_method_names()
+    not_listed = {"methods": "Table 1 and the transfer table always have it; do not list it",
+                  "scaling_methods": "reference rows are not part of the scaling experiment"}
     for key in ("methods", "scaling_methods"):
         for i, name in enumerate(config.get(key) or []):
+            reason = _reference_listed(name, not_listed[key])
+            if reason:
+                raise ConfigError(f"{key}.{i}", reason)
             if name not in known:
                 raise ConfigError(f"{key}.{i}", _unknown("method", name, known))
     target = config.get("target_forget_drop")
     if isinstance(target, str):
+        reason = _reference_listed(target, "it removes nothing, no drop to match")
+        if reason:
+            raise ConfigError("target_forget_drop", reason)
         if target not in known:
             raise ConfigError("target_forget_drop", _unknown("method", target, known))
         from harness.methods.registry import method_info
@@ -171,11 +199,19 @@ def check_method_names(config: Mapping[str, Any]) -> None:
             raise ConfigError("target_forget_drop", f"'{target}' is a gradient baseline; the "
                               "gradient baselines match the drop of a method of another kind")
     sequential = (config.get("sequential") or {}).get("method")
-    if sequential is not None and sequential not in known:
-        raise ConfigError("sequential.method", _unknown("method", sequential, known))
+    if sequential is not None:
+        reason = _reference_listed(sequential, "it inserts no facts")
+        if reason:
+            raise ConfigError("sequential.method", reason)
+        if sequential not in known:
+            raise ConfigError("sequential.method", _unknown("method", sequential, known))
     run = {*tuned_methods(), *(config.get("methods") or []),
            *(config.get("scaling_methods") or []), *([sequential] if sequential else [])}
     for name in config.get("method_config") or {}:
+        reason = _reference_listed(name, "reference rows take no config (the workflow "
+                                         "sets the retain model's folder itself)")
+        if reason:
+            raise ConfigError(f"method_config.{name}", reason)
         if name not in known:
             raise ConfigError(f"method_config.{name}", _unknown("method", name, known))
         if name not in run:
@@ -210,7 +246,7 @@ def check_method_configs(config: Mapping[str, Any]) -> None:
             validate_method_config(method, method_config or {})
         except KeyError:
             raise ConfigError(f"method_config.{method}",
-                              _unknown("method", method, method_names())) from None
+                              _unknown("method", method, configurable_method_names())) from None
         except (ValueError, TypeError) as exc:
             raise _method_config_error(f"method_config.{method}", method, exc) from None
 

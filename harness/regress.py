@@ -41,7 +41,7 @@ import pandas as pd
 from harness.atomic import non_finite_paths, write_text_atomic
 from harness.evaluation.finite import finite_or_none
 from harness.reports.inputs import InputError, describe, load_runs
-from harness.reports.table1 import add_speedups, gradient_baselines, summarise
+from harness.reports.table1 import add_speedups, gradient_baselines, is_reference, summarise
 from harness.results.store import RecordError
 
 KEY = ("device_class", "experiment", "backbone", "method", "n_facts")
@@ -100,7 +100,8 @@ def current_metrics(runs: pd.DataFrame, baselines: Sequence[str] | None = None
                     ) -> list[dict[str, Any]]:
     """One entry per (device class, experiment, backbone, method, n_facts) of a runs frame
     (harness.reports.inputs.load_runs) with its metrics; speedups against the strongest of
-    `baselines` (None: the registry's gradient methods)."""
+    `baselines` (None: the registry's gradient methods). Reference rows (registry kind
+    "reference": no edit, so no speed or memory to regress) are left out."""
     baselines = gradient_baselines(baselines)
     if runs.empty:
         return []
@@ -110,6 +111,8 @@ def current_metrics(runs: pd.DataFrame, baselines: Sequence[str] | None = None
         add_speedups(summary, baselines)  # Table 1's rule
         for backbone, rows in summary.groupby("backbone", sort=True):
             for rec in rows.to_dict("records"):
+                if is_reference(str(rec["method"])):
+                    continue
                 speedup = rec["speedup"]
                 ratio = (rec["peak_mem_bytes"] / rec["inference_mem_bytes"]
                          if rec["inference_mem_bytes"] else None)

@@ -29,7 +29,7 @@ JOB_KINDS = {
     "finetune": ("finetune_backbone", "retain_model"),
     "statistics": ("backbone_statistics_table1", "backbone_statistics_scaling"),
     "tune": ("tune_timerome",),
-    "edit": ("run_table1", "run_scaling"),
+    "edit": ("run_table1", "run_scaling", "run_reference", "run_robustness"),
     "sequential": ("run_sequential",),
     "tie": ("tie_heatmap",),
 }

@@ -8,7 +8,9 @@ softmax(logits / temperature) via Gumbel noise when temperature > 0) and the k m
 confident predictions are kept; k spreads each block's tokens evenly over its steps
 (LLaDA's schedule). With `block_length` < gen_length, blocks are filled left to right
 (semi-autoregressive). The mask token is never predicted, so no mask survives. The text
-is the generated region decoded up to the first EOS.
+is the generated region decoded up to the first EOS. `remasking="random"` keeps k
+uniformly random masked positions of the block instead of the k most confident ones
+(LLaDA's `remasking='random'` option; the draws come from the same seeded generator).
 
 Unless given, a row's gen_length is its own reference answer's length plus
 `DEFAULT_EXTRA_TOKENS` (and steps = gen_length): a fact gets the same number of masks, and
@@ -28,6 +30,7 @@ from harness.data.fact import Fact
 from harness.diffusion.batching import EncodedFact, encode_facts, round_width, width_groups
 
 DEFAULT_EXTRA_TOKENS = 4  # default gen_length of a row = its answer (tokens) + this
+REMASKING = ("low_confidence", "random")  # which masked predictions a step keeps
 
 
 @dataclass
@@ -69,7 +72,8 @@ def _pick(logits: torch.Tensor, temperature: float, generator: torch.Generator
 
 def _sample_batch(backbone: Backbone, rows: Sequence[EncodedFact], gen_length: int,
                   block_length: int, steps: int, temperature: float,
-                  generator: torch.Generator, width: int) -> list[list[int]]:
+                  generator: torch.Generator, width: int,
+                  remasking: str = "low_confidence") -> list[list[int]]:
     mask_id, eos = backbone.mask_token_id, backbone.eos_token_id
     prompt_lens = [len(e.prompt_ids) for e in rows]
     if width < max(prompt_lens) + gen_length + 1:
@@ -94,6 +98,9 @@ def _sample_batch(backbone: Backbone, rows: Sequence[EncodedFact], gen_length: i
             candidates = in_block & (x == mask_id)
             if k == 0:
                 continue
+            if remasking == "random":  # keep k uniformly random masked positions
+                conf = torch.rand(conf.shape, generator=generator,
+                                  dtype=torch.float64).to(conf.device)
             conf = conf.masked_fill(~candidates, float("-inf"))
             top = conf.topk(k, dim=1).indices
             chosen = torch.zeros_like(candidates).scatter_(1, top, True) & candidates
@@ -112,11 +119,12 @@ def _decode(backbone: Backbone, ids: list[int]) -> str:
 def sample_answers(backbone: Backbone, facts_or_encoded: Sequence[Fact] | Sequence[EncodedFact],
                    gen_length: int | None = None, steps: int | None = None,
                    block_length: int | None = None, temperature: float = 0.0, seed: int = 0,
-                   batch_size: int = 32) -> Generation:
+                   batch_size: int = 32, remasking: str = "low_confidence") -> Generation:
     """Generate an answer for every fact's question; texts and generated token ids.
 
     gen_length / steps / block_length apply to every row when given; by default each row
-    generates its own answer's length + `DEFAULT_EXTRA_TOKENS` tokens in as many steps."""
+    generates its own answer's length + `DEFAULT_EXTRA_TOKENS` tokens in as many steps.
+    `remasking`: one of REMASKING (the module docstring)."""
     items = list(facts_or_encoded)
     if not items:
         return Generation([], [], [], [], [])
@@ -127,6 +135,8 @@ def sample_answers(backbone: Backbone, facts_or_encoded: Sequence[Fact] | Sequen
         raise ValueError(f"block_length must be >= 1, got {block_length}")
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if remasking not in REMASKING:
+        raise ValueError(f"unknown remasking '{remasking}'; known: {', '.join(REMASKING)}")
     lengths = [gen_length if gen_length is not None else len(e.answer_ids) + DEFAULT_EXTRA_TOKENS
                for e in encoded]
     blocks = [n if block_length is None else min(block_length, n) for n in lengths]
@@ -141,7 +151,7 @@ def sample_answers(backbone: Backbone, facts_or_encoded: Sequence[Fact] | Sequen
         for rows in width_groups(groups, batch_size):
             width, n, block, n_steps = groups[rows[0]]
             out = _sample_batch(backbone, [encoded[i] for i in rows], n, block, n_steps,
-                                temperature, generator, width)
+                                temperature, generator, width, remasking)
             for i, ids in zip(rows, out):
                 token_ids[i] = ids
     texts = [_decode(backbone, ids) for ids in token_ids]
@@ -151,7 +161,7 @@ def sample_answers(backbone: Backbone, facts_or_encoded: Sequence[Fact] | Sequen
 def generate(backbone: Backbone, facts_or_encoded: Sequence[Fact] | Sequence[EncodedFact],
              gen_length: int | None = None, steps: int | None = None,
              block_length: int | None = None, temperature: float = 0.0, seed: int = 0,
-             batch_size: int = 32) -> list[str]:
+             batch_size: int = 32, remasking: str = "low_confidence") -> list[str]:
     """Decoded answers (see `sample_answers` for the token ids)."""
     return sample_answers(backbone, facts_or_encoded, gen_length, steps, block_length,
-                          temperature, seed, batch_size).texts
+                          temperature, seed, batch_size, remasking).texts

@@ -34,15 +34,17 @@ from harness.methods.registry import method_info
 from harness.results.record import SCHEMA_VERSION, Record
 from harness.results.store import write_record
 
-def tuned_method_config(job: MethodJob) -> tuple[dict[str, Any], str | None]:
-    """(the job's method config at the tuning job's chosen point, a note): the method's
-    tunable keys (its registry entry) read by harness.timerome.tuning.apply_tuning."""
+def tuned_method_config(job: MethodJob, n_facts: int | None = None
+                        ) -> tuple[dict[str, Any], str | None]:
+    """(the job's method config at the tuning job's chosen point for `n_facts` forget facts,
+    a note): the method's tunable keys (its registry entry) read by
+    harness.timerome.tuning.apply_tuning (n_facts None: the point of the most facts)."""
     if not job.tuned_config:  # (the tuning module is imported only when a job is tuned)
         return dict(job.method_config), None
     from harness.timerome.tuning import apply_tuning
 
     return apply_tuning(job.method_config, job.tuned_config,
-                        method_info(job.method).tunable_keys)
+                        method_info(job.method).tunable_keys, n_facts)
 
 
 def matched_target(job: MethodJob) -> tuple[float | None, str | None]:
@@ -86,6 +88,33 @@ def load_statistics(job: MethodJob, weights_fingerprint: str, retain: Sequence[F
                                    provenance(job, weights_fingerprint, retain))
 
 
+def fact_counts(job: MethodJob, selection: FactSelection, scores: dict[str, Any]
+                ) -> dict[str, Any]:
+    """How many facts each score of the record rests on (the tables' notes read it): the
+    forget and scored retain facts, the truth ratios of the forget quality's KS test (one
+    per fact of the forget split's perturbed set, each model) and the facts of each model
+    utility set (the samples harness.evaluation.tofu_quality draws)."""
+    counts: dict[str, Any] = {"forget": len(selection.forget),
+                              "retain_eval": len(selection.retain_eval)}
+    if scores.get("forget_quality") is None and scores.get("model_utility") is None:
+        return counts
+    from harness.data import load_split
+    from harness.data.splits import perturbed_split_for
+    from harness.evaluation.retain_sample import seeded_subset
+    from harness.evaluation.tofu_quality import UTILITY_SPLITS
+
+    if scores.get("forget_quality") is not None:
+        counts["forget_quality"] = len(load_split(job.tofu_dir,
+                                                  perturbed_split_for(job.forget_split)))
+    if scores.get("model_utility") is not None:
+        counts["model_utility"] = {
+            split: len(seeded_subset(load_split(job.tofu_dir, split),
+                                     job.evaluation.utility_size, job.eval_seed,
+                                     may_be_short=True))
+            for split in UTILITY_SPLITS}
+    return counts
+
+
 def empty_scores() -> dict[str, Any]:
     keys = ("forget_logp_before", "forget_logp_after", "retain_logp_before", "retain_logp_after",
             "forget_rougeL_before", "forget_rougeL_after", "retain_rougeL_after",
@@ -100,7 +129,7 @@ def run(job: MethodJob) -> dict[str, Any]:
     torch.manual_seed(job.seed)
     selection = select(job)
     spec = job.spec()
-    method_config, tuning_note = tuned_method_config(job)
+    method_config, tuning_note = tuned_method_config(job, len(selection.forget))
     target_drop, target_note = matched_target(job)
     method = get_method(job.method, method_config)
     ev = job.evaluation
@@ -178,6 +207,8 @@ def run(job: MethodJob) -> dict[str, Any]:
         quality_notes = {**quality_notes, "statistics": job.statistics}
     if target_note:
         quality_notes = {**quality_notes, "target": target_note}
+    if status == "ok":
+        quality_notes = {**quality_notes, "fact_counts": fact_counts(job, selection, scores)}
     return build_record(job, selection, scores, memory, measurer.seconds(), edit_seconds,
                         outcome, status, error, fp, method_config, quality_notes,
                         time.perf_counter() - start, weights, compute,

@@ -70,7 +70,7 @@ def run(job: SequentialJob) -> dict[str, Any]:
                            job.retain_train_size)
     spec = job.spec()
     method_config, note = apply_tuning(job.method_config, job.tuned_config,
-                                       method_info(job.method).tunable_keys)
+                                       method_info(job.method).tunable_keys, n)
     method = get_method(job.method, method_config)
     measurer = Measurer(torch.device(spec.device))
     try:

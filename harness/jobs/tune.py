@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from harness.data import load_split
@@ -47,12 +47,21 @@ class TuneJob(BackboneJob):
     on_no_safe_point: str  # one of ON_NO_SAFE_POINT_CHOICES
     method_config: dict[str, Any]
     out: str
+    # config tuning.fact_counts: the grid runs on the first n validation facts for each n; a
+    # point must be safe at every n (harness.timerome.tuning.tune_counts). Empty: all of them.
+    fact_counts: list[int] = field(default_factory=list)
+    # the most facts the workflow puts into one memory (scaling, sequential): a point's
+    # retain drop at the largest count, scaled linearly to it, must be safe too. None: no
+    # extrapolation.
+    extrapolate_to: int | None = None
+    # config tuning.max_retain_gate_opens (tune_counts' max_gate_opens); None: no bound
+    max_retain_gate_opens: float | None = None
 
 
 def main(argv: list[str] | None = None) -> int:
     from harness.timerome.config import TimeROMEConfig
     from harness.jobs.selection import tuning_retain
-    from harness.timerome.tuning import TuningGrid, tune, write_tuning
+    from harness.timerome.tuning import TuningGrid, tune_counts, write_tuning
 
     job = read_job(TuneJob, argv, "python -m harness.jobs.tune", __doc__)
     if job.on_no_safe_point not in ON_NO_SAFE_POINT_CHOICES:
@@ -79,8 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     validation = load_split(job.tofu_dir, job.validation_split)
     grid = TuningGrid.from_config(job.grid)
     base = TimeROMEConfig.from_dict({**job.method_config, "seed": job.seed})
-    result = tune(backbone, validation, retain, base, grid,
-                  max_retain_drop=float(job.max_retain_drop), calibration=calibration)
+    counts = [n for n in job.fact_counts if n <= len(validation)] or [len(validation)]
+    if len(counts) < len(job.fact_counts):
+        print(f"warning: tuning.fact_counts {job.fact_counts}: counts above the "
+              f"{len(validation)} validation facts are left out", file=sys.stderr)
+    result = tune_counts(backbone, validation, retain, counts, base, grid,
+                         max_retain_drop=float(job.max_retain_drop), calibration=calibration,
+                         extrapolate_to=job.extrapolate_to,
+                         max_gate_opens=job.max_retain_gate_opens)
     print(json.dumps({"chosen": None if result.chosen is None else vars(result.chosen),
                       "seconds": round(result.seconds, 2), "points": len(result.grid)}))
     if result.chosen is None:

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from harness.methods.base import Method
 
-KINDS = ("gradient", "weight_edit", "inference_time")
+KINDS = ("gradient", "weight_edit", "inference_time", "reference")
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,12 @@ class MethodInfo:
     """What a method is, for the code that plans, tunes and tabulates methods by name.
 
     kind: "gradient" (trains the weights on a loss), "weight_edit" (closed-form edit of
-      weight matrices) or "inference_time" (hooks the forward pass; weights untouched).
+      weight matrices), "inference_time" (hooks the forward pass; weights untouched) or
+      "reference" (no method: a reference row of the tables, a model scored as it is, by
+      the same job as the methods; harness/methods/reference.py). A reference is never
+      tuned, never a speedup baseline, never in scaling or sequential insertion, and its
+      edit time, memory and FLOPs are not shown; it is not listed in config `methods`:
+      Table 1 and the transfer table always have it.
     tunable_keys: method config keys the tune job chooses on validation (empty: not tuned).
     needs_retain: the edit itself uses retain facts (retain loss, key covariance, KL, gate),
       so a job must hand it the disjoint retain-train facts.
@@ -31,6 +36,9 @@ class MethodInfo:
       backbone and every edit loads them (harness.backbone_statistics).
     sequential: it inserts facts one at a time into one edit (`Method.sequential_editor`),
       so the sequential-insertion experiment can run it.
+    label: how tables name its row (None: the method name).
+    on_retain_model: a reference scored on the backbone's retain model (the model trained
+      without the forget split: exact unlearning), so it exists only for backbones with one.
     """
 
     name: str
@@ -40,11 +48,27 @@ class MethodInfo:
     applicability: str = "every backbone"
     backbone_statistics: bool = False
     sequential: bool = False
+    label: str | None = None
+    on_retain_model: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"method '{self.name}': unknown kind '{self.kind}'; "
                              f"known: {', '.join(KINDS)}")
+        if self.kind == "reference":
+            edits = [key for key in ("tunable_keys", "needs_retain", "backbone_statistics",
+                                     "sequential") if getattr(self, key)]
+            if edits:
+                raise ValueError(f"method '{self.name}': a reference edits nothing, so it "
+                                 f"has no {', '.join(edits)}")
+        elif self.on_retain_model:
+            raise ValueError(f"method '{self.name}': only a reference is scored on the "
+                             "retain model (on_retain_model)")
+
+    @property
+    def row_label(self) -> str:
+        """How tables name the method's row."""
+        return self.label or self.name
 
 
 _METHODS: dict[str, type[Method]] = {}
@@ -59,6 +83,8 @@ BUILTIN_METHOD_MODULES: dict[str, str] = {
     "npo": "baselines.npo",
     "rome": "baselines.rome",
     "memit": "baselines.memit",
+    "no_edit": "harness.methods.reference",
+    "retain_model": "harness.methods.reference",
 }
 
 _WEIGHT_AT_HOOK = ("backbones whose edited hook point is a 2-D weight matrix (not a "
@@ -67,7 +93,7 @@ _WEIGHT_AT_HOOK = ("backbones whose edited hook point is a 2-D weight matrix (no
 # What each built-in method is, known without importing it (no torch). Each built-in
 # Method class declares the same MethodInfo as its `info` (tests/methods check they agree).
 BUILTIN_METHOD_INFO: dict[str, MethodInfo] = {info.name: info for info in (
-    MethodInfo("timerome", "inference_time", tunable_keys=("alpha", "lam", "q"),
+    MethodInfo("timerome", "inference_time", tunable_keys=("alpha", "lam", "q", "gate_margin"),
                needs_retain=True, backbone_statistics=True,  # retain covariance, key gate
                sequential=True),
     MethodInfo("gradient_ascent", "gradient"),
@@ -77,6 +103,11 @@ BUILTIN_METHOD_INFO: dict[str, MethodInfo] = {info.name: info for info in (
                applicability=_WEIGHT_AT_HOOK, backbone_statistics=True),
     MethodInfo("memit", "weight_edit", needs_retain=True,  # key covariance, corpus prefixes
                applicability=_WEIGHT_AT_HOOK, backbone_statistics=True),
+    # The reference rows (harness/methods/reference.py): the fine-tuned model before any
+    # unlearning, and the retain model (exact unlearning), scored like every method.
+    MethodInfo("no_edit", "reference", label="finetuned (no edit)"),
+    MethodInfo("retain_model", "reference", label="retain (exact unlearning)",
+               applicability="backbones with a retain model", on_retain_model=True),
 )}
 
 # Built-in method name -> "module:function" that checks its `method_config` entry (raises
@@ -91,6 +122,8 @@ BUILTIN_CONFIG_VALIDATORS: dict[str, str] = {
     "npo": "baselines.npo_config:validate_npo",
     "rome": "baselines.configs:validate_rome",
     "memit": "baselines.configs:validate_memit",
+    "no_edit": "harness.methods.reference:validate_no_edit",
+    "retain_model": "harness.methods.reference:validate_retain_model",
 }
 
 T = TypeVar("T", bound=type)
@@ -166,6 +199,12 @@ def methods_of_kind(kind: str) -> list[str]:
 def tuned_methods() -> list[str]:
     """Sorted names of the methods with tunable keys (the tune job chooses them)."""
     return [n for n in known_method_names() if method_info(n).tunable_keys]
+
+
+def reference_methods() -> list[str]:
+    """Sorted names of the reference rows (kind "reference"): 'no_edit' (the fine-tuned
+    model) and 'retain_model' (the retain model; MethodInfo.on_retain_model)."""
+    return methods_of_kind("reference")
 
 
 def sequential_methods() -> list[str]:

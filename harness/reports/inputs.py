@@ -10,6 +10,10 @@ from CSV text. Each consumer states the measurements a status-ok record must hav
     <file>: invalid result record at '<field>': null on a status-ok record
 
 The CLIs print either error as `error: <message>` and exit 2; nothing is rendered or written.
+
+`load_runs` adds to the frame how many facts the quality scores of each record rest on
+(`FACT_COUNT_COLUMNS`, from `details.notes.fact_counts`, written by
+harness.jobs.run_method; empty for a record without them), for the tables' notes.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.results.aggregate import find_records, runs_frame
+from harness.results.aggregate import ORDER, find_records, runs_frame
 from harness.results.record import Record
 from harness.results.store import load_record
 
@@ -60,15 +64,45 @@ def check_ok_record(record: Record, ok_needs: Sequence[str], source: str | os.Pa
                              "status-ok record")
 
 
+# Frame column -> the entry of a record's `details.notes.fact_counts` it holds.
+FACT_COUNT_COLUMNS = {
+    "n_forget_quality": "forget_quality",  # truth ratios per model in the KS test
+    "n_model_utility": "model_utility",  # facts per utility set, "set: n, set: n, ..."
+}
+
+
+def fact_count_cells(record: Record) -> dict[str, object]:
+    """The FACT_COUNT_COLUMNS cells of one record (None where it did not record them)."""
+    notes = (record.details or {}).get("notes")
+    counts = notes.get("fact_counts") if isinstance(notes, dict) else None
+    counts = counts if isinstance(counts, dict) else {}
+    cells: dict[str, object] = {}
+    for column, key in FACT_COUNT_COLUMNS.items():
+        value = counts.get(key)
+        if isinstance(value, dict):
+            value = ", ".join(f"{name}: {n}" for name, n in value.items())
+        cells[column] = value
+    return cells
+
+
 def load_runs(inputs: Inputs, ok_needs: Sequence[str] = ()) -> pd.DataFrame:
     """The runs frame of the records named by `inputs` (see record_paths), each read and
-    checked once (load_record, then check_ok_record) before the frame is built."""
+    checked once (load_record, then check_ok_record) before the frame is built, with the
+    FACT_COUNT_COLUMNS of each record."""
     records = []
     for path in record_paths(inputs):
         record = load_record(path)
         check_ok_record(record, ok_needs, path)
         records.append(record)
-    return runs_frame(records)
+    # In the frame's own row order (a stable sort on the same keys), so row i is records[i].
+    records.sort(key=lambda r: tuple(getattr(r, key) for key in ORDER))
+    frame = runs_frame(records)
+    counts = pd.DataFrame([fact_count_cells(r) for r in records],
+                          columns=list(FACT_COUNT_COLUMNS), dtype=object)
+    keys = [tuple(getattr(r, key) for key in ORDER) for r in records]
+    if records and list(frame[ORDER].itertuples(index=False, name=None)) != keys:
+        raise RuntimeError("runs_frame reordered the records: fact counts cannot be attached")
+    return pd.concat([frame, counts], axis=1)
 
 
 def describe(inputs: Inputs) -> str:

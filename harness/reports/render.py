@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# The cell of a value that does not apply to the row (e.g. the edit time of a reference
+# row, which edits nothing), as opposed to "--", a value the row's records lack.
+NOT_APPLICABLE = "—"
+
 LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-                 "^": r"\textasciicircum{}", "Δ": r"$\Delta$", "−": "-"}
+                 "^": r"\textasciicircum{}", "Δ": r"$\Delta$", "−": "-",
+                 NOT_APPLICABLE: "---"}
 
 
 def latex_escape(text: str) -> str:

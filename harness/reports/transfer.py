@@ -1,4 +1,7 @@
-"""Transfer table: the tuned TimeROME-DLM config applied unchanged to every backbone."""
+"""Transfer table: the tuned TimeROME-DLM config applied unchanged to every backbone, each
+backbone's row after its reference rows ("finetuned (no edit)", "retain (exact
+unlearning)" where the backbone has a retain model; harness/methods/reference.py) with the
+same score columns; a reference row's edit time and memory are "—" (it edits nothing)."""
 
 from __future__ import annotations
 
@@ -7,15 +10,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.methods.registry import tuned_methods
+from harness.methods.registry import reference_methods, tuned_methods
 from harness.reports.inputs import InputError
-from harness.reports.render import Table
-from harness.reports.table1 import _mib, _num, summarise
+from harness.reports.render import NOT_APPLICABLE, Table
+from harness.reports.table1 import (_mib, _num, _signed, add_reference_columns, order_rows,
+                                    row_label, summarise)
 
-HEADERS = ["Backbone", "Forget logp before", "Forget logp after", "Δ forget", "Δ retain",
-           "ROUGE-L forget", "Wall-clock (s)", "Extra mem (MiB)"]
-LATEX = ["Backbone", "$\\log p_f$ before", "$\\log p_f$ after", "$\\Delta_f$", "$\\Delta_r$",
-         "R-L$_f$", "Time (s)", "Extra (MiB)"]
+HEADERS = ["Backbone", "Row", "Forget logp before", "Forget logp after", "Δ forget",
+           "Δ retain", "ROUGE-L forget", "ROUGE-L forget − retain", "Wall-clock (s)",
+           "Extra mem (MiB)"]
+LATEX = ["Backbone", "Row", "$\\log p_f$ before", "$\\log p_f$ after", "$\\Delta_f$",
+         "$\\Delta_r$", "R-L$_f$", "R-L$_f$ $-$ retain", "Time (s)", "Extra (MiB)"]
 
 
 def tuned_params(path: str | None) -> dict:
@@ -50,19 +55,33 @@ def transferred_method() -> str:
 
 
 def build_transfer(runs: pd.DataFrame, source: str, tuned: dict) -> tuple[Table, pd.DataFrame]:
-    summary = summarise(runs[runs["method"] == transferred_method()])
-    fmt2, fmt3 = _num(2), _num(3)
+    """The table and its summary frame: per backbone its reference rows, then the
+    transferred method's row."""
+    method = transferred_method()
+    shown_methods = [*reference_methods(), method]
+    summary = order_rows(summarise(runs[runs["method"].isin(shown_methods)]), None,
+                         shown_methods)
+    add_reference_columns(summary)
+    fmt2, fmt3, signed3 = _num(2), _num(3), _signed(3)
     rows = []
     for rec in summary.to_dict("records"):
         name = rec["backbone"] + (" (tuned here)" if rec["backbone"] == source else "")
-        rows.append([name, fmt2(rec["forget_logp_before"]), fmt2(rec["forget_logp_after"]),
-                     fmt2(rec["forget_delta"]), fmt2(rec["retain_delta"]),
-                     fmt3(rec["forget_rougeL_after"]), fmt2(rec["wall_clock_s"]),
-                     _mib(rec["extra_mem_bytes"])])
+        cost = ([NOT_APPLICABLE, NOT_APPLICABLE] if rec["reference"]
+                else [fmt2(rec["wall_clock_s"]), _mib(rec["extra_mem_bytes"])])
+        rows.append([name, row_label(rec["method"]), fmt2(rec["forget_logp_before"]),
+                     fmt2(rec["forget_logp_after"]), fmt2(rec["forget_delta"]),
+                     fmt2(rec["retain_delta"]), fmt3(rec["forget_rougeL_after"]),
+                     signed3(rec["forget_rougeL_vs_retain"]), *cost])
     shown = {k: v for k, v in tuned.items() if k in ("alpha", "lam", "lambda", "q")}
     notes = [f"TimeROME-DLM hyper-parameters tuned on {source}'s validation split and applied "
              f"unchanged to every backbone: "
              + (", ".join(f"{k}={v}" for k, v in sorted(shown.items())) or "method defaults")
              + ".",
-             "Log-probabilities: mean nats per sample; Δ = after − before."]
-    return Table(HEADERS, LATEX, rows, notes, n_text_columns=1), summary
+             "Log-probabilities: mean nats per sample; Δ = after − before.",
+             f"Reference rows: '{row_label('no_edit')}' is the fine-tuned model as it is; "
+             f"'{row_label('retain_model')}' the model fine-tuned without the forget split "
+             "(backbones with a retain model), its 'before' the fine-tuned model. They edit "
+             f"nothing ('{NOT_APPLICABLE}': no edit time or memory). ROUGE-L forget − retain: "
+             "the row's forget ROUGE-L minus the retain model's on the same backbone ('--' "
+             "without one). Facts behind each number: Table 1's notes."]
+    return Table(HEADERS, LATEX, rows, notes, n_text_columns=2), summary

@@ -45,6 +45,7 @@ from harness.backbones.snapshot import SnapshotError, SnapshotInfo, fingerprint,
 from harness.data.errors import DataError
 from harness.data.fact import Fact, SubjectSource
 from harness.diffusion.batching import InputTooLong
+from harness.timerome.sites import fact_of
 from harness.timerome.config import POSITION_MODES, PRECONDITIONS, TARGETS, TimeROMEConfig
 from harness.timerome.facts_io import read_facts
 from harness.timerome.memory import IdentityMismatch
@@ -145,7 +146,7 @@ CONFIG_FLAGS = ("alpha", "lam", "q", "seed", "target", "precondition", "gate", "
 
 def needs_retain(config: TimeROMEConfig) -> bool:
     """The edit needs retain facts: retain-covariance preconditioning or the key gate."""
-    return config.precondition == "retain_cov" or config.gate
+    return config.precondition != "none" or config.gate
 
 
 def timerome_config(args: argparse.Namespace) -> TimeROMEConfig:
@@ -313,7 +314,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
     backbone = _load(spec)
     result: dict[str, Any] = {"backbone": backbone.name, "checkpoint": str(args.backbone_dir),
                               "memory": str(args.memory), "n_facts": len(facts),
-                              "memory_facts": sum(len(k) for k in meta["facts"].values())}
+                              "memory_facts": len({fact_of(name) for names in meta["facts"].values()
+                                                   for name in names})}
     rows = [{"key": f.key, "question": f.question, "answer": f.answer} for f in facts]
     unedited = None
     if args.compare and not args.generate:

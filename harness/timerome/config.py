@@ -12,8 +12,9 @@ from harness.methods.base import MethodConfigError
 from harness.methods.defaults import method_defaults
 
 TARGETS = ("corrupt", "suppress")
-PRECONDITIONS = ("none", "retain_cov")
+PRECONDITIONS = ("none", "retain_cov", "null_space")  # retain_stats.KEY_METRICS
 POSITION_MODES = ("last_subject", "subject", "window")
+SITE_RULES = ("chosen", "subject", "subject_through", "subject_layers")  # sites.SITES
 
 
 _DEFAULTS = method_defaults("timerome")  # harness/methods/defaults/timerome.yaml
@@ -27,14 +28,22 @@ class TimeROMEConfig:
     alpha: hook scale; lam: ridge lambda; q: kept fraction of each fact's contribution.
     times: the denoising grid T; noise_samples: N corrupted runs per level;
     noise_multiplier: nu = multiplier x std(token embeddings).
-    target: "corrupt" | "suppress" (target deltas); precondition: "none" | "retain_cov".
+    target: "corrupt" | "suppress" (target deltas); precondition: the key metric of the
+      solve, "none" (ridge), "retain_cov" (lambda C, MEMIT) or "null_space" (ridge on the keys
+      projected onto the retain keys' null space, AlphaEdit: the eigen-directions of the
+      normalised retain key covariance with eigenvalue below `null_space_threshold`).
     gate: per-fact cosine gate calibrated at `gate_quantile` of retain key similarities
       (fact f's update applies where cos(h, k_f) exceeds that quantile of cos(h_retain, k_f);
       1.0 = above every retain state seen in calibration; measured:
-      docs/measurements/timerome_variant.md).
+      docs/measurements/timerome_variant.md), raised by `gate_margin` of its distance to 1
+      (tau = r + margin (1 - r); retain_stats.gate_threshold).
     positions: candidate positions ("last_subject", "subject" = all subject tokens,
     "window" = subject tokens plus `window` tokens before/after the subject end, for the
     figure; the chosen coordinate is always a subject token).
+    sites: which (layer, position) coordinates of an edited fact get a key/delta column:
+      "chosen" (the TIE coordinate), "subject" (every subject token at the chosen layer),
+      "subject_through" (... at every layer up to the chosen one), "subject_layers" (... at
+      every layer); harness.timerome.sites.
     flag_threshold: a fact whose max TIE is below this (nats) is flagged, not edited.
     """
 
@@ -48,13 +57,16 @@ class TimeROMEConfig:
     precondition: str = _DEFAULTS["precondition"]
     gate: bool = _DEFAULTS["gate"]
     gate_quantile: float = _DEFAULTS["gate_quantile"]
+    gate_margin: float = _DEFAULTS["gate_margin"]
     positions: str = _DEFAULTS["positions"]
+    sites: str = _DEFAULTS["sites"]
     window: tuple[int, int] = tuple(_DEFAULTS["window"])
     flag_threshold: float = _DEFAULTS["flag_threshold"]
     edit_flagged: bool = _DEFAULTS["edit_flagged"]
     trace_batch_rows: int = _DEFAULTS["trace_batch_rows"]
     fact_batch: int = _DEFAULTS["fact_batch"]
     cov_shrinkage: float = _DEFAULTS["cov_shrinkage"]
+    null_space_threshold: float = _DEFAULTS["null_space_threshold"]
     seed: int = _DEFAULTS["seed"]
 
     def __post_init__(self) -> None:
@@ -79,7 +91,8 @@ class TimeROMEConfig:
                              f"noise_multiplier must be >= 0, got {self.noise_multiplier}"))
         for name, value, known in (("target", self.target, TARGETS),
                                    ("precondition", self.precondition, PRECONDITIONS),
-                                   ("positions", self.positions, POSITION_MODES)):
+                                   ("positions", self.positions, POSITION_MODES),
+                                   ("sites", self.sites, SITE_RULES)):
             if value not in known:
                 problems.append((name, f"unknown {name} '{value}'; known: {', '.join(known)}"))
         if not 0 < self.gate_quantile <= 1:
@@ -87,6 +100,12 @@ class TimeROMEConfig:
                              f"gate_quantile must lie in (0, 1], got {self.gate_quantile}"))
         if len(self.window) != 2 or min(self.window) < 0:
             problems.append(("window", f"window must be two non-negative ints, got {self.window}"))
+        if self.null_space_threshold <= 0:
+            problems.append(("null_space_threshold",
+                             f"null_space_threshold must be > 0, got {self.null_space_threshold}"))
+        if not 0 <= self.gate_margin < 1:
+            problems.append(("gate_margin",
+                             f"gate_margin must lie in [0, 1), got {self.gate_margin}"))
         if self.trace_batch_rows < 1 or self.fact_batch < 1:
             problems.append(("trace_batch_rows" if self.trace_batch_rows < 1 else "fact_batch",
                              "trace_batch_rows and fact_batch must be >= 1"))
@@ -107,7 +126,9 @@ class TimeROMEConfig:
         problems: list[tuple[str, str]] = []
         numbers = {"alpha": self.alpha, "lam": self.lam, "q": self.q,
                    "noise_multiplier": self.noise_multiplier, "gate_quantile": self.gate_quantile,
-                   "flag_threshold": self.flag_threshold, "cov_shrinkage": self.cov_shrinkage}
+                   "flag_threshold": self.flag_threshold, "cov_shrinkage": self.cov_shrinkage,
+                   "null_space_threshold": self.null_space_threshold,
+                   "gate_margin": self.gate_margin}
         if isinstance(self.times, (list, tuple)):
             numbers.update({f"times[{i}]": t for i, t in enumerate(self.times)})
         else:

@@ -23,12 +23,13 @@ from harness.data.fact import Fact
 from harness.diffusion.batching import EncodedFact, encode_facts
 from harness.timerome.config import TimeROMEConfig
 from harness.timerome.memory import EditMemory
-from harness.timerome.retain_stats import inverse_covariance, retain_keys
+from harness.timerome.retain_stats import KEY_METRICS, retain_keys
+from harness.timerome.sites import edit_sites
 from harness.timerome.targets import target_deltas
 from harness.timerome.tracing import TraceResult, trace_encoded
 
-RETAIN_KEYS = "retain_keys"  # statistics names (harness.backbone_statistics)
-INVERSE_COVARIANCE = "inverse_covariance"
+RETAIN_KEYS = "retain_keys"  # statistics name (harness.backbone_statistics); the key
+# metrics' names: retain_stats.KEY_METRICS
 
 
 @dataclass
@@ -52,6 +53,16 @@ class EditReport:
         return out
 
 
+@dataclass
+class EditColumns:
+    """What an edit inserts: one key/delta column per edit site (`harness.timerome.sites`)."""
+
+    keys: torch.Tensor  # [S, d_k]
+    deltas: torch.Tensor  # [S, d_v]
+    layer: torch.Tensor  # [S] the layer whose memory holds each column
+    names: list[str]  # the fact key at its chosen coordinate; key@l<layer>o<offset> elsewhere
+
+
 class TimeROMEEditor:
     """Edits one backbone; holds its `EditMemory` (hooks stay on until `undo()`)."""
 
@@ -65,7 +76,8 @@ class TimeROMEEditor:
         self._metrics: dict[int, torch.Tensor] | None = None
         if statistics is not None:  # computed once per backbone (backbone_statistics)
             self._retain_keys = per_layer(RETAIN_KEYS, statistics) or None
-            self._metrics = per_layer(INVERSE_COVARIANCE, statistics) or None
+            metric = KEY_METRICS.get(config.precondition)
+            self._metrics = (per_layer(metric.statistic, statistics) or None) if metric else None
 
     # ------------------------------------------------------------------ phases
     def _unedited(self):
@@ -80,7 +92,8 @@ class TimeROMEEditor:
         """Retain MLP hidden states per layer (only for precondition/gate)."""
         if self._retain_keys is None:
             if not self.retain:
-                raise ValueError("precondition 'retain_cov' and the key gate need retain facts "
+                raise ValueError(f"precondition '{self.config.precondition}' and the key gate "
+                                 "need retain facts "
                                  "(TimeROMEEditor(..., retain=[...]))")
             with self._unedited():
                 self._retain_keys = retain_keys(self.backbone, self.retain,
@@ -88,25 +101,28 @@ class TimeROMEEditor:
         return self._retain_keys
 
     def retain_metrics(self) -> dict[int, torch.Tensor]:
-        """The retain_cov preconditioner M_l = C_l^-1 per layer."""
+        """The key metric M_l of `precondition` per layer (C_l^-1 for retain_cov, the
+        null-space projector for null_space; retain_stats.KEY_METRICS)."""
         if self._metrics is None:
-            self._metrics = {l: inverse_covariance(k, self.config.cov_shrinkage)
+            build = KEY_METRICS[self.config.precondition].build
+            self._metrics = {l: build(k, self.config)
                              for l, k in self.retain_statistics().items()}
         return self._metrics
 
     def backbone_statistics(self) -> dict[str, torch.Tensor]:
         """What the edits of this backbone need that does not depend on the forget set:
-        the retain keys (gate calibration) and the preconditioner, per layer."""
+        the retain keys (gate calibration) and the key metric, per layer."""
         out: dict[str, torch.Tensor] = {}
-        if self.config.gate or self.config.precondition == "retain_cov":
+        metric = KEY_METRICS.get(self.config.precondition)
+        if self.config.gate or metric is not None:
             out.update(layer_tensors(RETAIN_KEYS, self.retain_statistics()))
-        if self.config.precondition == "retain_cov":
-            out.update(layer_tensors(INVERSE_COVARIANCE, self.retain_metrics()))
+        if metric is not None:
+            out.update(layer_tensors(metric.statistic, self.retain_metrics()))
         return out
 
     def new_memory(self) -> EditMemory:
         metrics, reference = {}, {}
-        if self.config.precondition == "retain_cov":
+        if self.config.precondition in KEY_METRICS:
             metrics = self.retain_metrics()
         if self.config.gate:
             reference = self.retain_statistics()
@@ -119,20 +135,23 @@ class TimeROMEEditor:
         return [i for i in range(len(trace.fact_keys))
                 if self.config.edit_flagged or not bool(trace.flagged[i])]
 
-    def extract(self, encoded: Sequence[EncodedFact], trace: TraceResult
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys [F, d_k] and target deltas [F, d_v] at the chosen coordinates."""
-        return trace.chosen_keys(), target_deltas(self.config.target, self.backbone, encoded,
-                                                  trace)
+    def extract(self, encoded: Sequence[EncodedFact], trace: TraceResult,
+                index: Sequence[int]) -> EditColumns:
+        """Keys and target deltas of the facts `index` at their edit sites (config `sites`:
+        the chosen coordinate, or wider; `harness.timerome.sites`)."""
+        sites = edit_sites(self.config.sites, trace, index)
+        return EditColumns(keys=sites.pick(trace.keys),
+                           deltas=target_deltas(self.config.target, self.backbone, encoded,
+                                                trace, sites),
+                           layer=sites.layer, names=sites.names(trace))
 
-    def solve(self, memory: EditMemory, trace: TraceResult, keys: torch.Tensor,
-              deltas: torch.Tensor, index: Sequence[int]) -> None:
-        """Insert the selected facts into `memory`, grouped by chosen layer."""
-        index = list(index)
-        layers = trace.layer[index] if index else torch.zeros(0, dtype=torch.long)
-        for layer in sorted(set(layers.tolist())):
-            rows = [i for i, l in zip(index, layers.tolist()) if l == layer]
-            memory.insert(layer, keys[rows], deltas[rows], [trace.fact_keys[i] for i in rows])
+    def solve(self, memory: EditMemory, columns: "EditColumns") -> None:
+        """Insert the columns into `memory`, grouped by layer."""
+        layers = columns.layer.tolist()
+        for layer in sorted(set(layers)):
+            rows = [i for i, l in enumerate(layers) if l == layer]
+            memory.insert(layer, columns.keys[rows], columns.deltas[rows],
+                          [columns.names[i] for i in rows])
         memory.ensure_hooks()
 
     # ------------------------------------------------------------------ API
@@ -155,12 +174,12 @@ class TimeROMEEditor:
         encoded, trace = self.trace(facts)
         phases["tracing"] = time.monotonic() - start
         start = time.monotonic()
-        keys, deltas = self.extract(encoded, trace)
+        index = self.selected(trace)
+        columns = self.extract(encoded, trace, index)
         memory = self.new_memory() if fresh else self.memory
         phases["key_delta_extraction"] = time.monotonic() - start
         start = time.monotonic()
-        index = self.selected(trace)
-        self.solve(memory, trace, keys, deltas, index)
+        self.solve(memory, columns)
         if fresh:
             memory.attach(self.backbone)
             self.memory = memory

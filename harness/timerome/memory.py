@@ -44,6 +44,7 @@ from harness.backbones.base import Backbone
 from harness.hooks import install_forward_hook
 from harness.timerome.config import TimeROMEConfig
 from harness.timerome.retain_stats import gate_threshold
+from harness.timerome.sites import fact_of
 from harness.timerome.solve import (RidgeFactors, empty_factors, insert_columns, solve_full,
                                     sparsify_columns)
 
@@ -67,18 +68,28 @@ class EditMemory:
         self.factors: dict[int, RidgeFactors] = {}
         self.fact_keys: dict[int, list[str]] = {}
         self.gate_tau: dict[int, list[float]] = {}  # per layer, one threshold per fact
-        self._tau_quantile: dict[int, float] = {}  # the quantile gate_tau[layer] was made with
+        # the (quantile, margin) gate_tau[layer] was made with
+        self._tau_rule: dict[int, tuple[float, float]] = {}
         self._compiled: dict[int, dict[str, torch.Tensor | None]] = {}
         self._handles: dict[int, Any] = {}
         self._backbone: Backbone | None = None
+        self.gate_opens: int | None = None  # counting (`counting_gate_opens`) when not None
+        self.last_gate_opens = 0  # the count of the last `counting_gate_opens` block
 
     # ------------------------------------------------------------------ contents
     @property
     def n_facts(self) -> int:
+        """Facts in the memory (a fact edited at several sites has several columns)."""
+        return len({fact_of(name) for names in self.fact_keys.values() for name in names})
+
+    @property
+    def n_columns(self) -> int:
         return sum(f.n for f in self.factors.values())
 
     def layer_of(self) -> dict[str, int]:
-        return {key: layer for layer, keys in self.fact_keys.items() for key in keys}
+        """Fact key -> the layer of its chosen coordinate (its column named by the key)."""
+        return {key: layer for layer, keys in self.fact_keys.items() for key in keys
+                if key == fact_of(key)}
 
     def insert(self, layer: int, keys: torch.Tensor, deltas: torch.Tensor,
                fact_keys: Sequence[str]) -> None:
@@ -90,9 +101,10 @@ class EditMemory:
             return
         state = self.factors.get(layer)
         if state is None:
-            metric = self.metrics.get(layer) if self.config.precondition == "retain_cov" else None
-            if self.config.precondition == "retain_cov" and metric is None:
-                raise ValueError(f"precondition 'retain_cov' needs a key covariance for layer {layer}")
+            metric = self.metrics.get(layer) if self.config.precondition != "none" else None
+            if self.config.precondition != "none" and metric is None:
+                raise ValueError(f"precondition '{self.config.precondition}' needs its key "
+                                 f"metric for layer {layer} (retain statistics)")
             state = empty_factors(keys.shape[1], deltas.shape[1], self.config.lam, metric)
         self.factors[layer] = insert_columns(state, keys.T, deltas.T)
         self.fact_keys.setdefault(layer, []).extend(fact_keys)
@@ -107,9 +119,10 @@ class EditMemory:
             self._recompile(layer)
 
     def set_operating_point(self, alpha: float | None = None, q: float | None = None,
-                            lam: float | None = None) -> None:
-        """Change alpha / q (hook only) and lambda (re-solve) in place."""
-        overrides = {k: v for k, v in (("alpha", alpha), ("q", q)) if v is not None}
+                            lam: float | None = None, gate_margin: float | None = None) -> None:
+        """Change alpha / q / gate_margin (hook only) and lambda (re-solve) in place."""
+        overrides = {k: v for k, v in (("alpha", alpha), ("q", q), ("gate_margin", gate_margin))
+                     if v is not None}
         if overrides:
             self.config = self.config.with_overrides(**overrides)
         if lam is not None and lam != self.config.lam:
@@ -143,12 +156,12 @@ class EditMemory:
             ref = self.gate_reference.get(layer)
             if ref is not None:
                 # A fact's threshold depends on its own key only: compute the new facts'.
-                known = self.gate_tau.get(layer, []) \
-                    if self._tau_quantile.get(layer) == self.config.gate_quantile else []
+                rule = (self.config.gate_quantile, self.config.gate_margin)
+                known = self.gate_tau.get(layer, []) if self._tau_rule.get(layer) == rule else []
                 known = known[:n]
                 self.gate_tau[layer] = known + gate_threshold(ref, st.keys[:, len(known):],
-                                                              self.config.gate_quantile)
-                self._tau_quantile[layer] = self.config.gate_quantile
+                                                              *rule)
+                self._tau_rule[layer] = rule
             elif len(self.gate_tau.get(layer, [])) != n:  # a loaded memory keeps its thresholds
                 raise ValueError(f"gate is on but no retain reference keys for layer {layer}")
             dirs, tau = gate_tensors(st.keys, torch.tensor(self.gate_tau[layer],
@@ -195,7 +208,10 @@ class EditMemory:
         sims = h2 @ c["gate_dirs"]  # [rows, n padded]
         threshold = norms if c["tau"] is None else c["tau"] * norms
         if not c["gate_rows"]:
-            coef = (h2 @ c["b"]) * (sims > threshold)[:, :n].to(h2.dtype)
+            opened = (sims > threshold)[:, :n]
+            if self.gate_opens is not None:
+                self.gate_opens += int(opened.sum())
+            coef = (h2 @ c["b"]) * opened.to(h2.dtype)
             return torch.addmm(out2, coef, c["a_t"]).view(shape)
         # Rows where some gate opens: a row maximum (one pass) instead of a [rows, n] test.
         row_open = sims.amax(dim=1, keepdim=True) > norms if c["tau"] is None \
@@ -204,8 +220,20 @@ class EditMemory:
         if rows.numel() == 0:
             return output
         gate_open = sims.index_select(0, rows) > threshold.index_select(0, rows)
+        if self.gate_opens is not None:
+            self.gate_opens += int(gate_open[:, :n].sum())
         coef = (h2.index_select(0, rows) @ c["b"]) * gate_open[:, :n].to(h2.dtype)
         return out2.index_add(0, rows, coef @ c["a_t"]).view(shape)
+
+    @contextmanager
+    def counting_gate_opens(self) -> Iterator[None]:
+        """Count, in `gate_opens`, the (fact column, position) pairs whose gate opens on the
+        forwards inside (the measure `tuning.max_retain_gate_opens` bounds); off afterwards."""
+        self.gate_opens = 0
+        try:
+            yield
+        finally:
+            self.last_gate_opens, self.gate_opens = self.gate_opens, None
 
     def attach(self, backbone: Backbone) -> Backbone:
         """Register the hooks on `backbone` (checks identity); returns the backbone."""

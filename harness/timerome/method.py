@@ -19,7 +19,8 @@ class TimeROMEMethod(Method):
     """Training-free: trace, solve in closed form, hook. `request.retain` feeds the
     optional retain covariance / key gate; `request.seed` overrides the config seed."""
 
-    info = MethodInfo("timerome", "inference_time", tunable_keys=("alpha", "lam", "q"),
+    info = MethodInfo("timerome", "inference_time",
+                      tunable_keys=("alpha", "lam", "q", "gate_margin"),
                       needs_retain=True, backbone_statistics=True, sequential=True)
 
     def timerome_config(self, seed: int | None = None) -> TimeROMEConfig:

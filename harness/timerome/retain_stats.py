@@ -1,5 +1,6 @@
-"""Retain statistics for the optional extras: key covariance (precondition: retain_cov)
-and the key-gate threshold.
+"""Retain statistics for the optional extras: the key metric of the memory solve
+(`precondition`: retain_cov = the inverse key covariance, null_space = the projector onto
+the retain keys' null space) and the key-gate threshold.
 
 Retain keys are the inputs of `mlp_out_proj(l)` at every prompt and answer position of
 retain facts, on the full_mask input (answer masked, as in scoring and at the first
@@ -8,7 +9,8 @@ generation step).
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
@@ -17,6 +19,9 @@ from harness.data.fact import Fact
 from harness.diffusion.batching import batches, encode_facts
 from harness.hooks import capture_inputs
 from harness.key_covariance import KeySecondMoment
+
+if TYPE_CHECKING:
+    from harness.timerome.config import TimeROMEConfig
 
 
 def retain_keys(backbone: Backbone, facts: Sequence[Fact], layers: Sequence[int],
@@ -68,9 +73,59 @@ def inverse_covariance(keys: torch.Tensor, shrinkage: float) -> torch.Tensor:
     return torch.cholesky_inverse(torch.linalg.cholesky(cov))
 
 
-def gate_threshold(reference: torch.Tensor, keys: torch.Tensor, quantile: float) -> list[float]:
+def null_space_projector(keys: torch.Tensor, threshold: float) -> torch.Tensor:
+    """P = U0 U0^T, U0 the eigenvectors of the retain key covariance C (normalised to mean
+    eigenvalue 1, as `inverse_covariance`) whose eigenvalue is below `threshold`.
+
+    AlphaEdit (Fang et al., ICLR 2025) projects an edit onto the null space of the
+    preserved keys (eigenvectors of K0 K0^T with small eigenvalues) so that W k0 = 0 for every
+    preserved key k0. With metric M = P the dual solve (`solve.solve_full`) gives
+    W = D (K^T P K + lambda I)^-1 K^T P, the ridge solution on the projected keys P K: for a
+    retain state h in the span of the kept-out eigenvectors, P h = 0 and the edit adds nothing.
+    The number of directions kept (rank of P) is `null_space_rank(P)`."""
+    moment = KeySecondMoment()
+    moment.add(keys)
+    cov = moment.value()
+    cov = cov / (torch.diagonal(cov).mean().clamp(min=1e-12))
+    eigenvalues, vectors = torch.linalg.eigh(cov)
+    null = vectors[:, eigenvalues < threshold]
+    return null @ null.T
+
+
+def null_space_rank(projector: torch.Tensor) -> int:
+    """The dimension of the null space a projector of `null_space_projector` keeps."""
+    return int(round(float(torch.diagonal(projector).sum())))
+
+
+@dataclass(frozen=True)
+class KeyMetric:
+    """A `precondition` of the memory solve: the name its per-layer tensor is stored under
+    in the backbone statistics, and how it is built from the retain keys [N, d_k]."""
+
+    statistic: str
+    build: Callable[[torch.Tensor, "TimeROMEConfig"], torch.Tensor]
+
+
+# precondition name -> its key metric M (method.md section 3; "none": M = I, no entry).
+KEY_METRICS: dict[str, KeyMetric] = {
+    "retain_cov": KeyMetric("inverse_covariance",
+                            lambda keys, config: inverse_covariance(keys, config.cov_shrinkage)),
+    "null_space": KeyMetric("null_space_projector",
+                            lambda keys, config: null_space_projector(
+                                keys, config.null_space_threshold)),
+}
+
+
+def gate_threshold(reference: torch.Tensor, keys: torch.Tensor, quantile: float,
+                   margin: float = 0.0) -> list[float]:
     """Per-fact cosine thresholds: for each fact key k_f (a column of `keys` [d_k, n]), the
-    `quantile` of cos(h, k_f) over the retain hidden states h (`reference` [N, d_k]).
+    `quantile` r_f of cos(h, k_f) over the retain hidden states h (`reference` [N, d_k]),
+    raised by `margin` of its distance to 1: tau_f = r_f + margin (1 - r_f).
+
+    The margin is for memories of many facts: a retain state opens fact f's gate with
+    probability about 1 / (N + 1) at quantile 1 (the largest of N calibration states), so a
+    retain text of P positions opens about n P / N gates over n facts; a margin > 0 asks for
+    more than the largest similarity seen.
 
     Each fact's gate opens on at most a (1 - quantile) share of retain states, however many
     facts the memory holds (a single threshold over max_f cos(h, k_f) would rise with the
@@ -79,4 +134,5 @@ def gate_threshold(reference: torch.Tensor, keys: torch.Tensor, quantile: float)
     k = torch.nn.functional.normalize(keys.float(), dim=0)  # [d_k, n]
     if k.shape[1] == 0:
         return []
-    return torch.quantile(ref @ k, quantile, dim=0).tolist()
+    r = torch.quantile(ref @ k, quantile, dim=0)
+    return (r + margin * (1.0 - r)).tolist()

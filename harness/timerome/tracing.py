@@ -72,21 +72,6 @@ class TraceResult:
         """[F, T] P_clean - P_corrupted: how much the subject corruption hurts the answer."""
         return self.clean_logp - self.corrupt_logp
 
-    def _pick(self, tensor: torch.Tensor) -> torch.Tensor:
-        rows = torch.arange(len(self.fact_keys))
-        return tensor[rows, self.layer, self.offset_index]
-
-    def chosen_keys(self) -> torch.Tensor:
-        """[F, d_k] key k_f at each fact's chosen coordinate."""
-        return self._pick(self.keys)
-
-    def chosen_clean_out(self) -> torch.Tensor:
-        return self._pick(self.clean_out)
-
-    def chosen_corrupt_delta(self) -> torch.Tensor:
-        """[F, d_v] mean corrupted MLP output minus clean output at the chosen coordinate."""
-        return self._pick(self.corrupt_out) - self._pick(self.clean_out)
-
     def select(self, index: Sequence[int]) -> "TraceResult":
         idx = torch.as_tensor(list(index), dtype=torch.long)
         out = {}

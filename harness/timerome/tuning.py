@@ -34,11 +34,13 @@ class TuningGrid:
     alphas: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0)
     lams: tuple[float, ...] = (0.1, 1.0, 10.0)
     qs: tuple[float, ...] = (0.25, 0.5, 1.0)
+    gate_margins: tuple[float, ...] = (0.0,)
 
     @classmethod
     def from_config(cls, grid: Mapping[str, Sequence[float]]) -> "TuningGrid":
-        """From config `tuning.grid` ({alpha, lam, q}: lists); a key left out: the default."""
-        names = {"alpha": "alphas", "lam": "lams", "q": "qs"}
+        """From config `tuning.grid` ({alpha, lam, q, gate_margin}: lists); a key left out:
+        the default."""
+        names = {"alpha": "alphas", "lam": "lams", "q": "qs", "gate_margin": "gate_margins"}
         unknown = sorted(set(grid) - set(names))
         if unknown:
             raise ValueError(f"tuning grid: unknown key(s) {', '.join(unknown)}; "
@@ -54,6 +56,22 @@ class GridPoint:
     forget_drop: float  # mean nats per sample (pre - post), full_mask
     retain_drop: float
     safe: bool
+    gate_margin: float = 0.0
+    # mean number of (fact column, position) gate openings per scored retain fact: the
+    # retain damage's mechanism, counted directly (0 without the gate)
+    retain_gate_opens: float = 0.0
+
+    @property
+    def setting(self) -> tuple[float, float, float, float]:
+        return (self.alpha, self.lam, self.q, self.gate_margin)
+
+
+@dataclass
+class Regime:
+    """One validation fact count of a multi-count tuning (`tune_counts`): its grid."""
+
+    facts: int
+    grid: list[GridPoint]
 
 
 @dataclass
@@ -76,6 +94,13 @@ class TuningResult:
     # `on_no_safe_point: fallback_defaults`): `chosen` is None and the method runs untuned.
     fallback: bool = False
     fallback_reason: str | None = None
+    # Multi-count tuning (`tune_counts`): the grid at each validation fact count; `grid` and
+    # `chosen` are then the largest count's, `safe` meaning safe at every count.
+    regimes: list[Regime] = field(default_factory=list)
+    rule: str = "max forget drop with retain drop <= max_retain_drop"
+    # Per fact-count regime (`tune_counts`): {str(n): the point a job editing up to n facts
+    # applies} (`regime_point`); `chosen` is the regime of the most facts.
+    chosen_by_facts: dict[str, GridPoint | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,7 +126,8 @@ class TuningResult:
         if self.chosen is None:
             raise ValueError("tuning found no utility-safe operating point")
         return TimeROMEConfig.from_dict(self.base_config).with_overrides(
-            alpha=self.chosen.alpha, lam=self.chosen.lam, q=self.chosen.q)
+            alpha=self.chosen.alpha, lam=self.chosen.lam, q=self.chosen.q,
+            gate_margin=self.chosen.gate_margin)
 
 
 def tune(backbone: Backbone, validation: Sequence[Fact], retain: Sequence[Fact],
@@ -124,26 +150,28 @@ def tune(backbone: Backbone, validation: Sequence[Fact], retain: Sequence[Fact],
         encoded = encode_facts(backbone, validation)
         if trace.fact_keys != [f.key for f in validation]:
             raise ValueError("tune: the given trace is not of the validation facts")
-    keys, deltas = editor.extract(encoded, trace)
-    index = editor.selected(trace)
+    columns = editor.extract(encoded, trace, editor.selected(trace))
     forget_pre = score_facts(backbone, validation, ESTIMATOR, batch_size).logp
     retain_pre = score_facts(backbone, retain, ESTIMATOR, batch_size).logp
     points = []
     for lam in grid.lams:
         editor.config = base.with_overrides(lam=lam)
         memory = editor.new_memory()
-        editor.solve(memory, trace, keys, deltas, index)
+        editor.solve(memory, columns)
         memory.attach(backbone)
         try:
-            for alpha in grid.alphas:
-                for q in grid.qs:
-                    memory.set_operating_point(alpha=alpha, q=q)
-                    f_drop = float((forget_pre - score_facts(backbone, validation, ESTIMATOR,
-                                                             batch_size).logp).mean())
-                    r_drop = float((retain_pre - score_facts(backbone, retain, ESTIMATOR,
-                                                             batch_size).logp).mean())
-                    points.append(GridPoint(alpha, lam, q, f_drop, r_drop,
-                                            r_drop <= max_retain_drop))
+            for margin in grid.gate_margins:
+                for alpha in grid.alphas:
+                    for q in grid.qs:
+                        memory.set_operating_point(alpha=alpha, q=q, gate_margin=margin)
+                        f_drop = float((forget_pre - score_facts(
+                            backbone, validation, ESTIMATOR, batch_size).logp).mean())
+                        with memory.counting_gate_opens():
+                            r_drop = float((retain_pre - score_facts(
+                                backbone, retain, ESTIMATOR, batch_size).logp).mean())
+                        opens = memory.last_gate_opens / max(1, len(retain))
+                        points.append(GridPoint(alpha, lam, q, f_drop, r_drop,
+                                                r_drop <= max_retain_drop, margin, opens))
         finally:
             memory.detach()
     safe = [p for p in points if p.safe]
@@ -156,6 +184,88 @@ def tune(backbone: Backbone, validation: Sequence[Fact], retain: Sequence[Fact],
                                  if bool(trace.flagged[i])],
                         calibration_facts=[f.key for f in editor.retain],
                         grid_edge=grid_edge(chosen, points, grid))
+
+
+def tune_counts(backbone: Backbone, validation: Sequence[Fact], retain: Sequence[Fact],
+                counts: Sequence[int], base: TimeROMEConfig = TimeROMEConfig(),
+                grid: TuningGrid = TuningGrid(), max_retain_drop: float = 1.0,
+                batch_size: int = 32, calibration: Sequence[Fact] | None = None,
+                extrapolate_to: int | None = None,
+                max_gate_opens: float | None = None) -> TuningResult:
+    """Operating points per fact-count regime: the grid is searched on the first n
+    validation facts for each n in `counts` (a memory of more facts opens more gates on
+    retain text, so a point safe at 10 facts may not be at 50).
+
+    - Regime n (each count): the largest forget drop at n among the points safe at n; a job
+      editing at most n facts (and more than the next smaller count) applies it.
+    - Regime `extrapolate_to` (when the workflow puts more facts into one memory than the
+      validation split holds, e.g. 400 in the scaling experiment): a point must be safe at
+      every count and its retain drop at the largest count, scaled linearly to
+      `extrapolate_to` facts, within the budget too (each fact's gate opens on about the same
+      share of retain states, so the expected number of opened gates grows linearly with
+      the facts); the largest forget drop at the largest count among those.
+
+    With `max_gate_opens`, a point is also unsafe for a regime when its gates open more than
+    that many times per scored retain fact (counted at n; at the largest count scaled
+    linearly for the extrapolated regime: each fact column opens on about the same share of
+    retain positions). The retain drop of a 50-fact memory does not predict a 400-fact one
+    (docs/measurements/memory_variants.md); the opened gates that cause it do.
+
+    `chosen_by_facts` maps each regime's count to its point (`regime_point` picks one for a
+    job); `chosen` and `grid` are the most-facts regime's (its `safe` flags); `regimes` holds
+    every count's grid."""
+    counts = sorted({int(n) for n in counts})
+    if not counts or counts[0] < 1 or counts[-1] > len(validation):
+        raise ValueError(f"tuning fact counts {counts} must lie in 1..{len(validation)} "
+                         "(the validation facts)")
+    start = time.monotonic()
+    results = [tune(backbone, validation[:n], retain, base, grid,
+                    max_retain_drop=max_retain_drop, batch_size=batch_size,
+                    calibration=calibration) for n in counts]
+    budget = float("inf") if max_gate_opens is None else max_gate_opens
+    for r in results:  # each regime: safe at its own count
+        for p in r.grid:
+            p.safe = p.safe and p.retain_gate_opens <= budget
+        safe_here = [p for p in r.grid if p.safe]
+        r.chosen = max(safe_here, key=lambda p: (p.forget_drop, -p.alpha)) if safe_here else None
+    unsafe = {p.setting for r in results for p in r.grid if not p.safe}
+    largest = results[-1]
+    scale = max(1.0, (extrapolate_to or 0) / counts[-1])
+    unsafe |= {p.setting for p in largest.grid if p.retain_drop * scale > max_retain_drop
+               or p.retain_gate_opens * scale > budget}
+    points = [GridPoint(**{**vars(p), "safe": p.setting not in unsafe}) for p in largest.grid]
+    safe = [p for p in points if p.safe]
+    chosen = max(safe, key=lambda p: (p.forget_drop, -p.alpha)) if safe else None
+    largest.chosen_by_facts = {str(n): r.chosen for n, r in zip(counts, results)}
+    if scale > 1:
+        largest.chosen_by_facts[str(extrapolate_to)] = chosen
+    else:
+        largest.chosen_by_facts[str(counts[-1])] = chosen
+    largest.chosen, largest.grid = chosen, points
+    largest.grid_edge = grid_edge(chosen, points, grid)
+    largest.regimes = [Regime(n, r.grid) for n, r in zip(counts, results)]
+    largest.rule = (f"per regime: up to n facts (n in {counts}), max forget drop at n among "
+                    f"points with retain drop <= {max_retain_drop} at n; "
+                    + (f"more than {counts[-1]} (up to {extrapolate_to}) facts: safe at every "
+                       f"count and at {counts[-1]} facts x {scale:g} (linear to "
+                       f"{extrapolate_to} facts), max forget drop at {counts[-1]} facts"
+                       if scale > 1 else f"the most facts: safe at every count")
+                    + (f"; safe also means at most {max_gate_opens} gate openings per scored "
+                       "retain fact (at n; scaled likewise beyond the largest count)"
+                       if max_gate_opens is not None else ""))
+    largest.seconds = time.monotonic() - start
+    largest.flagged = sorted({k for r in results for k in r.flagged})
+    return largest
+
+
+def frontier(points: Sequence[GridPoint]) -> list[GridPoint]:
+    """The grid's Pareto frontier: points no other point beats on both forget drop (larger)
+    and retain drop (smaller), by increasing retain drop."""
+    front = []
+    for p in sorted(points, key=lambda p: (p.retain_drop, -p.forget_drop)):
+        if not front or p.forget_drop > front[-1].forget_drop:
+            front.append(p)
+    return front
 
 
 def grid_edge(chosen: GridPoint | None, points: Sequence[GridPoint],
@@ -185,26 +295,40 @@ def write_tuning(result: TuningResult, path: str | Path) -> Path:
     return write_json_atomic(path, result.to_dict())
 
 
-def read_chosen(path: str | Path) -> dict[str, Any] | None:
+def regime_point(by_facts: Mapping[str, Any], n_facts: int) -> Any:
+    """The point of the regime a job editing `n_facts` facts applies: the smallest regime
+    count >= n_facts, else the largest (`TuningResult.chosen_by_facts`)."""
+    counts = sorted(int(k) for k in by_facts)
+    pick = next((c for c in counts if c >= n_facts), counts[-1])
+    return by_facts[str(pick)]
+
+
+def read_chosen(path: str | Path, n_facts: int | None = None) -> dict[str, Any] | None:
     """The chosen grid point of a saved tuning ({alpha, lam, q, forget_drop, ...}), or None
-    when the tuning found no utility-safe point (a fallback record)."""
+    when the tuning found no utility-safe point (a fallback record). With `n_facts`, the
+    point of that fact count's regime when the record has regimes (`regime_point`)."""
     import json
 
-    chosen = json.loads(Path(path).read_text()).get("chosen")
+    record = json.loads(Path(path).read_text())
+    by_facts = record.get("chosen_by_facts") or {}
+    chosen = regime_point(by_facts, n_facts) if (n_facts is not None and by_facts) \
+        else record.get("chosen")
     if chosen is not None and not isinstance(chosen, dict):
         raise ValueError(f"{path}: 'chosen' is not an object")
     return chosen
 
 
 def apply_tuning(method_config: dict[str, Any], tuned_path: str | None,
-                 keys: Sequence[str]) -> tuple[dict[str, Any], str | None]:
-    """(`method_config` with the tuning record's chosen values of `keys` on top, a note).
+                 keys: Sequence[str], n_facts: int | None = None
+                 ) -> tuple[dict[str, Any], str | None]:
+    """(`method_config` with the tuning record's chosen values of `keys` on top, a note);
+    with `n_facts` (the facts the job puts into one memory), its regime's point.
 
     No record (`tuned_path` None): the config as it is. A record without a chosen point:
     the config untuned, and a note saying so (it goes into the job's record)."""
     if not tuned_path:
         return dict(method_config), None
-    chosen = read_chosen(tuned_path)
+    chosen = read_chosen(tuned_path, n_facts)
     if chosen is None:
         return dict(method_config), (f"{tuned_path}: tuning found no utility-safe point; "
                                      "config untuned")
@@ -220,4 +344,5 @@ def read_tuned_config(path: str | Path, base: TimeROMEConfig | None = None) -> T
         raise ValueError(f"{path}: tuning found no utility-safe operating point")
     start = base if base is not None else TimeROMEConfig.from_dict(
         json.loads(Path(path).read_text())["base_config"])
-    return start.with_overrides(alpha=chosen["alpha"], lam=chosen["lam"], q=chosen["q"])
+    return start.with_overrides(alpha=chosen["alpha"], lam=chosen["lam"], q=chosen["q"],
+                                gate_margin=chosen.get("gate_margin", start.gate_margin))

@@ -43,8 +43,9 @@ def planned_jobs(tmp_path_factory) -> list[tuple[str, dict]]:
 
 def test_every_planned_job_matches_its_spec(planned_jobs):
     runners = [runner for runner, _ in planned_jobs]
-    assert {r: runners.count(r) for r in SPECS} == {
-        "run_method": 63, "tune": 1, "sequential": 1, "tie": 6, "finetune_backbone": 7,
+    assert {r: runners.count(r) for r in SPECS} == {  # run_method: 63 method jobs + 7
+        # reference rows (6 fine-tuned, 1 retain model: rule run_reference)
+        "run_method": 70, "tune": 1, "sequential": 1, "tie": 6, "finetune_backbone": 7,
         "backbone_statistics": 7}
     for runner, payload in planned_jobs:
         SPECS[runner].from_dict(payload)  # raises JobSpecError naming a field if not

@@ -11,21 +11,21 @@ from harness.reports.table1 import build_table1, table1_csv
 from harness.results.aggregate import runs_frame
 
 GOLDEN_ROWS_MD = """\
-| Backbone | Method | Forget logp before | Forget logp after | Δ forget | Δ retain | ROUGE-L forget | ROUGE-L retain | Forget quality | Model utility | Wall-clock (s) | One-time stats (s) | Peak mem (MiB) | Extra mem (MiB) | Edit FLOPs | Speedup | FLOP speedup | Converged | Collapsed |
-| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
-| bb | timerome | -10.00 | -60.00 | -50.00 | -0.50 | 0.250 | 0.800 | 0.012 | 0.500 | 2.00 | 0.75 | 101.0 | 1.0 | 1e+09 | 8.0x | 30.0x | yes | no |
-| bb | graddiff | -10.00 | -50.00 | -40.00 | -0.50 | 0.250 | 0.800 | 0.012 | 0.500 | 16.00 | -- | 250.0 | 150.0 | 3e+10 | 1.0x | 1.0x | yes | no |
-| bb | npo | -10.00 | -30.00 | -20.00 | -0.50 | 0.250 | 0.800 | 0.012 | 0.500 | 8.00 | -- | 240.0 | 140.0 | -- | 2.0x | -- | yes | yes |
+| Backbone | Method | Forget logp before | Forget logp after | Δ forget | Δ retain | ROUGE-L forget | ROUGE-L forget − retain | ROUGE-L retain | Forget quality | Model utility | Wall-clock (s) | One-time stats (s) | Peak mem (MiB) | Extra mem (MiB) | Edit FLOPs | Speedup | FLOP speedup | Converged | Collapsed |
+| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+| bb | timerome | -10.00 | -60.00 | -50.00 | -0.50 | 0.250 | -- | 0.800 | 0.012 | 0.500 | 2.00 | 0.75 | 101.0 | 1.0 | 1e+09 | 8.0x | 30.0x | yes | no |
+| bb | graddiff | -10.00 | -50.00 | -40.00 | -0.50 | 0.250 | -- | 0.800 | 0.012 | 0.500 | 16.00 | -- | 250.0 | 150.0 | 3e+10 | 1.0x | 1.0x | yes | no |
+| bb | npo | -10.00 | -30.00 | -20.00 | -0.50 | 0.250 | -- | 0.800 | 0.012 | 0.500 | 8.00 | -- | 240.0 | 140.0 | -- | 2.0x | -- | yes | yes |
 """
 
 GOLDEN_LATEX_BODY = """\
-\\begin{tabular}{llrrrrrrrrrrrrrrrrr}
+\\begin{tabular}{llrrrrrrrrrrrrrrrrrr}
 \\toprule
-Backbone & Method & $\\log p_f$ before & $\\log p_f$ after & $\\Delta_f$ & $\\Delta_r$ & R-L$_f$ & R-L$_r$ & FQ & MU & Time (s) & Stats (s) & Peak (MiB) & Extra (MiB) & FLOPs & Speedup & FLOP sp. & Conv. & Coll. \\\\
+Backbone & Method & $\\log p_f$ before & $\\log p_f$ after & $\\Delta_f$ & $\\Delta_r$ & R-L$_f$ & R-L$_f$ $-$ retain & R-L$_r$ & FQ & MU & Time (s) & Stats (s) & Peak (MiB) & Extra (MiB) & FLOPs & Speedup & FLOP sp. & Conv. & Coll. \\\\
 \\midrule
-bb & timerome & -10.00 & -60.00 & -50.00 & -0.50 & 0.250 & 0.800 & 0.012 & 0.500 & 2.00 & 0.75 & 101.0 & 1.0 & 1e+09 & 8.0x & 30.0x & yes & no \\\\
-bb & graddiff & -10.00 & -50.00 & -40.00 & -0.50 & 0.250 & 0.800 & 0.012 & 0.500 & 16.00 & -- & 250.0 & 150.0 & 3e+10 & 1.0x & 1.0x & yes & no \\\\
-bb & npo & -10.00 & -30.00 & -20.00 & -0.50 & 0.250 & 0.800 & 0.012 & 0.500 & 8.00 & -- & 240.0 & 140.0 & -- & 2.0x & -- & yes & yes \\\\
+bb & timerome & -10.00 & -60.00 & -50.00 & -0.50 & 0.250 & -- & 0.800 & 0.012 & 0.500 & 2.00 & 0.75 & 101.0 & 1.0 & 1e+09 & 8.0x & 30.0x & yes & no \\\\
+bb & graddiff & -10.00 & -50.00 & -40.00 & -0.50 & 0.250 & -- & 0.800 & 0.012 & 0.500 & 16.00 & -- & 250.0 & 150.0 & 3e+10 & 1.0x & 1.0x & yes & no \\\\
+bb & npo & -10.00 & -30.00 & -20.00 & -0.50 & 0.250 & -- & 0.800 & 0.012 & 0.500 & 8.00 & -- & 240.0 & 140.0 & -- & 2.0x & -- & yes & yes \\\\
 \\bottomrule
 \\end{tabular}
 """

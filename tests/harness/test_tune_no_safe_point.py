@@ -49,7 +49,7 @@ def fake_tune(monkeypatch):
     monkeypatch.setattr(tune_job.TuneJob, "load", lambda job: object())
     outcome: dict = {}
 
-    def fake(backbone, validation, retain, base, grid, max_retain_drop, calibration):
+    def fake(backbone, validation, retain, base, grid, max_retain_drop, calibration, **_):
         assert len(grid.alphas) * len(grid.lams) * len(grid.qs) == 2
         outcome.update(retain=retain, calibration=calibration)
         return canned(outcome["points"], max_retain_drop)

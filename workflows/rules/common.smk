@@ -10,7 +10,8 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from harness import plan_checks
-from harness.methods.registry import method_info, methods_of_kind, tuned_methods
+from harness.methods.registry import (method_info, methods_of_kind, reference_methods,
+                                      tuned_methods)
 from harness.workflow_resources import light_resources, rule_resources
 from harness.plan_checks import ConfigError
 
@@ -92,6 +93,9 @@ if len(TUNED_METHODS) != 1:  # rule tune_timerome, the transfer table and the TI
 (TUNED_METHOD,) = TUNED_METHODS
 # Methods of the scaling experiment: the config's list, or the registry's tuned method.
 SCALING_METHODS = list(config.get("scaling_methods") or sorted(TUNED_METHODS))
+# The reference rows of Table 1 and the transfer table (registry kind "reference",
+# harness/methods/reference.py): never listed in `methods`, always run (rule run_reference).
+REFERENCE_METHODS = reference_methods()
 
 
 def _check_names():
@@ -126,7 +130,8 @@ _check_names()
 # rule in --target-jobs); when they cannot be told (the API, an odd command line),
 # everything is checked.
 _TABLE1_RULES = {"reproduce_table1", "transfer_table", "aggregate_table1", "table1_report",
-                 "transfer_report", "run_table1", "tune_timerome", "prepare_corpus",
+                 "transfer_report", "run_table1", "run_reference", "tune_timerome",
+                 "prepare_corpus",
                  "synthetic_corpus", "fetch_tofu", "finetune_backbone", "retain_model",
                  "backbone_statistics_table1", "edit_phases_report"}
 _TABLE1_PATHS = ("results/runs/table1/", "results/tuning/", "results/table1.csv",
@@ -215,6 +220,22 @@ def model_inputs(name, with_retain):
     return paths
 
 
+def references_of(name):
+    """The reference rows of backbone `name`: every reference method, but one scored on the
+    retain model (MethodInfo.on_retain_model) only where the backbone has a retain model."""
+    return [m for m in REFERENCE_METHODS
+            if not method_info(m).on_retain_model or has_retain_model(name)]
+
+
+def method_config_of(method, name):
+    """The method config a job of `method` on backbone `name` runs with: the config's
+    `method_config` entry; a reference scored on the retain model gets its folder."""
+    entry = METHOD_CONFIG.get(method, {})
+    if method_info(method).on_retain_model:
+        return {**(entry or {}), "checkpoint": retain_path(name)}
+    return entry
+
+
 def corpus_marker():
     """The prepared corpus's manifest (rule prepare_corpus): jobs read TOFU_DIR after it."""
     return f"{TOFU_DIR}/manifest.json"
@@ -269,7 +290,7 @@ def method_job(wildcards, experiment, output, n_facts=None, seed=None, statistic
         "backbone_entry": backbone_entry(name),
         "backbone_path": finetuned_path(name),
         "method": method,
-        "method_config": METHOD_CONFIG.get(method, {}),
+        "method_config": method_config_of(method, name),
         "tofu_dir": TOFU_DIR,
         "forget_split": DATA["forget_split"],
         "retain_split": DATA["retain_split"],

@@ -1,16 +1,26 @@
-# Table 1 (every method on every backbone, forget split), TimeROME-DLM tuning, transfer.
+# Table 1 (every method on every backbone, forget split, with its reference rows),
+# TimeROME-DLM tuning, transfer.
 # Reports are built from the job records (harness.reports reads and types them once); the
 # runs CSV is written from the same records for people to read, never read back.
 
 TABLE1_RECORDS = expand("results/runs/table1/{backbone}/{method}/seed{seed}.json",
                         backbone=BACKBONES, method=METHODS, seed=SEEDS)
+# The reference rows (rule run_reference): per backbone "finetuned (no edit)" and, where it
+# has a retain model, "retain (exact unlearning)" (common.smk references_of). Their records
+# sit next to the methods' (a reference name is no method's name: one registry); Table 1,
+# its runs CSV and the transfer table read them; the edit-phase breakdown, the runs CSV of
+# every experiment and the regression check do not (nothing is edited).
+REFERENCE_RECORDS = [f"results/runs/table1/{backbone}/{method}/seed{seed}.json"
+                     for backbone in BACKBONES for method in references_of(backbone)
+                     for seed in SEEDS]
 TABLE1_RUNS_CSV = "results/table1.csv"  # the runs frame of TABLE1_RECORDS, for people to read
 # What Table 1 publishes: the table (reports/table1.*), the runs CSV of its records and the
 # per-phase breakdown of every edit's time (reports/edit_phases.md).
 TABLE1_REPORTS = multiext("reports/table1", ".md", ".tex", ".csv") + [
     TABLE1_RUNS_CSV, "reports/edit_phases.md"]
 TRANSFER_RECORDS = expand("results/runs/table1/{backbone}/{method}/seed{seed}.json",
-                          backbone=BACKBONES, method=[TUNED_METHOD], seed=SEEDS)
+                          backbone=BACKBONES, method=[TUNED_METHOD], seed=SEEDS
+                          ) + REFERENCE_RECORDS
 TRANSFER_REPORTS = multiext("reports/transfer", ".md", ".tex", ".csv")
 
 
@@ -30,6 +40,9 @@ rule tune_timerome:
             "retain_train_size": int(DATA["retain_train_size"]),
             "eval_seed": int(DATA["eval_seed"]), "seed": int(w.seed),
             "grid": TUNING.get("grid", {}), "max_retain_drop": TUNING["max_retain_drop"],
+            "fact_counts": TUNING["fact_counts"],
+            "max_retain_gate_opens": TUNING["max_retain_gate_opens"],
+            "extrapolate_to": max([*FACT_COUNTS, int(SEQUENTIAL["n_facts"])]),
             "on_no_safe_point": TUNING["on_no_safe_point"],
             "method_config": METHOD_CONFIG.get(TUNED_METHOD, {}),
             "out": output[0], "threads": JOB_THREADS}),
@@ -66,9 +79,41 @@ rule run_table1:
         "{PYTHON} -m harness.jobs.run_method --job {params.job:q} > {log} 2>&1"
 
 
+def reference_inputs(wildcards):
+    """The models of a reference job; a retain-model reference of a backbone without a retain
+    model is a named error when the DAG is planned."""
+    if method_info(wildcards.reference).on_retain_model and not has_retain_model(
+            wildcards.backbone):
+        raise WorkflowError(f"{wildcards.reference}: backbone '{wildcards.backbone}' has no "
+                            "retain model (config retain_model / retain_checkpoint)")
+    return model_inputs(wildcards.backbone, with_retain=True)
+
+
+rule run_reference:
+    input:
+        corpus_marker(),
+        reference_inputs,
+    output:
+        "results/runs/table1/{backbone}/{reference}/seed{seed}.json",
+    wildcard_constraints:
+        reference=_alternation(REFERENCE_METHODS),
+    params:
+        job=lambda w, output: method_job(SimpleNamespace(
+            backbone=w.backbone, method=w.reference, seed=w.seed), "table1", output[0]),
+    threads: JOB_THREADS
+    resources:
+        **rule_resources(config, "edit", JOB_THREADS),
+    log:
+        "results/logs/table1/{backbone}/{reference}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/table1/{backbone}/{reference}/seed{seed}.tsv"
+    shell:
+        "{PYTHON} -m harness.jobs.run_method --job {params.job:q} > {log} 2>&1"
+
+
 rule aggregate_table1:
     input:
-        TABLE1_RECORDS,
+        TABLE1_RECORDS + REFERENCE_RECORDS,
     output:
         TABLE1_RUNS_CSV,
     resources:
@@ -83,7 +128,7 @@ rule aggregate_table1:
 
 rule table1_report:
     input:
-        TABLE1_RECORDS,
+        TABLE1_RECORDS + REFERENCE_RECORDS,
     output:
         md=report("reports/table1.md", category="Table 1", caption="../report/table1.rst"),
         tex="reports/table1.tex",

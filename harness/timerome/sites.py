@@ -1,0 +1,101 @@
+"""Edit sites: the (layer, candidate offset) coordinates of each edited fact that get a
+key/delta column in the edit memory (config `sites`; method.md section 2 edits the TIE's
+chosen coordinate only, the others are measured variants: docs/measurements/memory_variants.md).
+
+- `chosen`: the TIE coordinate (l*, j*) alone.
+- `subject`: every traced subject token of the fact at l* (the chosen layer).
+- `subject_through`: every traced subject token at every layer up to and including l*
+  (MEMIT spreads an edit over the layers up to the critical one).
+- `subject_layers`: every traced subject token at every layer.
+
+Keys and the clean/corrupted outputs at every (layer, offset) were recorded by the trace
+(`TraceResult.keys`, `clean_out`, `corrupt_out`), so a wider site set costs no forward pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from harness.timerome.tracing import TraceResult
+
+
+@dataclass(frozen=True)
+class Sites:
+    """S edit sites: fact index (into the trace), layer and offset index of each."""
+
+    fact: torch.Tensor  # [S] long
+    layer: torch.Tensor  # [S] long
+    offset_index: torch.Tensor  # [S] long
+
+    def __len__(self) -> int:
+        return int(self.fact.numel())
+
+    def pick(self, tensor: torch.Tensor) -> torch.Tensor:
+        """tensor [F, L, P, ...] at the sites -> [S, ...]."""
+        return tensor[self.fact, self.layer, self.offset_index]
+
+    def names(self, trace: TraceResult) -> list[str]:
+        """One name per column: the fact key at its chosen coordinate, key@l<layer>o<offset>
+        at any other site."""
+        out = []
+        for f, l, o in zip(self.fact.tolist(), self.layer.tolist(), self.offset_index.tolist()):
+            key = trace.fact_keys[f]
+            chosen = l == int(trace.layer[f]) and o == int(trace.offset_index[f])
+            out.append(key if chosen else f"{key}{SITE_SEPARATOR}l{l}o{trace.offsets[o]}")
+        return out
+
+
+SITE_SEPARATOR = "@"  # a column name: <fact key>[@l<layer>o<offset>]
+
+
+def fact_of(column_name: str) -> str:
+    """The fact key of a memory column name (`Sites.names`)."""
+    return column_name.split(SITE_SEPARATOR, 1)[0]
+
+
+def _sites(rows: list[tuple[int, int, int]]) -> Sites:
+    t = torch.tensor(rows, dtype=torch.long).reshape(-1, 3)
+    return Sites(t[:, 0], t[:, 1], t[:, 2])
+
+
+def _subject_offsets(trace: TraceResult, f: int) -> list[int]:
+    return (trace.valid[f] & trace.is_subject[f]).nonzero().squeeze(1).tolist()
+
+
+def chosen_sites(trace: TraceResult, index: Sequence[int]) -> Sites:
+    return _sites([(f, int(trace.layer[f]), int(trace.offset_index[f])) for f in index])
+
+
+def subject_sites(trace: TraceResult, index: Sequence[int]) -> Sites:
+    return _sites([(f, int(trace.layer[f]), o) for f in index for o in _subject_offsets(trace, f)])
+
+
+def subject_through_sites(trace: TraceResult, index: Sequence[int]) -> Sites:
+    return _sites([(f, l, o) for f in index for l in range(int(trace.layer[f]) + 1)
+                   for o in _subject_offsets(trace, f)])
+
+
+def subject_layer_sites(trace: TraceResult, index: Sequence[int]) -> Sites:
+    n_layers = trace.keys.shape[1]
+    return _sites([(f, l, o) for f in index for l in range(n_layers)
+                   for o in _subject_offsets(trace, f)])
+
+
+SITES: dict[str, Callable[[TraceResult, Sequence[int]], Sites]] = {
+    "chosen": chosen_sites,
+    "subject": subject_sites,
+    "subject_through": subject_through_sites,
+    "subject_layers": subject_layer_sites,
+}
+
+
+def edit_sites(name: str, trace: TraceResult, index: Sequence[int]) -> Sites:
+    """The sites of the facts `index` (into the trace) under the config's `sites` rule."""
+    try:
+        rule = SITES[name]
+    except KeyError:
+        raise ValueError(f"unknown sites '{name}'; known: {', '.join(SITES)}") from None
+    return rule(trace, list(index))

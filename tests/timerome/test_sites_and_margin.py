@@ -1,0 +1,181 @@
+"""Edit sites (config `sites`), the gate margin and multi-count tuning."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.timerome.config import SITE_RULES, TimeROMEConfig
+from harness.timerome.editor import TimeROMEEditor
+from harness.timerome.memory import EditMemory
+from harness.timerome.retain_stats import gate_threshold
+from harness.timerome.sites import SITES, edit_sites, fact_of
+from harness.timerome import tuning
+from harness.timerome.tuning import (GridPoint, TuningGrid, TuningResult, apply_tuning, frontier,
+                                     regime_point, tune_counts, write_tuning)
+
+FAST = dict(times=(1.0, 0.5), noise_samples=2, positions="subject", precondition="none",
+            gate=False)
+
+
+def test_every_site_rule_is_registered():
+    assert set(SITE_RULES) == set(SITES)
+
+
+@pytest.fixture
+def traced(tiny_backbone, forget_retain):
+    editor = TimeROMEEditor(tiny_backbone, TimeROMEConfig(**FAST))
+    encoded, trace = editor.trace(forget_retain[0])
+    return editor, encoded, trace
+
+
+def test_sites_cover_the_subject_tokens_at_the_chosen_layer(traced):
+    _, _, trace = traced
+    index = list(range(len(trace.fact_keys)))
+    chosen = edit_sites("chosen", trace, index)
+    subject = edit_sites("subject", trace, index)
+    every = edit_sites("subject_layers", trace, index)
+    through = edit_sites("subject_through", trace, index)
+    n_subject = (trace.valid & trace.is_subject).sum(1)  # [F] traced subject tokens
+    assert len(chosen) == len(index)
+    assert len(subject) == int(n_subject.sum())
+    assert len(every) == int(n_subject.sum()) * trace.keys.shape[1]
+    assert len(through) == int((n_subject * (trace.layer + 1)).sum())
+    assert torch.equal(subject.layer, trace.layer[subject.fact])  # all at l*
+    # every fact's chosen coordinate is among its subject sites, named by the fact key alone
+    names = subject.names(trace)
+    assert sorted(n for n in names if "@" not in n) == sorted(trace.fact_keys)
+    assert {fact_of(n) for n in names} == set(trace.fact_keys)
+
+
+def test_columns_are_the_trace_tensors_at_the_sites(traced):
+    editor, encoded, trace = traced
+    index = list(range(len(trace.fact_keys)))
+    editor.config = editor.config.with_overrides(sites="subject")
+    columns = editor.extract(encoded, trace, index)
+    sites = edit_sites("subject", trace, index)
+    for s in range(len(sites)):
+        f, l, o = int(sites.fact[s]), int(sites.layer[s]), int(sites.offset_index[s])
+        assert torch.equal(columns.keys[s], trace.keys[f, l, o])
+        assert torch.equal(columns.deltas[s], trace.corrupt_out[f, l, o] - trace.clean_out[f, l, o])
+
+
+def test_subject_sites_memory_counts_facts_not_columns(tiny_backbone, forget_retain):
+    forget = forget_retain[0]
+    editor = TimeROMEEditor(tiny_backbone, TimeROMEConfig(sites="subject", **FAST))
+    _, report = editor.edit(forget)
+    try:
+        assert editor.memory.n_columns > editor.memory.n_facts == report.n_edited
+    finally:
+        editor.undo()
+
+
+def test_gate_margin_raises_each_threshold_toward_one():
+    gen = torch.Generator().manual_seed(0)
+    reference, keys = torch.randn(500, 16, generator=gen), torch.randn(16, 3, generator=gen)
+    plain = torch.tensor(gate_threshold(reference, keys, 1.0))
+    raised = torch.tensor(gate_threshold(reference, keys, 1.0, margin=0.5))
+    assert torch.allclose(raised, plain + 0.5 * (1 - plain))
+    cos = torch.nn.functional.normalize(reference, dim=1) @ torch.nn.functional.normalize(keys, dim=0)
+    assert torch.allclose(plain, cos.max(0).values)
+
+
+def _point(alpha, forget, retain, safe):
+    return GridPoint(alpha, 1.0, 1.0, forget, retain, safe)
+
+
+def test_tune_counts_needs_safety_at_every_count(monkeypatch):
+    """alpha 8 is safe at 50 facts but not at 10: a point must be safe at every count."""
+    grids = {10: [_point(2.0, 3.0, 0.1, True), _point(8.0, 9.0, 1.2, False)],
+             50: [_point(2.0, 4.0, 0.3, True), _point(8.0, 12.0, 0.9, True)]}
+
+    def fake(backbone, validation, retain, base, grid, max_retain_drop, batch_size, calibration):
+        points = grids[len(validation)]
+        return TuningResult(chosen=max((p for p in points if p.safe), key=lambda p: p.forget_drop),
+                            grid=list(points), max_retain_drop=max_retain_drop,
+                            estimator="full_mask", validation_facts=[], retain_facts=[],
+                            base_config={}, backbone={}, seconds=0.0)
+
+    monkeypatch.setattr(tuning, "tune", fake)
+    result = tune_counts(None, list(range(60)), [], [50, 10], grid=TuningGrid())
+    assert result.chosen.alpha == 2.0 and result.chosen.forget_drop == 4.0  # the 50-fact grid's
+    assert [r.facts for r in result.regimes] == [10, 50]
+    assert [p.safe for p in result.grid] == [True, False]
+    # extrapolated to 400 facts, alpha 2's 0.3 nats at 50 facts become 2.4: nothing is safe
+    assert tune_counts(None, list(range(60)), [], [10, 50], extrapolate_to=400).chosen is None
+    # to 150 facts: 0.9 nats, safe
+    result = tune_counts(None, list(range(60)), [], [10, 50], extrapolate_to=150)
+    assert result.chosen.alpha == 2.0
+    # per regime: up to 10 facts alpha 2 (8 is unsafe there), up to 50 alpha 8, beyond: 2
+    by = {k: None if p is None else p.alpha for k, p in result.chosen_by_facts.items()}
+    assert by == {"10": 2.0, "50": 8.0, "150": 2.0}
+    assert [regime_point(result.chosen_by_facts, n).alpha for n in (1, 10, 11, 50, 51, 400)] \
+        == [2.0, 2.0, 8.0, 8.0, 2.0, 2.0]
+    with pytest.raises(ValueError, match="must lie in 1..60"):
+        tune_counts(None, list(range(60)), [], [10, 100])
+
+
+def test_frontier_keeps_only_undominated_points():
+    points = [_point(1, 2.0, 0.1, True), _point(2, 1.0, 0.2, True), _point(4, 5.0, 0.9, True),
+              _point(8, 4.0, 1.5, False)]
+    assert [p.alpha for p in frontier(points)] == [1, 4]
+
+
+def test_jobs_apply_their_regime(tmp_path, monkeypatch):
+    grids = {10: [_point(2.0, 3.0, 0.1, True), _point(8.0, 9.0, 0.4, True)],
+             50: [_point(2.0, 4.0, 0.1, True), _point(8.0, 12.0, 0.9, True)]}
+
+    def fake(backbone, validation, retain, base, grid, max_retain_drop, batch_size, calibration):
+        points = grids[len(validation)]
+        return TuningResult(chosen=max(points, key=lambda p: p.forget_drop), grid=list(points),
+                            max_retain_drop=max_retain_drop, estimator="full_mask",
+                            validation_facts=[], retain_facts=[], base_config={}, backbone={},
+                            seconds=0.0)
+
+    monkeypatch.setattr(tuning, "tune", fake)
+    path = write_tuning(tune_counts(None, list(range(60)), [], [10, 50], extrapolate_to=400),
+                        tmp_path / "t.json")
+    keys = ("alpha", "lam", "q", "gate_margin")
+    assert apply_tuning({}, str(path), keys, n_facts=10)[0]["alpha"] == 8.0   # Table 1
+    assert apply_tuning({}, str(path), keys, n_facts=400)[0]["alpha"] == 2.0  # 0.1 x 8 <= 1
+    assert apply_tuning({}, str(path), keys)[0]["alpha"] == 2.0  # no count: the most facts
+
+
+def test_gate_budget_rejects_points_whose_gates_open_on_retain(monkeypatch):
+    """alpha 8 keeps the retain drop in budget at 50 facts but its gates open 0.02 times per
+    retain fact: x 8 to 400 facts that is over a 0.05 budget, so the 400-fact regime takes
+    alpha 2 (no openings); at 50 facts (0.02 <= 0.05) alpha 8 stays."""
+    def opened(alpha, forget, retain, opens):
+        return GridPoint(alpha, 1.0, 1.0, forget, retain, True, 0.0, opens)
+
+    grids = {10: [opened(2.0, 3.0, 0.0, 0.0), opened(8.0, 9.0, 0.01, 0.0)],
+             50: [opened(2.0, 4.0, 0.0, 0.0), opened(8.0, 12.0, 0.02, 0.02)]}
+
+    def fake(backbone, validation, retain, base, grid, max_retain_drop, batch_size, calibration):
+        points = [GridPoint(**vars(p)) for p in grids[len(validation)]]
+        return TuningResult(chosen=max(points, key=lambda p: p.forget_drop), grid=points,
+                            max_retain_drop=max_retain_drop, estimator="full_mask",
+                            validation_facts=[], retain_facts=[], base_config={}, backbone={},
+                            seconds=0.0)
+
+    monkeypatch.setattr(tuning, "tune", fake)
+    result = tune_counts(None, list(range(60)), [], [10, 50], extrapolate_to=400,
+                         max_gate_opens=0.05)
+    assert {k: p.alpha for k, p in result.chosen_by_facts.items()} == \
+        {"10": 8.0, "50": 8.0, "400": 2.0}
+    unbounded = tune_counts(None, list(range(60)), [], [10, 50], extrapolate_to=400)
+    assert unbounded.chosen_by_facts["400"].alpha == 8.0
+
+
+def test_memory_counts_gate_openings(tiny_backbone):
+    gen = torch.Generator().manual_seed(0)
+    proj = tiny_backbone.mlp_out_proj(1)
+    keys = torch.randn((3, proj.in_features), generator=gen)
+    memory = EditMemory(TimeROMEConfig(precondition="none", gate=True),
+                        tiny_backbone.identity(), gate_reference={1: torch.randn(
+                            (200, proj.in_features), generator=gen)})
+    memory.insert(1, keys, torch.randn((3, proj.out_features), generator=gen), ["a", "b", "c"])
+    h = torch.cat([keys, -keys])  # each key opens its own gate only; its negation none
+    with memory.counting_gate_opens():
+        memory.contribution(1, h)
+    assert memory.last_gate_opens == 3 and memory.gate_opens is None
