@@ -27,6 +27,7 @@ import json
 import math
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from harness.atomic import write_text_atomic
@@ -35,6 +36,7 @@ from harness.reports.inputs import InputError, Inputs, describe, record_paths
 from harness.reports.render import Table
 
 FINETUNED = "no_edit"  # the reference row every Δ is taken against
+RETAIN = "retain_model"  # the reference row PrivLeak is taken against
 BASE = "trained phrasing"  # the section of the record's `base` columns
 DELTA_SUFFIXES = ("logp", "rougeL", "rougeL_max")  # columns that get a Δ vs the fine-tuned
 EMPTY = "—"
@@ -85,7 +87,36 @@ def ordered(records: Sequence[RobustnessRecord], backbones: Sequence[str] | None
     seen_m: list[str] = []
     keyed = [((rank(backbones, r.backbone, seen_b), rank(methods, r.method, seen_m), r.seed), r)
              for r in records]
-    return [r for _, r in sorted(keyed, key=lambda kv: kv[0])]
+    return with_privleak([r for _, r in sorted(keyed, key=lambda kv: kv[0])])
+
+
+def with_privleak(records: Sequence[RobustnessRecord]) -> list[RobustnessRecord]:
+    """The records with `membership.<attack>_privleak` added: MUSE's PrivLeak, the row's MIA
+    AUC relative to the retain model's (row `retain_model` of the same backbone and seed;
+    `harness.evaluation.membership.privleak`), 0 for exact unlearning, None without a
+    retain row or an AUC."""
+    from harness.evaluation.membership import privleak
+
+    retain = {(r.backbone, r.seed): r.probes.get("membership", {}) for r in records
+              if r.method == RETAIN and r.status == "ok"}
+    out = []
+    for r in records:
+        membership = r.probes.get("membership")
+        reference = retain.get((r.backbone, r.seed))
+        if membership is None:
+            out.append(r)
+            continue
+        leaks = {}
+        for column, auc in membership.items():
+            if column.endswith("_auc"):
+                ref = None if reference is None else reference.get(column)
+                leaks[column[:-len("_auc")] + "_privleak"] = \
+                    None if auc is None or ref is None else privleak(auc, ref)
+        probes = {**r.probes, "membership": {**membership, **leaks}}
+        columns = [(probe, cols + [c for c in leaks if c not in cols]) if probe == "membership"
+                   else (probe, cols) for probe, cols in r.columns]
+        out.append(replace(r, probes=probes, columns=columns))
+    return out
 
 
 def columns_of(records: Sequence[RobustnessRecord]) -> dict[str, list[str]]:
