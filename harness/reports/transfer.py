@@ -44,7 +44,29 @@ def tuned_params(path: str | None) -> dict:
     params = chosen.get("params", chosen)
     if not isinstance(params, dict):
         raise InputError(f"{path}: 'chosen/params' is not an object")
-    return dict(params)
+    by_facts = payload.get("chosen_by_facts")
+    if by_facts is not None and not isinstance(by_facts, dict):
+        raise InputError(f"{path}: 'chosen_by_facts' is not an object")
+    return {**params, **({"by_facts": by_facts} if by_facts else {})}
+
+
+SHOWN_KEYS = ("alpha", "lam", "lambda", "q", "gate_margin")
+
+
+def tuned_text(tuned: dict) -> str:
+    """The transferred hyper-parameters in words: per fact-count regime when the tuning has
+    regimes (a job editing up to n facts applies regime n's point; Table 1's forget split
+    is the smallest regime), else the one chosen point."""
+    def point(values: dict | None) -> str:
+        if values is None:
+            return "no utility-safe point (untuned)"
+        return ", ".join(f"{k}={v}" for k, v in sorted(values.items()) if k in SHOWN_KEYS)
+
+    by_facts = tuned.get("by_facts")
+    if by_facts:
+        return "; ".join(f"jobs of up to {n} facts: {point(by_facts[n])}"
+                         for n in sorted(by_facts, key=int))
+    return point(tuned) or "method defaults"
 
 
 def transferred_method() -> str:
@@ -72,11 +94,9 @@ def build_transfer(runs: pd.DataFrame, source: str, tuned: dict) -> tuple[Table,
                      fmt2(rec["forget_logp_after"]), fmt2(rec["forget_delta"]),
                      fmt2(rec["retain_delta"]), fmt3(rec["forget_rougeL_after"]),
                      signed3(rec["forget_rougeL_vs_retain"]), *cost])
-    shown = {k: v for k, v in tuned.items() if k in ("alpha", "lam", "lambda", "q")}
     notes = [f"TimeROME-DLM hyper-parameters tuned on {source}'s validation split and applied "
-             f"unchanged to every backbone: "
-             + (", ".join(f"{k}={v}" for k, v in sorted(shown.items())) or "method defaults")
-             + ".",
+             f"unchanged to every backbone: " + tuned_text(tuned) + ". Each count's grid and "
+             "its frontier: the tuning record (regimes).",
              "Log-probabilities: mean nats per sample; Δ = after − before.",
              f"Reference rows: '{row_label('no_edit')}' is the fine-tuned model as it is; "
              f"'{row_label('retain_model')}' the model fine-tuned without the forget split "

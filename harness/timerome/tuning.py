@@ -72,6 +72,7 @@ class Regime:
 
     facts: int
     grid: list[GridPoint]
+    frontier: list[GridPoint] = field(default_factory=list)  # `frontier(grid)`
 
 
 @dataclass
@@ -243,7 +244,7 @@ def tune_counts(backbone: Backbone, validation: Sequence[Fact], retain: Sequence
         largest.chosen_by_facts[str(counts[-1])] = chosen
     largest.chosen, largest.grid = chosen, points
     largest.grid_edge = grid_edge(chosen, points, grid)
-    largest.regimes = [Regime(n, r.grid) for n, r in zip(counts, results)]
+    largest.regimes = [Regime(n, r.grid, frontier(r.grid)) for n, r in zip(counts, results)]
     largest.rule = (f"per regime: up to n facts (n in {counts}), max forget drop at n among "
                     f"points with retain drop <= {max_retain_drop} at n; "
                     + (f"more than {counts[-1]} (up to {extrapolate_to}) facts: safe at every "

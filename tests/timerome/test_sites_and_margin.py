@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -135,6 +137,8 @@ def test_jobs_apply_their_regime(tmp_path, monkeypatch):
     monkeypatch.setattr(tuning, "tune", fake)
     path = write_tuning(tune_counts(None, list(range(60)), [], [10, 50], extrapolate_to=400),
                         tmp_path / "t.json")
+    regimes = json.loads(path.read_text())["regimes"]
+    assert [[p["alpha"] for p in r["frontier"]] for r in regimes] == [[2.0, 8.0], [2.0, 8.0]]
     keys = ("alpha", "lam", "q", "gate_margin")
     assert apply_tuning({}, str(path), keys, n_facts=10)[0]["alpha"] == 8.0   # Table 1
     assert apply_tuning({}, str(path), keys, n_facts=400)[0]["alpha"] == 2.0  # 0.1 x 8 <= 1
@@ -179,3 +183,18 @@ def test_memory_counts_gate_openings(tiny_backbone):
     with memory.counting_gate_opens():
         memory.contribution(1, h)
     assert memory.last_gate_opens == 3 and memory.gate_opens is None
+
+
+def test_transfer_note_names_each_regimes_point(tmp_path):
+    from harness.reports.transfer import tuned_params, tuned_text
+
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({
+        "chosen": {"alpha": 4.0, "lam": 1.0, "q": 1.0, "gate_margin": 0.5},
+        "chosen_by_facts": {"400": {"alpha": 4.0, "lam": 1.0, "q": 1.0, "gate_margin": 0.5},
+                            "10": {"alpha": 1024.0, "lam": 0.01, "q": 0.5, "gate_margin": 0.0},
+                            "50": None}}))
+    assert tuned_text(tuned_params(str(path))) == (
+        "jobs of up to 10 facts: alpha=1024.0, gate_margin=0.0, lam=0.01, q=0.5; "
+        "jobs of up to 50 facts: no utility-safe point (untuned); "
+        "jobs of up to 400 facts: alpha=4.0, gate_margin=0.5, lam=1.0, q=1.0")
