@@ -88,7 +88,7 @@ def run(backbone, validation, retain, calibration, counts, grid, variants,
             statistics = TimeROMEEditor(backbone, config, retain=calibration
                                         ).backbone_statistics()
             result = tune(backbone, facts, retain, config, grid, max_retain_drop,
-                          trace=trace, calibration=calibration)
+                          trace=trace, calibration=calibration, statistics=statistics)
             best = result.chosen
             rows.append({
                 "facts": n, "variant": name, "overrides": VARIANTS[name],

@@ -135,8 +135,10 @@ def tune(backbone: Backbone, validation: Sequence[Fact], retain: Sequence[Fact],
          base: TimeROMEConfig = TimeROMEConfig(), grid: TuningGrid = TuningGrid(),
          max_retain_drop: float = 1.0, batch_size: int = 32,
          trace: TraceResult | None = None,
-         calibration: Sequence[Fact] | None = None) -> TuningResult:
-    """Grid search; `trace` (of `validation`, same tracing options) skips tracing.
+         calibration: Sequence[Fact] | None = None,
+         statistics: Mapping[str, Any] | None = None) -> TuningResult:
+    """Grid search; `trace` (of `validation`, same tracing options) skips tracing;
+    `statistics` (`TimeROMEEditor.backbone_statistics` of `calibration`) skips computing them.
 
     The retain drop is measured on `retain`; the retain statistics of the edit (key
     covariance, gate thresholds) come from `calibration`, which should be disjoint from
@@ -144,7 +146,8 @@ def tune(backbone: Backbone, validation: Sequence[Fact], retain: Sequence[Fact],
     opens, and the retain drop is optimistic). None: `retain` (the old, in-sample way)."""
     start = time.monotonic()
     editor = TimeROMEEditor(backbone, base,
-                            retain=retain if calibration is None else calibration)
+                            retain=retain if calibration is None else calibration,
+                            statistics=statistics)
     if trace is None:
         encoded, trace = editor.trace(validation)
     else:
@@ -220,9 +223,15 @@ def tune_counts(backbone: Backbone, validation: Sequence[Fact], retain: Sequence
         raise ValueError(f"tuning fact counts {counts} must lie in 1..{len(validation)} "
                          "(the validation facts)")
     start = time.monotonic()
+    # Traced once (the largest count's facts; each smaller count takes its first n) and the
+    # retain statistics computed once: neither depends on the count or the grid point.
+    editor = TimeROMEEditor(backbone, base, retain=retain if calibration is None else calibration)
+    _, trace = editor.trace(validation[:counts[-1]])
+    statistics = editor.backbone_statistics()
     results = [tune(backbone, validation[:n], retain, base, grid,
                     max_retain_drop=max_retain_drop, batch_size=batch_size,
-                    calibration=calibration) for n in counts]
+                    trace=trace.select(range(n)), calibration=calibration,
+                    statistics=statistics) for n in counts]
     budget = float("inf") if max_gate_opens is None else max_gate_opens
     for r in results:  # each regime: safe at its own count
         for p in r.grid:

@@ -55,7 +55,25 @@ def fake_tune(monkeypatch):
         return canned(outcome["points"], max_retain_drop)
 
     monkeypatch.setattr(tuning, "tune", fake)
+    monkeypatch.setattr(tuning, "TimeROMEEditor", NoTraceEditor)
     return outcome
+
+
+class NoTraceEditor:
+    """The editor tune_counts traces and computes statistics with once; the fake grid
+    search uses neither."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def trace(self, facts):
+        return None, self
+
+    def select(self, index):
+        return self
+
+    def backbone_statistics(self):
+        return {}
 
 
 def test_no_safe_point_fails_by_default(tmp_path, tofu, fake_tune, capsys):

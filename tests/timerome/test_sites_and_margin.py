@@ -86,12 +86,32 @@ def _point(alpha, forget, retain, safe):
     return GridPoint(alpha, 1.0, 1.0, forget, retain, safe)
 
 
+class _NoTraceEditor:
+    """Stands in for the editor in tune_counts' tests: its trace and statistics are not used
+    by the fake grid search."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def trace(self, facts):
+        return None, _Trace()
+
+    def backbone_statistics(self):
+        return {}
+
+
+class _Trace:
+    def select(self, index):
+        return self
+
+
 def test_tune_counts_needs_safety_at_every_count(monkeypatch):
     """alpha 8 is safe at 50 facts but not at 10: a point must be safe at every count."""
     grids = {10: [_point(2.0, 3.0, 0.1, True), _point(8.0, 9.0, 1.2, False)],
              50: [_point(2.0, 4.0, 0.3, True), _point(8.0, 12.0, 0.9, True)]}
 
-    def fake(backbone, validation, retain, base, grid, max_retain_drop, batch_size, calibration):
+    def fake(backbone, validation, retain, base, grid, max_retain_drop, batch_size, calibration,
+             **_):
         points = grids[len(validation)]
         return TuningResult(chosen=max((p for p in points if p.safe), key=lambda p: p.forget_drop),
                             grid=list(points), max_retain_drop=max_retain_drop,
@@ -99,6 +119,7 @@ def test_tune_counts_needs_safety_at_every_count(monkeypatch):
                             base_config={}, backbone={}, seconds=0.0)
 
     monkeypatch.setattr(tuning, "tune", fake)
+    monkeypatch.setattr(tuning, "TimeROMEEditor", _NoTraceEditor)
     result = tune_counts(None, list(range(60)), [], [50, 10], grid=TuningGrid())
     assert result.chosen.alpha == 2.0 and result.chosen.forget_drop == 4.0  # the 50-fact grid's
     assert [r.facts for r in result.regimes] == [10, 50]
@@ -127,7 +148,8 @@ def test_jobs_apply_their_regime(tmp_path, monkeypatch):
     grids = {10: [_point(2.0, 3.0, 0.1, True), _point(8.0, 9.0, 0.4, True)],
              50: [_point(2.0, 4.0, 0.1, True), _point(8.0, 12.0, 0.9, True)]}
 
-    def fake(backbone, validation, retain, base, grid, max_retain_drop, batch_size, calibration):
+    def fake(backbone, validation, retain, base, grid, max_retain_drop, batch_size, calibration,
+             **_):
         points = grids[len(validation)]
         return TuningResult(chosen=max(points, key=lambda p: p.forget_drop), grid=list(points),
                             max_retain_drop=max_retain_drop, estimator="full_mask",
@@ -135,6 +157,7 @@ def test_jobs_apply_their_regime(tmp_path, monkeypatch):
                             seconds=0.0)
 
     monkeypatch.setattr(tuning, "tune", fake)
+    monkeypatch.setattr(tuning, "TimeROMEEditor", _NoTraceEditor)
     path = write_tuning(tune_counts(None, list(range(60)), [], [10, 50], extrapolate_to=400),
                         tmp_path / "t.json")
     regimes = json.loads(path.read_text())["regimes"]
@@ -155,7 +178,8 @@ def test_gate_budget_rejects_points_whose_gates_open_on_retain(monkeypatch):
     grids = {10: [opened(2.0, 3.0, 0.0, 0.0), opened(8.0, 9.0, 0.01, 0.0)],
              50: [opened(2.0, 4.0, 0.0, 0.0), opened(8.0, 12.0, 0.02, 0.02)]}
 
-    def fake(backbone, validation, retain, base, grid, max_retain_drop, batch_size, calibration):
+    def fake(backbone, validation, retain, base, grid, max_retain_drop, batch_size, calibration,
+             **_):
         points = [GridPoint(**vars(p)) for p in grids[len(validation)]]
         return TuningResult(chosen=max(points, key=lambda p: p.forget_drop), grid=points,
                             max_retain_drop=max_retain_drop, estimator="full_mask",
@@ -163,6 +187,7 @@ def test_gate_budget_rejects_points_whose_gates_open_on_retain(monkeypatch):
                             seconds=0.0)
 
     monkeypatch.setattr(tuning, "tune", fake)
+    monkeypatch.setattr(tuning, "TimeROMEEditor", _NoTraceEditor)
     result = tune_counts(None, list(range(60)), [], [10, 50], extrapolate_to=400,
                          max_gate_opens=0.05)
     assert {k: p.alpha for k, p in result.chosen_by_facts.items()} == \
