@@ -71,6 +71,11 @@ class Record:
     optimizer_state_bytes: int | None = None  # largest optimizer state held (0: none)
     # one-time per-backbone statistics the edit loaded (harness/backbone_statistics.py)
     statistics_s: float | None = None  # their wall-clock seconds, outside the edit time
+    # GPU measurement (docs/gpu.md): the precision policy the run used, per-phase memory
+    # figures, and the device's identity as NVML and torch saw it
+    precision: dict[str, Any] | None = None
+    phase_memory: dict[str, Any] | None = None
+    device_identity: dict[str, Any] | None = None
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,4 +94,5 @@ class Record:
 OMITTED_WHEN_NONE = frozenset({"n_retain_eval", "method_phase_seconds", "method_config",
                                "details", "curve", "edit_forward_tokens",
                                "edit_backward_tokens", "edit_flops", "optimizer_state_bytes",
-                               "statistics_s"})
+                               "statistics_s", "precision", "phase_memory",
+                               "device_identity"})
