@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -164,10 +165,11 @@ class EditMemory:
                 self._tau_rule[layer] = rule
             elif len(self.gate_tau.get(layer, [])) != n:  # a loaded memory keeps its thresholds
                 raise ValueError(f"gate is on but no retain reference keys for layer {layer}")
-            dirs, tau = gate_tensors(st.keys, torch.tensor(self.gate_tau[layer],
-                                                           dtype=torch.float64))
-            compiled["gate_dirs"] = dirs.to(device, dtype)
-            compiled["tau"] = None if tau is None else tau.to(device, dtype)
+            tau = torch.tensor(self.gate_tau[layer], dtype=torch.float64) + gate_tolerance(d_k)
+            dirs, tau = gate_tensors(st.keys, tau)
+            gate_dtype = torch.promote_types(dtype, GATE_MIN_DTYPE)
+            compiled["gate_dirs"] = dirs.to(device, gate_dtype)
+            compiled["tau"] = None if tau is None else tau.to(device, gate_dtype)
         module = self._backbone.mlp_out_proj(layer) if self._backbone is not None else None
         fold = not self.config.gate and FusedLinear.applies(module, d_k, d_v)
         if fold or (not self.config.gate and n * (d_k + d_v) > d_k * d_v):
@@ -204,8 +206,9 @@ class EditMemory:
         # cos(h, k_f) > tau_f  <=>  h . g_f > max(|h|, eps) with g_f = k_f / (|k_f| tau_f)
         # when every tau_f > 0 (`gate_tensors`); otherwise h . k_f/|k_f| > tau_f max(|h|, eps).
         n = c["b"].shape[1]
-        norms = torch.linalg.vector_norm(h2, dim=-1, keepdim=True).clamp_min(1e-12)
-        sims = h2 @ c["gate_dirs"]  # [rows, n padded]
+        h_gate = h2.to(c["gate_dirs"].dtype)  # similarities in float32 at least
+        norms = torch.linalg.vector_norm(h_gate, dim=-1, keepdim=True).clamp_min(1e-12)
+        sims = h_gate @ c["gate_dirs"]  # [rows, n padded]
         threshold = norms if c["tau"] is None else c["tau"] * norms
         if not c["gate_rows"]:
             opened = (sims > threshold)[:, :n]
@@ -387,6 +390,21 @@ class EditMemory:
 
 GATE_COLUMNS_MULTIPLE = 32  # similarity products run faster on padded widths (CPU: 367 -> 384
                            # columns took 2.7 ms instead of 3.8 ms for 1536 rows x d_k 192)
+
+
+GATE_MIN_DTYPE = torch.float32  # gate similarities: the model dtype, float32 at least
+GATE_ROUNDING_ULPS = 8.0
+
+
+def gate_tolerance(d_k: int) -> float:
+    """How far above its calibrated threshold tau a similarity must be for the gate to open.
+
+    tau is the largest similarity of a calibration state; the hook computes the same
+    similarity in float32 (h . k_f / (|k_f| tau_f) against |h|), whose rounding error grows
+    like sqrt(d_k) eps. Without this margin a retain state at the threshold itself (the
+    calibration maximum) opens its gate or not depending on the CPU's summation order.
+    8 sqrt(d_k) eps(float32): 1e-5 at d_k 96, 6e-5 at d_k 4096."""
+    return GATE_ROUNDING_ULPS * math.sqrt(d_k) * torch.finfo(GATE_MIN_DTYPE).eps
 
 
 def gate_tensors(keys: torch.Tensor, tau: torch.Tensor
