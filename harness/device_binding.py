@@ -11,16 +11,21 @@ kernel when it ends, also on a crash or a kill, so a slot never stays taken by a
 
 Without HARNESS_GPU_SLOTS nothing changes: on SLURM the scheduler sets CUDA_VISIBLE_DEVICES
 for the job's `--gpus` allocation, and a single-GPU run needs no binding.
+
+`resolve_identity` says which physical device (or MIG instance) a job's torch device is, by
+UUID, so that NVML's figures are read off that device and no other (docs/measurements/
+gpu_memory.md).
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -105,3 +110,117 @@ def bind_job_device(payload: Mapping[str, Any], environ: Mapping[str, str] = os.
     if not slots or not wants_gpu(payload):
         return None
     return acquire_slot(slots, lock_dir(environ))
+
+
+# ---------------------------------------------------------------- device identity
+# Which physical device (or MIG instance) a torch CUDA device is, as NVML names it. CUDA's
+# device order is not NVML's under the default CUDA_DEVICE_ORDER (FASTEST_FIRST), and
+# CUDA_VISIBLE_DEVICES may hold UUIDs or MIG instances, so an index never identifies the
+# device: its UUID does. torch gives the UUID (`get_device_properties(i).uuid`, printed
+# without the NVML prefix), NVML finds the handle by "GPU-<uuid>" or "MIG-<uuid>", and the
+# handle's name and total memory must agree with torch's, or the figures would be read off
+# another device.
+
+UUID_PREFIXES = ("GPU-", "MIG-")
+TOTAL_MEMORY_TOLERANCE = 0.02  # NVML and CUDA may round the total differently; 2% at most
+
+log = logging.getLogger(__name__)
+
+
+class DeviceIdentityError(RuntimeError):
+    """NVML's device for a torch device's UUID disagrees with torch (name or total memory):
+    any NVML figure would describe another device."""
+
+
+@dataclass(frozen=True)
+class DeviceIdentity:
+    """A CUDA device as torch and NVML see it; `nvml_error` says why NVML gave nothing."""
+    torch_index: int
+    uuid: str               # NVML form: GPU-<uuid> or MIG-<uuid> ("" when NVML never matched)
+    torch_uuid: str
+    name: str
+    total_bytes: int
+    mig: bool
+    nvml_name: str | None = None
+    nvml_total_bytes: int | None = None
+    driver: str | None = None
+    nvml_error: str | None = None
+    visible_devices: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def nvml_uuid_candidates(torch_uuid: str) -> list[str]:
+    """The NVML UUID strings a torch UUID may stand for, the likelier first."""
+    text = str(torch_uuid).strip()
+    if not text:
+        raise DeviceIdentityError("torch reports an empty device UUID")
+    if text.startswith(UUID_PREFIXES):
+        return [text]
+    return [prefix + text for prefix in UUID_PREFIXES]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def names_agree(torch_name: str, nvml_name: str, mig: bool) -> bool:
+    """Equal names; for a MIG instance one name may extend the other with the profile
+    (e.g. 'NVIDIA A100-SXM4-40GB MIG 1g.5gb')."""
+    if torch_name == nvml_name:
+        return True
+    return mig and (torch_name.startswith(nvml_name) or nvml_name.startswith(torch_name))
+
+
+def totals_agree(torch_total: int, nvml_total: int) -> bool:
+    return abs(torch_total - nvml_total) <= TOTAL_MEMORY_TOLERANCE * max(torch_total, 1)
+
+
+def _nvml_handle(nvml: Any, torch_uuid: str) -> tuple[Any, str]:
+    """(handle, NVML UUID) of the first candidate NVML knows; NVMLError when none."""
+    last: BaseException | None = None
+    for candidate in nvml_uuid_candidates(torch_uuid):
+        try:
+            return nvml.nvmlDeviceGetHandleByUUID(candidate), candidate
+        except nvml.NVMLError as exc:
+            last = exc
+    assert last is not None
+    raise last
+
+
+def resolve_identity(index: int, properties: Any, nvml: Any | None,
+                     environ: Mapping[str, str] = os.environ) -> tuple[DeviceIdentity, Any]:
+    """The identity of torch CUDA device `index` (its `get_device_properties` result) and
+    its NVML handle, or None as the handle with `nvml_error` set (and logged) when NVML is
+    missing or fails. Raises DeviceIdentityError when NVML's device for the UUID has another
+    name or total memory. `nvml` is the pynvml module (None: import it)."""
+    torch_uuid = _text(getattr(properties, "uuid", ""))
+    base = DeviceIdentity(torch_index=index, uuid="", torch_uuid=torch_uuid,
+                          name=str(properties.name), total_bytes=int(properties.total_memory),
+                          mig=False, visible_devices=environ.get(VISIBLE_ENV))
+    try:
+        if nvml is None:
+            import pynvml as nvml
+        nvml.nvmlInit()
+        handle, uuid = _nvml_handle(nvml, torch_uuid)
+        mig = uuid.startswith("MIG-")
+        nvml_name = _text(nvml.nvmlDeviceGetName(handle))
+        nvml_total = int(nvml.nvmlDeviceGetMemoryInfo(handle).total)
+        driver = _text(nvml.nvmlSystemGetDriverVersion())
+    except DeviceIdentityError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - NVML absent or refusing: recorded, not hidden
+        error = f"{type(exc).__name__}: {exc}"
+        log.warning("NVML gives no figures for cuda:%d (uuid %s): %s", index, torch_uuid, error)
+        return replace(base, nvml_error=error), None
+    identity = replace(base, uuid=uuid, mig=mig, nvml_name=nvml_name,
+                       nvml_total_bytes=nvml_total, driver=driver)
+    if not names_agree(identity.name, nvml_name, mig) or \
+            not totals_agree(identity.total_bytes, nvml_total):
+        raise DeviceIdentityError(
+            f"NVML device {uuid} is '{nvml_name}' with {nvml_total} bytes, but torch's "
+            f"cuda:{index} is '{identity.name}' with {identity.total_bytes} bytes "
+            f"({VISIBLE_ENV}={identity.visible_devices!r}); NVML would measure another "
+            f"device")
+    return identity, handle

@@ -14,10 +14,15 @@ reserved and NVML device memory; CPU: peak process RSS):
     attached) -> score_after (forget / retain log-probs) -> generate (greedy)
 
 Every number (phase times and peaks, log-probs, TIE at the traced subject positions, the
-edit memory's tensors, ROUGE-L) must be finite. One JSON record per backbone
+edit memory's tensors, ROUGE-L) must be finite. Before the twins, measurement checks run
+(`run_measurement_checks`; CUDA-only ones are skipped with the reason on CPU): NVML and
+torch agree on the device, fixed allocations give exact per-phase figures, a forced OOM in a
+training step is classified `oom`, and the phase timers agree with CUDA events within 5%;
+their results go to `<out>/measurement.json` and the summary. One JSON record per backbone
 (`<out>/<backbone>.json`) and a markdown summary (`<out>/summary.md`) are written; every
-backbone runs even after another fails. Exit status: 0 all passed; 1 a backbone failed (the
-message names the backbone and the phase); 2 bad arguments.
+backbone runs even after another fails. Exit status: 0 all passed; 1 a backbone or a
+measurement check failed (the message names the backbone and the phase, or the check); 2 bad
+arguments.
 """
 
 from __future__ import annotations
@@ -277,6 +282,226 @@ def run_backbone(twin: Twin, data: SmokeData, opts: SmokeOptions, workdir: Path
     }
 
 
+# ---------------------------------------------------------------- measurement checks
+# Each check would catch one defect of issue 19 (docs/measurements/gpu_memory.md): a phase
+# that inherits the previous phase's cache or peak, NVML reading another device, an OOM
+# taken for something else, timers that stop before the kernels do. The CUDA-only ones are
+# "skipped" with the reason on CPU; a failed check fails the smoke (exit 1).
+FIXED_HOLD_BYTES = 64 * 2**20  # multiples of the allocator's 2 MiB rounding: exact figures
+FIXED_TEMP_BYTES = 256 * 2**20
+TIMING_TOLERANCE = 0.05
+TIMING_TARGET_S = 0.5
+
+
+@dataclass
+class CheckResult:
+    name: str
+    status: str  # "passed" | "failed" | "skipped"
+    detail: dict[str, Any] = field(default_factory=dict)
+    reason: str | None = None  # why it failed or was skipped
+
+
+def _expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise SmokeFailure(message)
+
+
+def check_device_identity(device: torch.device) -> dict[str, Any]:
+    """NVML and torch agree on the device: found by torch's UUID, same name and total
+    memory (resolve_identity raises when not), and NVML answered at all."""
+    from harness.measure import Measurer
+
+    with Measurer(device) as m:
+        identity = m.identity
+    _expect(identity is not None, "no device identity on CUDA")
+    _expect(identity.nvml_error is None, f"NVML failed: {identity.nvml_error}")
+    _expect(identity.uuid.endswith(identity.torch_uuid.removeprefix("GPU-")
+                                   .removeprefix("MIG-")),
+            f"NVML uuid {identity.uuid} is not torch's {identity.torch_uuid}")
+    return {**identity.to_dict(), "nvml_memory_version": m.nvml_memory_version}
+
+
+def check_fixed_allocations(device: torch.device) -> dict[str, Any]:
+    """A tensor of known size allocated in a phase shows as exactly that size in the
+    phase's allocated peak delta; a freed temporary leaves no allocated delta, and the next
+    phase starts without its cache (empty_cache at the boundary)."""
+    from harness.measure import Measurer
+
+    with Measurer(device) as m:
+        with m.phase("hold", "other"):
+            held = torch.empty(FIXED_HOLD_BYTES, dtype=torch.uint8, device=device)
+        with m.phase("temporary", "other"):
+            temp = torch.ones(FIXED_TEMP_BYTES, dtype=torch.uint8, device=device)
+            time.sleep(0.05)  # ten NVML sampling intervals with the tensor alive
+            del temp
+        with m.phase("after", "other"):
+            pass
+        rows = {p["name"]: p for p in m.phase_memory()["phases"]}
+    del held
+    hold, temp_row, after = rows["hold"], rows["temporary"], rows["after"]
+    _expect(hold["allocated_peak_delta_bytes"] == FIXED_HOLD_BYTES,
+            f"hold: allocated peak delta {hold['allocated_peak_delta_bytes']} != "
+            f"{FIXED_HOLD_BYTES}")
+    _expect(hold["allocated_end_delta_bytes"] == FIXED_HOLD_BYTES,
+            f"hold: allocated end delta {hold['allocated_end_delta_bytes']}")
+    _expect(temp_row["allocated_peak_delta_bytes"] == FIXED_TEMP_BYTES,
+            f"temporary: allocated peak delta {temp_row['allocated_peak_delta_bytes']} != "
+            f"{FIXED_TEMP_BYTES}")
+    _expect(temp_row["allocated_end_delta_bytes"] == 0,
+            f"temporary: allocated end delta {temp_row['allocated_end_delta_bytes']} != 0")
+    _expect(temp_row["reserved_peak_delta_bytes"] >= FIXED_TEMP_BYTES,
+            f"temporary: reserved peak delta {temp_row['reserved_peak_delta_bytes']}")
+    cached = after["reserved_start_bytes"] - after["allocated_start_bytes"]
+    _expect(cached < FIXED_TEMP_BYTES,
+            f"after: starts with {cached} bytes cached (the temporary's cache was not emptied)")
+    nvml_delta = temp_row["nvml_used_peak_delta_bytes"]
+    _expect(nvml_delta is not None, f"no NVML figure: {m.nvml_error}")
+    _expect(nvml_delta >= 0.9 * FIXED_TEMP_BYTES,
+            f"temporary: NVML used peak delta {nvml_delta} < 90% of {FIXED_TEMP_BYTES}")
+    return {"phases": list(rows.values())}
+
+
+class _OomInBackward(torch.autograd.Function):
+    """Identity forward whose backward raises a real torch.OutOfMemoryError (CPU check)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB "
+                                     "(raised by the smoke's training step)")
+
+
+def _training_step(device: torch.device, oom_bytes: int | None) -> None:
+    """One forward / backward / AdamW step; the backward allocates `oom_bytes` (more than
+    the device has) or, with None, raises torch.OutOfMemoryError itself."""
+    layer = torch.nn.Linear(64, 64, device=device)
+    optimizer = torch.optim.AdamW(layer.parameters(), lr=1e-5)
+    out = layer(torch.randn(8, 64, device=device))
+    if oom_bytes is None:
+        out = _OomInBackward.apply(out)
+    else:
+        def grab(grad: torch.Tensor) -> torch.Tensor:
+            torch.empty(oom_bytes, dtype=torch.uint8, device=device)
+            return grad
+        out.register_hook(grab)
+    out.square().mean().backward()
+    optimizer.step()
+
+
+def check_forced_oom(device: torch.device) -> dict[str, Any]:
+    """An OOM inside a training step is classified `oom` by the harness's classifier
+    (harness.measure.is_oom, which run_method's OOM branch uses), the phase is still
+    recorded, and after empty_cache the memory is back to where the step began. On CPU
+    the step raises a real torch.OutOfMemoryError from its backward; on CUDA it allocates
+    twice the device's memory."""
+    from harness.measure import Measurer, is_oom
+
+    on_cuda = device.type == "cuda"
+    oom_bytes = 2 * torch.cuda.get_device_properties(device).total_memory if on_cuda else None
+    with Measurer(device) as m:
+        before = torch.cuda.memory_allocated(device) if on_cuda else None
+        status, error = "ok", None
+        try:
+            with m.phase("train_step", "edit"):
+                _training_step(device, oom_bytes)
+        except BaseException as exc:  # noqa: BLE001 - classified as run_method does
+            if not is_oom(exc):
+                raise SmokeFailure(f"the forced OOM was not classified as oom: "
+                                   f"{type(exc).__name__}: {exc}") from exc
+            status, error = "oom", f"{type(exc).__name__}: {str(exc)[:200]}"
+        if on_cuda:
+            gc.collect()
+            torch.cuda.empty_cache()
+    _expect(status == "oom", "the training step did not run out of memory")
+    _expect([p.name for p in m.phases] == ["train_step"], "the OOM phase was not recorded")
+    detail: dict[str, Any] = {"status": status, "error": error, "oom_bytes": oom_bytes}
+    if on_cuda:
+        after = torch.cuda.memory_allocated(device)
+        detail.update(allocated_before=before, allocated_after=after)
+        _expect(after <= before, f"allocated {after} after the OOM > {before} before it")
+    return detail
+
+
+def check_timing_against_events(device: torch.device) -> dict[str, Any]:
+    """The Measurer's phase seconds and `timed` agree with CUDA events within 5% on a
+    matmul loop of about half a second (a timer that does not synchronise reads the launch
+    time only, far below the events' time)."""
+    from harness.measure import Measurer, timed
+
+    a = torch.randn(4096, 4096, device=device)
+    b = torch.randn(4096, 4096, device=device)
+    torch.cuda.synchronize(device)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(10):
+        a @ b
+    end.record()
+    end.synchronize()
+    iterations = max(10, min(5000, int(TIMING_TARGET_S / (start.elapsed_time(end) / 1e4))))
+
+    def loop() -> tuple[torch.cuda.Event, torch.cuda.Event]:
+        first, last = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        first.record()
+        for _ in range(iterations):
+            a @ b
+        last.record()
+        return first, last
+
+    with Measurer(device) as m:
+        with m.phase("matmul", "other"):
+            events = loop()
+    events[1].synchronize()
+    event_s, measurer_s = events[0].elapsed_time(events[1]) / 1e3, m.phases[0].seconds
+    phases: dict[str, float] = {}
+    with timed(phases, "matmul", device):
+        events = loop()
+    events[1].synchronize()
+    timed_event_s = events[0].elapsed_time(events[1]) / 1e3
+    detail = {"iterations": iterations, "event_s": event_s, "measurer_s": measurer_s,
+              "timed_event_s": timed_event_s, "timed_s": phases["matmul"]}
+    for what, ours, ref in (("Measurer", measurer_s, event_s),
+                            ("timed", phases["matmul"], timed_event_s)):
+        _expect(abs(ours - ref) <= TIMING_TOLERANCE * ref,
+                f"{what}: {ours:.4f} s against CUDA events' {ref:.4f} s (> 5% apart)")
+    return detail
+
+
+MEASUREMENT_CHECKS = (  # (name, check, runs on CPU too)
+    ("device_identity", check_device_identity, False),
+    ("fixed_allocations", check_fixed_allocations, False),
+    ("forced_oom", check_forced_oom, True),
+    ("timing_vs_cuda_events", check_timing_against_events, False),
+)
+
+
+def run_measurement_checks(device: torch.device) -> list[CheckResult]:
+    """Every measurement check on `device`; CUDA-only ones skipped (with why) on CPU."""
+    results = []
+    for name, check, on_cpu in MEASUREMENT_CHECKS:
+        if device.type != "cuda" and not on_cpu:
+            results.append(CheckResult(name, "skipped", reason=f"CUDA only; device is {device}"))
+            continue
+        try:
+            results.append(CheckResult(name, "passed", check(device)))
+        except Exception as exc:  # noqa: BLE001 - every check runs; failures are reported
+            results.append(CheckResult(name, "failed", reason=f"{type(exc).__name__}: {exc}"))
+        finally:
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    return results
+
+
+def measurement_markdown(results: Sequence[CheckResult]) -> str:
+    lines = ["", "## Measurement checks", "", "| check | status | note |", "|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r.name} | {r.status} | {r.reason or ''} |")
+    return "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------- summary
 def _mib(value: Any) -> str:
     return "--" if value is None else f"{value / 2**20:.0f}"
@@ -335,6 +560,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="retain facts for the edit's statistics (and as many scored)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--measurement-only", action="store_true",
+                   help="run the measurement checks only (identity, fixed allocations, forced "
+                        "OOM, timing against CUDA events), not the twins")
     return p
 
 
@@ -359,6 +587,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     twins = resolve_twins(args.backbones)
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    checks = run_measurement_checks(device)
+    write_json_atomic(args.out / "measurement.json",
+                      {"schema_version": SCHEMA_VERSION, "device": args.device,
+                       "checks": [asdict(c) for c in checks]}, allow_nan=False)
+    for check in checks:
+        note = f": {check.reason}" if check.reason else ""
+        print(f"smoke: measurement check {check.name}: {check.status}{note}", flush=True)
+    if args.measurement_only:
+        write_text_atomic(args.out / "summary.md", measurement_markdown(checks))
+        return 1 if any(c.status == "failed" for c in checks) else 0
     records = []
     with tempfile.TemporaryDirectory(prefix="timerome-smoke-") as tmp:
         try:
@@ -376,14 +614,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"FAILED in phase '{record['failed_phase']}': {record['error']}"
             print(f"smoke: {twin.name}: {where} ({record['total_seconds']:.1f} s)", flush=True)
     seconds = time.perf_counter() - start
-    text = summary_markdown(records, seconds)
+    text = summary_markdown(records, seconds) + measurement_markdown(checks)
     write_text_atomic(args.out / "summary.md", text)
     print(text, end="")
     failed = [r for r in records if r["status"] != "ok"]
     for rec in failed:
         print(f"smoke: FAILED {rec['backbone']} (adapter {rec['adapter']}) in phase "
               f"'{rec['failed_phase']}': {rec['error']}", file=sys.stderr)
-    return 1 if failed else 0
+    failed_checks = [c for c in checks if c.status == "failed"]
+    for check in failed_checks:
+        print(f"smoke: FAILED measurement check {check.name}: {check.reason}", file=sys.stderr)
+    return 1 if failed or failed_checks else 0
 
 
 if __name__ == "__main__":

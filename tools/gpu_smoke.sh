@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # GPU smoke of the six structural twins (no hub, no network): build -> save -> load ->
 # score -> TIE trace -> TimeROME edit -> score -> greedy generate, per backbone, each phase
-# timed and memory-measured. See docs/gpu.md.
+# timed and memory-measured; first, the measurement checks (NVML and torch agree on the
+# device, exact per-phase figures for fixed allocations, a forced OOM classified `oom`, phase
+# timers within 5% of CUDA events; <out>/measurement.json). See docs/gpu.md and
+# docs/measurements/gpu_memory.md. `--measurement-only` runs the checks alone.
 #
 #   tools/gpu_smoke.sh                       # cuda, bfloat16, results/smoke/
 #   SMOKE_DEVICE=cpu SMOKE_DTYPE=float32 tools/gpu_smoke.sh /tmp/smoke --backbones llada-twin
@@ -27,7 +30,8 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 export PYTHONUNBUFFERED=1
 
 if [[ "$device" == cuda* ]] && command -v nvidia-smi >/dev/null 2>&1; then
-  nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv || true
+  nvidia-smi --query-gpu=index,uuid,name,driver_version,memory.total,memory.used,mig.mode.current \
+    --format=csv || true
 fi
 
 mkdir -p "$out"

@@ -10,7 +10,6 @@ are reported in `EditReport.flagged` and not edited unless `edit_flagged` is set
 
 from __future__ import annotations
 
-import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
@@ -21,6 +20,7 @@ from harness.backbone_statistics import layer_tensors, per_layer
 from harness.backbones.base import Backbone
 from harness.data.fact import Fact
 from harness.diffusion.batching import EncodedFact, encode_facts
+from harness.measure import synchronised_now
 from harness.timerome.config import TimeROMEConfig
 from harness.timerome.memory import EditMemory
 from harness.timerome.retain_stats import KEY_METRICS, retain_keys
@@ -170,20 +170,21 @@ class TimeROMEEditor:
         if not facts:
             raise ValueError("edit: no facts given")
         phases: dict[str, float] = {}
-        start = time.monotonic()
+        device = self.backbone.device  # CUDA: synchronise before each clock read
+        start = synchronised_now(device)
         encoded, trace = self.trace(facts)
-        phases["tracing"] = time.monotonic() - start
-        start = time.monotonic()
+        phases["tracing"] = synchronised_now(device) - start
+        start = synchronised_now(device)
         index = self.selected(trace)
         columns = self.extract(encoded, trace, index)
         memory = self.new_memory() if fresh else self.memory
-        phases["key_delta_extraction"] = time.monotonic() - start
-        start = time.monotonic()
+        phases["key_delta_extraction"] = synchronised_now(device) - start
+        start = synchronised_now(device)
         self.solve(memory, columns)
         if fresh:
             memory.attach(self.backbone)
             self.memory = memory
-        phases["solve"] = time.monotonic() - start
+        phases["solve"] = synchronised_now(device) - start
         return self.backbone, self._report(trace, index, phases)
 
     def _report(self, trace: TraceResult, index: Sequence[int],
