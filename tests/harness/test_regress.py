@@ -72,11 +72,12 @@ def test_new_device_class_becomes_its_baseline(tmp_path, baseline, planted_recor
     gpu = [dict(r, device_class="NVIDIA H100 80GB HBM3") for r in planted_records]
     runs = write_runs(tmp_path / "now", gpu)
     out = tmp_path / "regression.txt"
-    assert regress.main([str(runs), "--baseline", str(baseline), "--out", str(out)]) == 0
+    assert regress.main([str(runs), "--baseline", str(baseline), "--out", str(out)]) == 4
     said = capsys.readouterr().out
-    assert (f"no baseline entry for device class NVIDIA H100 80GB HBM3 in {baseline}: recorded "
+    assert (f"no baseline for NVIDIA H100 80GB HBM3 (driver none, torch 2.x, cuda none, dtype "
+            f"none) in {baseline} (no entry for device class NVIDIA H100 80GB HBM3): recorded "
             "the current values (5 entries) as its new baseline") in said
-    assert out.read_text() == said
+    assert out.read_text() == said and said.endswith("outcome: no baseline (exit 4)\n")
     recorded = json.loads(baseline.read_text())["entries"]
     by_device = {d: {e["method"]: e for e in recorded if e["device_class"] == d}
                  for d in ("cpu", "NVIDIA H100 80GB HBM3")}
@@ -88,7 +89,7 @@ def test_new_device_class_becomes_its_baseline(tmp_path, baseline, planted_recor
                                peak=101 * 2**20), device_class="NVIDIA H100 80GB HBM3")
     assert regress.main([str(write_runs(tmp_path / "slow", slow)), "--baseline",
                          str(baseline), "--out", str(out)]) == 1
-    assert "REGRESSED" in out.read_text() and "no baseline entry" not in out.read_text()
+    assert "REGRESSED" in out.read_text() and "no baseline" not in out.read_text()
 
 
 def test_out_is_written_on_pass_and_on_regression(tmp_path, baseline, planted_records, capsys):
@@ -136,7 +137,7 @@ def test_malformed_record_is_a_named_error(tmp_path, baseline, planted_records, 
     assert regress.main([str(runs), "--baseline", str(baseline), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err == f"error: {bad}: {problem}\n"
-    assert out.read_text() == err
+    assert out.read_text() == err + "outcome: bad input (exit 2)\n"
 
 
 def test_record_files_and_directories_are_both_inputs(tmp_path, baseline, planted_records):

@@ -86,7 +86,7 @@ def test_malformed_baseline_is_bad_input(tmp_path, runs_dir, capsys, payload, pr
     out = tmp_path / "regression.txt"
     assert check(runs_dir, path, "--out", str(out)) == 2
     assert one_error(capsys) == f"error: {path}: {problem}"
-    assert out.read_text() == f"error: {path}: {problem}\n"
+    assert out.read_text() == f"error: {path}: {problem}\noutcome: bad input (exit 2)\n"
     assert json.loads(path.read_text()) == payload  # not rewritten
 
 
@@ -148,6 +148,6 @@ def test_help_documents_the_exit_codes():
                           capture_output=True, check=False, text=True, timeout=120)
     assert done.returncode == 0
     text = " ".join(done.stdout.split())
-    assert ("exit status: 0 all within tolerance (or a new baseline recorded); "
+    assert ("exit status: 0 all within tolerance (or --write-baseline done); "
             "1 regression found") in text
-    assert "2 bad input" in text and "3 internal error" in text
+    assert "2 bad input" in text and "3 internal error" in text and "4 no baseline" in text
