@@ -120,7 +120,6 @@ class TrainingConfig:
     eval_every: int = _LOOP["eval_every"]
     max_grad_norm: float = _LOOP["max_grad_norm"]
     eps: float = _LOOP["eps"]
-    bf16: bool = _LOOP["bf16"]
     plateau_window: int = _LOOP["plateau_window"]
     plateau_rel_tol: float = _LOOP["plateau_rel_tol"]
     collapse_retain_drop: float = _LOOP["collapse_retain_drop"]
@@ -137,7 +136,7 @@ class TrainingConfig:
                         "score_batch_size"),
             reals=("lr", "weight_decay", "max_grad_norm", "eps", "plateau_rel_tol",
                    "collapse_retain_drop"),
-            bools=("bf16", "keep_original", "progress"), optional=("lr",))
+            bools=("keep_original", "progress"), optional=("lr",))
         if not isinstance(self.schedule, str):
             types.append(("schedule", (f"schedule must be one of {', '.join(SCHEDULES)}, "
                                        f"got {self.schedule!r}")))

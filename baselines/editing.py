@@ -73,7 +73,7 @@ class EditSetup:
     def save_weights(self, layers: Sequence[int]) -> dict[int, torch.Tensor]:
         """Copies of the weight matrices about to be edited (for `undo`; phase undo_copy)."""
         saved = {}
-        with bookkeeping(self.phases, UNDO_COPY):
+        with bookkeeping(self.phases, UNDO_COPY, self.request.backbone.device):
             for layer in layers:
                 weight = getattr(self.request.backbone.mlp_out_proj(layer), "weight", None)
                 if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
@@ -95,12 +95,12 @@ def edit_setup(request: EditRequest, config: dict[str, Any], method: str,
     contexts, values = parsed.contexts, parsed.values
     corpus = [f.answer for f in request.retain]
     phases: dict[str, float] = {}
-    with timed(phases, "prefixes"):
+    with timed(phases, "prefixes", request.backbone.device):
         prefixes = prefix_token_lists(request.backbone, corpus, contexts, request.seed)
     retain_eval = seeded_subset(request.retain, parsed.retain_eval_facts, request.seed,
                                 may_be_short=True)
     batch = parsed.score_batch_size
-    with bookkeeping(phases, REPORT_EVAL):
+    with bookkeeping(phases, REPORT_EVAL, request.backbone.device):
         before = mean_logprobs(request.backbone, request.forget, retain_eval, batch)
     return EditSetup(request, contexts, values, prefixes, parsed.cov_facts,
                      float(parsed.cov_ridge), retain_eval, batch, before, phases)
@@ -111,7 +111,7 @@ def finish_edit(request: EditRequest, setup: EditSetup, saved: dict[int, torch.T
     """The outcome of an edit whose phases are in `setup.phases`; adds the after scores."""
     backbone = request.backbone
     phases = setup.phases
-    with bookkeeping(phases, REPORT_EVAL):
+    with bookkeeping(phases, REPORT_EVAL, backbone.device):
         after = mean_logprobs(backbone, request.forget, setup.retain_eval,
                               setup.score_batch_size)
 

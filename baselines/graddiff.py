@@ -18,7 +18,7 @@ from harness.methods.registry import MethodInfo, register_method
 
 from baselines.graddiff_config import GradDiffConfig, parse_graddiff
 from baselines.objectives import answer_loss, retain_loss
-from baselines.training import train_unlearning
+from baselines.training import train_unlearning, warm_up_training
 
 
 class GradDiffObjective:
@@ -43,6 +43,11 @@ class GradDiff(Method):
     """Ascend on the forget loss, descend on the retain loss."""
 
     info = MethodInfo("graddiff", "gradient", needs_retain=True)
+
+    def warm_up(self, request: EditRequest) -> None:
+        """One lr-0 training step before the edit is timed (`warm_up_training`)."""
+        cfg, _ = parse_graddiff({**self.config, **request.config})
+        warm_up_training(request, cfg)
 
     def apply(self, request: EditRequest) -> MethodOutcome:
         cfg, own = parse_graddiff({**self.config, **request.config})

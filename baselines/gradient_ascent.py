@@ -16,7 +16,7 @@ from harness.methods.registry import MethodInfo, register_method
 
 from baselines.configs import parse_gradient_config
 from baselines.objectives import answer_loss
-from baselines.training import train_unlearning
+from baselines.training import train_unlearning, warm_up_training
 
 
 class GradientAscentObjective:
@@ -38,6 +38,11 @@ class GradientAscent(Method):
     """Gradient ascent on the forget set's masked-diffusion loss."""
 
     info = MethodInfo("gradient_ascent", "gradient")
+
+    def warm_up(self, request: EditRequest) -> None:
+        """One lr-0 training step before the edit is timed (`warm_up_training`)."""
+        cfg, _ = parse_gradient_config({**self.config, **request.config}, self.name, None)
+        warm_up_training(request, cfg)
 
     def apply(self, request: EditRequest) -> MethodOutcome:
         cfg, _ = parse_gradient_config({**self.config, **request.config}, self.name, None)

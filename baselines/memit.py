@@ -84,7 +84,7 @@ class MEMIT(KeyMomentStatistics, Method):
         phases = setup.phases  # the edit's phases join the setup's
         extra: dict[str, Any] = {}
         if config.get("layers") == "tie":
-            with timed(phases, "tracing"):
+            with timed(phases, "tracing", request.backbone.device):
                 centre, extra["tie_per_layer"] = tie_layer(request.backbone, request.forget)
             layers = window_around(request.backbone, centre)
         else:
@@ -99,11 +99,11 @@ def _run_memit(request: EditRequest, setup: EditSetup, layers: Sequence[int],
     facts = list(request.forget)
     n, last = len(facts), layers[-1]
     saved = setup.save_weights(layers)
-    with timed(phases, "covariance"):
+    with timed(phases, "covariance", backbone.device):
         covs, n_keys = setup.covariances(layers)
-    with timed(phases, "keys"):  # plain tensors: reused under autograd
+    with timed(phases, "keys", backbone.device):  # plain tensors: reused under autograd
         ctx = build_contexts(backbone, facts, setup.prefixes, setup.contexts, request.seed)
-    with timed(phases, "value_optimisation"):
+    with timed(phases, "value_optimisation", backbone.device):
         deltas, per_fact = [], []
         for i, fact in enumerate(facts):
             rows = ctx.fact_index == i
@@ -121,9 +121,9 @@ def _run_memit(request: EditRequest, setup: EditSetup, layers: Sequence[int],
     lams: list[float] = []
     residual_norms = []
     for idx, layer in enumerate(layers):
-        with timed(phases, "keys"):
+        with timed(phases, "keys", backbone.device):
             keys, hidden = _keys_and_hidden(backbone, layer, last, ctx, n)
-        with timed(phases, "update"), torch.inference_mode():
+        with timed(phases, "update", backbone.device), torch.inference_mode():
             if targets is None:  # z_i = h_i + delta_i, on the unedited model
                 targets = hidden + torch.stack(deltas, 1).to(hidden.device)
             residual = (targets - hidden) / (len(layers) - idx)

@@ -21,7 +21,7 @@ from harness.methods.registry import MethodInfo, register_method
 
 from baselines.npo_config import NPOConfig, parse_npo
 from baselines.objectives import npo_loss, paired_answer_nll, retain_loss
-from baselines.training import frozen_reference, train_unlearning
+from baselines.training import frozen_reference, train_unlearning, warm_up_training
 
 
 class NPOObjective:
@@ -50,6 +50,11 @@ class NPO(Method):
     """NPO with the retain term (by default; npo.yaml)."""
 
     info = MethodInfo("npo", "gradient", needs_retain=True)
+
+    def warm_up(self, request: EditRequest) -> None:
+        """One lr-0 training step before the edit is timed (`warm_up_training`)."""
+        cfg, _ = parse_npo({**self.config, **request.config})
+        warm_up_training(request, cfg)
 
     def apply(self, request: EditRequest) -> MethodOutcome:
         cfg, own = parse_npo({**self.config, **request.config})

@@ -61,7 +61,7 @@ class ROME(KeyMomentStatistics, Method):
         phases = setup.phases  # the edit's phases join the setup's
         extra: dict[str, Any] = {}
         if config.get("layer") == "tie":
-            with timed(phases, "tracing"):
+            with timed(phases, "tracing", request.backbone.device):
                 layer, extra["tie_per_layer"] = tie_layer(request.backbone, request.forget)
         else:
             layer = rome_layer(request.backbone, config.get("layer"))
@@ -73,20 +73,20 @@ def _run_rome(request: EditRequest, setup: EditSetup, layer: int, phases: dict[s
     backbone = request.backbone
     module = backbone.mlp_out_proj(layer)
     saved = setup.save_weights([layer])
-    with timed(phases, "covariance"):
+    with timed(phases, "covariance", backbone.device):
         covs, n_keys = setup.covariances([layer])
     per_fact: list[dict[str, Any]] = []
     for i, fact in enumerate(request.forget):
-        with timed(phases, "keys"):
+        with timed(phases, "keys", backbone.device):
             ctx = build_contexts(backbone, [fact], setup.prefixes, setup.contexts,
                                  request.seed + i)  # plain tensors: reused under autograd
             with torch.inference_mode(), capture_input(module) as ins:
                 backbone.logits(ctx.input_ids.to(backbone.device))
             key = at_positions(ins[0], ctx.subject_pos).float().mean(0)
-        with timed(phases, "value_optimisation"):
+        with timed(phases, "value_optimisation", backbone.device):
             neutral = neutral_contexts(backbone, [fact])
             value = optimise_delta(backbone, layer, ctx, neutral, setup.values)
-        with timed(phases, "update"), torch.inference_mode():
+        with timed(phases, "update", backbone.device), torch.inference_mode():
             current = module(key.to(module.weight.dtype)[None]).float()[0]
             target = current + value.delta.float()
             update = rank_one_update(module.weight, key, target, covs[layer], current)

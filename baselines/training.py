@@ -1,12 +1,18 @@
 """The shared training loop of the gradient baselines (GA, GradDiff, NPO).
 
 AdamW on a masked-diffusion objective (`baselines.objectives`), linear warm-up then a
-decay schedule, fixed batch size with gradient accumulation, bf16 autocast on CUDA only,
-every random draw from generators seeded by `EditRequest.seed`. Every `eval_every`
+decay schedule, fixed batch size with gradient accumulation, every random draw from
+generators seeded by `EditRequest.seed`. Precision (harness/precision.py,
+docs/precision.md): forwards compute in the weights' dtype, as every method does; bf16 /
+fp16 weights are stepped through fp32 master copies with fp32 AdamW states (float32 weights,
+the CPU default, are their own masters: no copy). Every `eval_every`
 optimiser steps the mean forget and retain `full_mask` log-probabilities are computed
 (`harness.evaluation.answer_logprob.score_facts`) and `baselines.convergence` decides whether
 to stop (target drop / plateau / step cap) or whether the model collapsed. The loop never
-raises on a diverging run: it stops and records `collapsed=True` with the reason.
+raises on a diverging run: it stops and records `collapsed=True` with the reason. An
+out-of-memory error is never a collapse: the loop frees its gradients and optimizer state
+and re-raises it, tagged with the loop's phase and step (`oom_phase`), and the job records
+`status: oom` (harness.jobs.run_method).
 
 Phases (`MethodOutcome.phase_seconds`; rules: docs/measurements/edit_timing_rules.md):
 - `setup`: encodings of the method's own training data, the NPO reference, the optimizer;
@@ -17,6 +23,13 @@ Phases (`MethodOutcome.phase_seconds`; rules: docs/measurements/edit_timing_rule
   `MethodOutcome.excluded_phases` (not part of the edit time);
 - `undo_copy` (only with `keep_original`): the CPU copy of the weights kept for `undo`,
   also excluded.
+Each phase timer synchronises the CUDA device at both ends (harness.measure.timed).
+
+`warm_up_training` (called by the job before the edit timer, through the gradient
+methods' `warm_up`): one forward + backward + clip + AdamW step of the model on its forget
+rows with lr 0 and zeroed gradients, on a throwaway optimizer, RNG states restored, so that
+the backward and optimizer kernels' first-call costs stay out of the edit; the weights are
+bitwise unchanged.
 """
 
 from __future__ import annotations
@@ -24,8 +37,9 @@ from __future__ import annotations
 import copy
 import math
 import random
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Iterator, Protocol, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -33,7 +47,8 @@ from tqdm.auto import tqdm
 from harness.backbones.base import Backbone
 from harness.data.fact import Fact
 from harness.diffusion.batching import EncodedFact, QABatch, collate, encode_facts
-from harness.measure import bookkeeping, timed
+from harness.measure import bookkeeping, is_oom, timed
+from harness.precision import MasterWeights, PrecisionPolicy, policy_for, split_decay
 from harness.methods.base import EditRequest, MethodOutcome
 from harness.methods.defaults import learning_rate
 from harness.evaluation.answer_logprob import score_facts
@@ -70,9 +85,63 @@ class Objective(Protocol):
              generator: torch.Generator) -> torch.Tensor: ...
 
 
-def _autocast(backbone: Backbone, enabled: bool):
-    on_cuda = backbone.device.type == "cuda"
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled and on_cuda)
+def gradient_policy(backbone: Backbone) -> PrecisionPolicy:
+    """The precision policy of a gradient baseline on `backbone` (harness/precision.py)."""
+    return policy_for(backbone.dtype, backbone.device, gradient=True,
+                      tf32=_tf32_enabled(backbone.device))
+
+
+def _tf32_enabled(device: torch.device) -> bool:
+    """Whether the job switched TF32 on (it sets one policy for every method)."""
+    return device.type == "cuda" and bool(torch.backends.cuda.matmul.allow_tf32)
+
+
+@dataclass
+class _PhaseClock:
+    """The loop's phase timers (synchronised on CUDA), remembering which phase is running
+    so that an out-of-memory error can say where it happened."""
+
+    seconds: dict[str, float]
+    device: torch.device
+    current: str = "setup"
+    step: int = 0
+
+    @contextmanager
+    def counted(self, name: str) -> Iterator[None]:
+        self.current = name  # left as is when the body raises: the OOM handler reads it
+        with timed(self.seconds, name, self.device):
+            yield
+
+    @contextmanager
+    def guard(self, name: str) -> Iterator[None]:
+        """A phase of the harness's bookkeeping (excluded from the edit time)."""
+        self.current = name
+        with bookkeeping(self.seconds, name, self.device):
+            yield
+
+
+def tag_oom(err: BaseException, phase: str, step: int) -> BaseException:
+    """Mark an out-of-memory error with the training loop's phase and step: attributes
+    `oom_phase` / `oom_step` (the job's record reads them) and an exception note."""
+    if getattr(err, "oom_phase", None) is None:
+        err.oom_phase = phase  # type: ignore[attr-defined]
+        err.oom_step = step  # type: ignore[attr-defined]
+        err.add_note(f"out of memory in the training loop's phase '{phase}' at step {step}")
+    return err
+
+
+def release_training_memory(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
+                            masters: MasterWeights | None) -> None:
+    """Free what an interrupted loop holds beyond the model (gradients, optimizer state,
+    master copies) and return the cached blocks to the device, before anything else runs."""
+    model.zero_grad(set_to_none=True)
+    if optimizer is not None:
+        optimizer.state.clear()
+        optimizer.param_groups.clear()
+    if masters is not None:
+        masters.copies.clear()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 class _Batches:
@@ -130,22 +199,49 @@ def mean_full_mask(backbone: Backbone, facts: Sequence[Fact], batch_size: int) -
     return score_facts(backbone, facts, "full_mask", batch_size=batch_size).mean
 
 
+@dataclass
+class _Held:
+    """What the loop allocates beyond the model, for `release_training_memory` on OOM."""
+
+    optimizer: torch.optim.Optimizer | None = None
+    masters: MasterWeights | None = None
+
+
 def train_unlearning(request: EditRequest, objective: Objective, cfg: TrainingConfig,
                      method: str) -> MethodOutcome:
-    """Run `objective` on `request.backbone` (in place) until a stopping/collapse rule fires."""
+    """Run `objective` on `request.backbone` (in place) until a stopping/collapse rule fires.
+
+    An out-of-memory error (torch.OutOfMemoryError, MemoryError) is re-raised after the
+    loop's memory is released, tagged with the phase and step it happened in (`tag_oom`):
+    it is a failed run (`status: oom`), never a collapse."""
     backbone = request.backbone
     if not request.forget:
         raise ValueError(f"method '{method}': the forget set is empty")
     if objective.needs_retain and not request.retain:
         raise ValueError(f"method '{method}': needs retain facts (EditRequest.retain is empty)")
+    clock = _PhaseClock({}, backbone.device)
+    held = _Held()
+    try:
+        return _train(request, objective, cfg, method, clock, held)
+    except BaseException as err:  # noqa: BLE001 - only OOM is handled, the rest re-raised
+        if not is_oom(err):
+            raise
+        release_training_memory(backbone.model, held.optimizer, held.masters)
+        raise tag_oom(err, clock.current, clock.step)
+
+
+def _train(request: EditRequest, objective: Objective, cfg: TrainingConfig, method: str,
+           clock: _PhaseClock, held: _Held) -> MethodOutcome:
+    backbone = request.backbone
     lr = cfg.lr if cfg.lr is not None else default_lr(backbone, method)
-    phases: dict[str, float] = {}
+    phases = clock.seconds
     model = backbone.model
+    policy = gradient_policy(backbone)
     original = None
     if cfg.keep_original:
-        with bookkeeping(phases, UNDO_COPY):
+        with clock.guard(UNDO_COPY):
             original = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-    with timed(phases, "setup"):
+    with clock.counted("setup"):
         forget_enc = encode_facts(backbone, request.forget)
         retain_enc = encode_facts(backbone, request.retain) if objective.needs_retain else []
         retain_eval = seeded_subset(request.retain, cfg.retain_eval_facts, request.seed,
@@ -155,10 +251,9 @@ def train_unlearning(request: EditRequest, objective: Objective, cfg: TrainingCo
         stream = _Batches(backbone, forget_enc, retain_enc, cfg.batch_size, request.seed)
         mask_gen = torch.Generator().manual_seed(request.seed + 1)
         params = [p for p in model.parameters() if p.requires_grad]
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
-        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                       {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+        masters = held.masters = MasterWeights(params, policy.master_dtype)
+        stepped = masters.optimizer_params()
+        optimizer = held.optimizer = build_optimizer(stepped, lr, cfg.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cfg.lr_factor)
 
     rule = StoppingRule(cfg.max_steps, request.target_forget_drop, cfg.plateau_window,
@@ -171,9 +266,10 @@ def train_unlearning(request: EditRequest, objective: Objective, cfg: TrainingCo
                  ) -> str | None:
         """Score, record, and return a collapse reason (None if healthy). The forget score
         is timed as `forget_phase` (the stopping rule's input), the rest as the guard."""
-        with timed(phases, forget_phase):
+        with (clock.guard(forget_phase) if forget_phase in EXCLUDED_PHASES
+              else clock.counted(forget_phase)):
             forget_mean = mean_full_mask(backbone, request.forget, cfg.score_batch_size)
-        with bookkeeping(phases, COLLAPSE_GUARD):
+        with clock.guard(COLLAPSE_GUARD):
             retain_mean = mean_full_mask(backbone, retain_eval, cfg.score_batch_size)
             trajectory.append(_Evaluation(step, forget_mean, retain_mean, loss))
             if not math.isfinite(forget_mean):
@@ -197,7 +293,7 @@ def train_unlearning(request: EditRequest, objective: Objective, cfg: TrainingCo
     try:
         collapse_reason = evaluate(0, None)
         if gen_check and collapse_reason is None:
-            with bookkeeping(phases, COLLAPSE_GUARD):
+            with clock.guard(COLLAPSE_GUARD):
                 initial = degenerate_reason(_generations(backbone, gen_prompts),
                                             (backbone.mask_token_id,), 0)
             if initial:  # the model degenerates before unlearning: the check says nothing
@@ -207,13 +303,13 @@ def train_unlearning(request: EditRequest, objective: Objective, cfg: TrainingCo
             rule.update(0, trajectory[-1].forget)
         model.train()
         while collapse_reason is None and decision is None:
-            with timed(phases, "train"):
+            clock.step = steps + 1
+            with clock.counted("train"):
                 total = 0.0
                 for _ in range(cfg.grad_accum):
                     forget = stream.next_forget()
                     retain = stream.next_retain() if objective.needs_retain else None
-                    with _autocast(backbone, cfg.bf16):
-                        loss = objective.loss(backbone, forget, retain, mask_gen)
+                    loss = objective.loss(backbone, forget, retain, mask_gen)
                     value = float(loss.detach())
                     collapse_reason = nonfinite_loss_reason(value, steps + 1)
                     if collapse_reason:
@@ -221,10 +317,13 @@ def train_unlearning(request: EditRequest, objective: Objective, cfg: TrainingCo
                     (loss / cfg.grad_accum).backward()
                     total += value / cfg.grad_accum
                 if collapse_reason:
+                    masters.zero_grad()
                     optimizer.zero_grad(set_to_none=True)
                     break
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                masters.grads_to_masters()
+                torch.nn.utils.clip_grad_norm_(stepped, cfg.max_grad_norm)
                 optimizer.step()
+                masters.masters_to_params()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 steps += 1
@@ -238,6 +337,8 @@ def train_unlearning(request: EditRequest, objective: Objective, cfg: TrainingCo
                 if collapse_reason is None:
                     decision = rule.update(steps, trajectory[-1].forget)
     except (RuntimeError, FloatingPointError) as err:  # numerical blow-up inside a step
+        if is_oom(err):  # out of memory is a failed run, not a collapse
+            raise
         collapse_reason = f"{type(err).__name__} at step {steps}: {err}"
     finally:
         bar.close()
@@ -250,6 +351,8 @@ def train_unlearning(request: EditRequest, objective: Objective, cfg: TrainingCo
             try:  # reporting only: no stopping rule reads it
                 evaluate(steps, last_loss, forget_phase=COLLAPSE_GUARD)
             except (RuntimeError, FloatingPointError) as err:
+                if is_oom(err):
+                    raise
                 notes.append(f"final evaluation failed: {err}")
     assert decision is not None
     before, after = trajectory[0], trajectory[-1]
@@ -268,6 +371,7 @@ def train_unlearning(request: EditRequest, objective: Objective, cfg: TrainingCo
         "n_forget": len(request.forget),
         "n_retain_eval": len(retain_eval),
         "trajectory": [asdict(e) for e in trajectory],
+        "master_weight_tensors": masters.n_copies,
         "notes": notes,
     }
     undo = (lambda: model.load_state_dict(original)) if original is not None else None
@@ -275,6 +379,56 @@ def train_unlearning(request: EditRequest, objective: Objective, cfg: TrainingCo
                          converged=decision.converged, collapsed=collapse_reason is not None,
                          collapse_reason=collapse_reason, details=json_safe(details), undo=undo,
                          excluded_phases=tuple(p for p in EXCLUDED_PHASES if p in phases))
+
+
+def build_optimizer(params: Sequence[torch.Tensor], lr: float, weight_decay: float
+                    ) -> torch.optim.AdamW:
+    """AdamW with weight decay on the matrices only (the loop's and the warm-up's)."""
+    decay, no_decay = split_decay(params)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+
+
+def warm_up_training(request: EditRequest, cfg: TrainingConfig) -> None:
+    """One forward + backward + clip + AdamW step of `request.backbone`'s model on up to
+    `cfg.batch_size` forget rows, before the edit is timed, so that the first-call costs of
+    the model's backward kernels and of the optimizer (and of the master-weight path) are
+    paid outside every method's edit time (docs/measurements/edit_timing_rules.md, rule 4).
+
+    It leaves the run's results unchanged: the optimizer is a throwaway AdamW with lr 0 that
+    steps zeroed gradients (the update is exactly 0, weight decay multiplies by exactly 1,
+    the masters write back their own values), gradients are freed, the train/eval mode is
+    restored, and the global (CPU and CUDA) RNG states are forked and restored; the mask
+    draw uses its own generator."""
+    backbone = request.backbone
+    model = backbone.model
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not request.forget or not params:
+        return  # nothing to warm (the method's own checks report an empty forget set)
+    from baselines.objectives import answer_loss
+
+    policy = gradient_policy(backbone)
+    devices = [backbone.device] if backbone.device.type == "cuda" else []
+    was_training = model.training
+    masters = MasterWeights(params, policy.master_dtype)
+    with torch.random.fork_rng(devices=devices):
+        try:
+            batch = collate(backbone, encode_facts(backbone, request.forget[:cfg.batch_size]))
+            optimizer = build_optimizer(masters.optimizer_params(), 0.0, cfg.weight_decay)
+            model.train()
+            answer_loss(backbone, batch, torch.Generator().manual_seed(0), cfg.eps).mean() \
+                .backward()
+            masters.grads_to_masters()
+            torch.nn.utils.clip_grad_norm_(masters.optimizer_params(), cfg.max_grad_norm)
+            for p in masters.optimizer_params():
+                if p.grad is not None:
+                    p.grad.zero_()
+            optimizer.step()
+            masters.masters_to_params()
+        finally:
+            model.train(was_training)
+            masters.zero_grad()
+            model.zero_grad(set_to_none=True)
 
 
 def frozen_reference(backbone: Backbone) -> Backbone:

@@ -10,8 +10,9 @@ and compares those with the Table 1 record (`table1_record`: the check that the 
 the one Table 1 scored), then runs the configured probes (harness.evaluation.probes;
 those that change the model, relearning, last) and writes one record (`RobustnessRecord`,
 strict JSON, atomically). Probe options are checked before any model is loaded. A method
-that cannot run on the backbone is recorded as `not_applicable`, a CUDA out-of-memory
-error as `oom`, as Table 1 records them.
+that cannot run on the backbone is recorded as `not_applicable`, an out-of-memory error
+(CUDA or host) as `oom` with the phase it happened in (`error` starts with it,
+`notes.oom_phase`: edit, base or `probe <name>`), as Table 1 records them.
 
 Exit status: 0 ok (a record written); 2 a job description that does not match the spec, an
 unknown probe, a probe whose module is not present or an option it refuses (named, before
@@ -204,12 +205,10 @@ def row_label(method: str) -> tuple[str, str]:
 
 def run(job: RobustnessJob) -> dict[str, Any]:
     """Do the job; return its record (not yet written)."""
-    import torch
-
     from harness.evaluation.finite import json_safe
     from harness.evaluation.probes import GenerationSettings, ProbeContext, run_probe
     from harness.jobs.edited_model import edited_model
-    from harness.jobs.run_method import check_finite_scores
+    from harness.jobs.run_method import check_finite_scores, oom_report, release_device_memory
     from harness.measure import is_oom
     from harness.methods import MethodNotApplicable
 
@@ -223,6 +222,7 @@ def run(job: RobustnessJob) -> dict[str, Any]:
     seconds: dict[str, float] = {}
     counts = {"n_forget": 0, "n_retain": 0, "n_holdout": 0}
     edit_seconds, method_config, notes = None, dict(mj.method_config), {}
+    phase = "edit"  # what is running: an out-of-memory error is recorded with it
     try:
         edited = edited_model(mj)
         edit_seconds, method_config, notes = edited.edit_seconds, edited.method_config, \
@@ -232,6 +232,7 @@ def run(job: RobustnessJob) -> dict[str, Any]:
         holdout = holdout_facts(mj.tofu_dir, mj.forget_split)
         counts = {"n_forget": len(forget), "n_retain": len(selection.retain_eval),
                   "n_holdout": len(holdout)}
+        phase = "base"
         t0 = time.perf_counter()
         base = base_scores(edited.backbone, forget, selection.retain_eval, mj)
         check_finite_scores(mj, base)  # non-finite: the job fails, no record
@@ -245,6 +246,7 @@ def run(job: RobustnessJob) -> dict[str, Any]:
                 generation=GenerationSettings(steps=mj.evaluation.gen_steps),
                 options=dict(job.options.get(name) or {}), tofu_dir=mj.tofu_dir,
                 forget_split=mj.forget_split)
+            phase = f"probe {name}"
             t0 = time.perf_counter()
             probes[name] = run_probe(name, ctx)
             seconds[name] = time.perf_counter() - t0
@@ -254,9 +256,11 @@ def run(job: RobustnessJob) -> dict[str, Any]:
     except BaseException as exc:  # noqa: BLE001 - only OOM is recorded, the rest re-raised
         if not is_oom(exc):
             raise
-        status, error = "oom", f"{type(exc).__name__}: {exc}"[:2000]
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        status = "oom"
+        error, where = oom_report(exc, phase)
+        notes = {**notes, **where}
+    if status == "oom":
+        release_device_memory()  # `exc` and its traceback (the failed step's tensors) gone
     table1 = table1_comparison(job.table1_record, base) if status == "ok" else None
     if table1 and table1["max_abs_diff"] is not None and table1["max_abs_diff"] > 1e-4:
         notes["table1_mismatch"] = (f"the re-made model's trained-phrasing scores differ from "

@@ -3,19 +3,27 @@
 `python -m harness.jobs.run_method --job '{...MethodJob JSON...}'`
 
 Phases (each timed and memory-measured by `harness.measure.Measurer`):
-load -> score_before (inference) -> edit (the method) -> score_after -> generate -> quality.
+load -> score_before (inference) -> warm_up -> edit (the method) -> score_after -> generate
+-> quality. `warm_up` pays process-wide first-call costs and, for a gradient method, one
+lr-0 training step (the method's `warm_up`; results unchanged) outside the edit time.
 The record is written only at the very end (atomically): an interrupted job leaves none.
-A CUDA out-of-memory error is recorded as `status: oom` instead of crashing the workflow.
+An out-of-memory error (torch.OutOfMemoryError, MemoryError) is recorded as `status: oom`
+with the phase it happened in (`error` starts with it; `details.oom_phase`, and the
+training loop's own phase and step when it came from there), never as a collapse; the
+cache is emptied before anything else runs. The record's `precision` is the run's
+precision policy (harness/precision.py, docs/precision.md), the same for every method.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 import time
-from dataclasses import replace
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -31,6 +39,7 @@ from harness.jobs.spec import MethodJob, read_job, set_threads
 from harness.measure import Measurer, MemorySummary, fingerprint, is_oom, warm_up
 from harness.methods import EditRequest, MethodNotApplicable, get_method
 from harness.methods.registry import method_info
+from harness.precision import PrecisionPolicy, policy_for
 from harness.results.record import SCHEMA_VERSION, Record
 from harness.results.store import write_record
 
@@ -122,6 +131,52 @@ def empty_scores() -> dict[str, Any]:
     return dict.fromkeys(keys)
 
 
+@dataclass
+class JobPhases:
+    """The job's `Measurer` phases, remembering which one is running (or last ran) so that
+    an out-of-memory error can be recorded with its phase."""
+
+    measurer: Measurer
+    current: str = "setup"
+
+    @contextmanager
+    def phase(self, name: str, kind: str, **measure: Any) -> Iterator[None]:
+        """`Measurer.phase(name, kind, **measure)` (e.g. its `rows`), remembered."""
+        self.current = name
+        with self.measurer.phase(name, kind, **measure):
+            yield
+        self.current = f"after {name}"  # not reached when the body raises
+
+
+def oom_report(exc: BaseException, phase: str) -> tuple[str, dict[str, Any]]:
+    """(the record's `error`, its `details` entries) for an out-of-memory error raised in
+    job phase `phase`; the training loop's own phase and step when it tagged the error
+    (baselines.training.tag_oom)."""
+    where: dict[str, Any] = {"oom_phase": phase}
+    inner = getattr(exc, "oom_phase", None)
+    label = phase
+    if inner is not None:
+        where["oom_method_phase"] = inner
+        where["oom_step"] = getattr(exc, "oom_step", None)
+        label = f"{phase}/{inner} (step {where['oom_step']})"
+    return f"out of memory in phase {label}: {type(exc).__name__}: {exc}"[:2000], where
+
+
+def release_device_memory() -> None:
+    """Return what an out-of-memory error left cached to the device (after the error and
+    its traceback, which hold the failed step's tensors, are gone)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def precision_policy(job: MethodJob, weight_dtype: torch.dtype, device: torch.device
+                     ) -> PrecisionPolicy:
+    """The job's precision policy: one for every method (docs/precision.md); gradient
+    methods add fp32 master weights and optimizer states."""
+    return policy_for(weight_dtype, device, gradient=method_info(job.method).kind == "gradient")
+
+
 def run(job: MethodJob) -> dict[str, Any]:
     """Do the job; return its record (not yet written)."""
     start = time.perf_counter()
@@ -138,15 +193,20 @@ def run(job: MethodJob) -> dict[str, Any]:
     status, error = "ok", None
     quality_notes: dict[str, Any] = {}
     measurer = Measurer(torch.device(spec.device))
+    phases = JobPhases(measurer)
     weights: dict[str, Any] | None = None
     statistics: BackboneStatistics | None = None
+    policy: PrecisionPolicy | None = None
+    oom_details: dict[str, Any] = {}
     try:
-        with measurer.phase("load", "load"):
+        with phases.phase("load", "load"):
             backbone = load_backbone(spec)
+            policy = precision_policy(job, backbone.dtype, backbone.device)
+            policy.apply_tf32()
             weights = backbone.identity()
             statistics = load_statistics(job, weights["weights_fingerprint"],
                                          selection.retain_train)
-        with measurer.phase("score_before", "inference"):
+        with phases.phase("score_before", "inference"):
             scores["forget_logp_before"] = mean_logp(backbone, selection.forget, job.estimator,
                                                      ev.batch_size, job.seed)
             scores["retain_logp_before"] = mean_logp(backbone, selection.retain_eval,
@@ -158,24 +218,28 @@ def run(job: MethodJob) -> dict[str, Any]:
                               retain=selection.retain_train, config=method_config,
                               seed=job.seed, target_forget_drop=target_drop,
                               statistics=statistics.tensors if statistics else None)
-        warm_up(backbone.device)  # lazy one-time initialisation stays out of every edit
+        with phases.phase("warm_up", "other"):  # first-call costs stay out of every edit
+            warm_up(backbone.device)
+            method_warm_up = getattr(method, "warm_up", None)
+            if method_warm_up is not None:  # gradient methods: one lr-0 training step
+                method_warm_up(request)
         compute = ComputeCounter(backbone)  # token passes and FLOPs of the edit only
-        with measurer.phase("edit", "edit"), compute:
+        with phases.phase("edit", "edit"), compute:
             outcome = method.apply(request)
         edited = outcome.backbone
-        with measurer.phase("score_after", "eval"):
+        with phases.phase("score_after", "eval"):
             scores["forget_logp_after"] = mean_logp(edited, selection.forget, job.estimator,
                                                     ev.batch_size, job.seed)
             scores["retain_logp_after"] = mean_logp(edited, selection.retain_eval,
                                                     job.estimator, ev.batch_size, job.seed)
         if ev.rouge:
-            with measurer.phase("generate", "eval"):
+            with phases.phase("generate", "eval"):
                 scores["forget_rougeL_after"] = rouge_recall(edited, selection.forget,
                                                              ev.gen_steps, ev.batch_size, job.seed)
                 scores["retain_rougeL_after"] = rouge_recall(edited, selection.retain_eval,
                                                              ev.gen_steps, ev.batch_size, job.seed)
         if ev.forget_quality or ev.model_utility:
-            with measurer.phase("quality", "eval"):
+            with phases.phase("quality", "eval"):
                 inputs = QualityInputs(job.tofu_dir, job.forget_split, job.estimator,
                                        ev.utility_size, ev.gen_steps, ev.batch_size,
                                        job.eval_seed)
@@ -189,10 +253,11 @@ def run(job: MethodJob) -> dict[str, Any]:
     except BaseException as exc:  # noqa: BLE001 - only OOM is recorded, the rest re-raised
         if not is_oom(exc):
             raise
-        status, error = "oom", f"{type(exc).__name__}: {exc}"[:2000]
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        status = "oom"
+        error, oom_details = oom_report(exc, phases.current)
     finally:
+        if status == "oom":
+            release_device_memory()  # `exc` and its traceback are gone here
         measurer.close()
     if status == "ok":
         check_finite_scores(job, scores)
@@ -212,7 +277,8 @@ def run(job: MethodJob) -> dict[str, Any]:
     return build_record(job, selection, scores, memory, measurer.seconds(), edit_seconds,
                         outcome, status, error, fp, method_config, quality_notes,
                         time.perf_counter() - start, weights, compute,
-                        statistics.seconds if statistics is not None else None)
+                        statistics.seconds if statistics is not None else None,
+                        policy, oom_details)
 
 
 class NonFiniteScores(RuntimeError):
@@ -236,8 +302,11 @@ def build_record(job: MethodJob, selection: FactSelection, scores: dict[str, Any
                  method_config: dict[str, Any], notes: dict[str, Any],
                  job_wall_s: float, weights: dict[str, Any] | None = None,
                  compute: ComputeCounter | None = None,
-                 statistics_seconds: float | None = None) -> dict[str, Any]:
+                 statistics_seconds: float | None = None,
+                 precision: PrecisionPolicy | None = None,
+                 oom_details: dict[str, Any] | None = None) -> dict[str, Any]:
     details = dict(getattr(outcome, "details", None) or {})
+    details.update(oom_details or {})
     details.pop("tie", None)  # large; the TIE figure job has its own output
     if getattr(outcome, "excluded_phases", ()):
         details["excluded_phases"] = list(outcome.excluded_phases)
@@ -269,7 +338,8 @@ def build_record(job: MethodJob, selection: FactSelection, scores: dict[str, Any
         device=fp["device"], device_class=fp["device_class"], git_commit=fp["git_commit"],
         subject_source=selection.subject_source(), fingerprint=fp, weights=weights,
         method_config=method_config, details=json.loads(json.dumps(details, default=str)),
-        error=error,
+        error=error, precision=precision.to_record() if precision is not None else None,
+        **memory.record_fields(),
     ).to_dict()
 
 

@@ -5,6 +5,9 @@ the job's `method` (one whose registry entry says it inserts facts one at a time
 After each insertion (every `eval_every`), the retain sample and the facts inserted so far
 are scored; the record's `curve` holds one point per evaluation:
 {n_inserted, insert_s, retain_delta, forget_delta} (mean nats per sample vs unedited).
+An out-of-memory error is recorded as `status: oom` with the phase it happened in and the
+insertion it reached (`error`, `details.oom_phase`, `details.oom_at_insertion`; the curve
+up to there), as Table 1 records it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from harness.backbones.registry import load_backbone
 from harness.evaluation.mean_scores import mean_logp
 from harness.jobs.selection import last_n_selection
 from harness.jobs.spec import EXIT_BAD_JOB, BackboneJob, read_job, set_threads
-from harness.measure import Measurer, fingerprint
+from harness.jobs.run_method import JobPhases, oom_report, release_device_memory
+from harness.measure import Measurer, fingerprint, is_oom
 from harness.methods.registry import get_method, method_info, sequential_methods
 from harness.results.record import SCHEMA_VERSION, Record
 from harness.results.store import write_record
@@ -73,33 +77,52 @@ def run(job: SequentialJob) -> dict[str, Any]:
                                        method_info(job.method).tunable_keys, n)
     method = get_method(job.method, method_config)
     measurer = Measurer(torch.device(spec.device))
+    phases = JobPhases(measurer)
+    status, error, oom_details = "ok", None, {}
+    forget_before: list[float] = []
+    retain_before: float | None = None
+    curve: list[dict[str, Any]] = []
+    insert_total = 0.0
+    inserted = 0
     try:
-        with measurer.phase("load", "load"):
+        with phases.phase("load", "load"):
             backbone = load_backbone(spec)
-        with measurer.phase("score_before", "inference"):
+        with phases.phase("score_before", "inference"):
             forget_before = [mean_logp(backbone, [f], estimator, batch, seed) for f in sel.forget]
             retain_before = mean_logp(backbone, sel.retain_eval, estimator, batch, seed)
         editor = method.sequential_editor(backbone, sel.retain_train, seed)
-        curve: list[dict[str, Any]] = []
-        insert_total = 0.0
         for i, fact in enumerate(sel.forget, 1):
             t0 = time.perf_counter()
-            with measurer.phase("edit", "edit"):
+            with phases.phase("edit", "edit"):
                 editor.insert(fact)
+            inserted = i
             insert_s = time.perf_counter() - t0
             insert_total += insert_s
             if i % every == 0 or i == n:
-                with measurer.phase("score_after", "eval"):
+                with phases.phase("score_after", "eval"):
                     retain_now = mean_logp(backbone, sel.retain_eval, estimator, batch, seed)
                     forget_now = mean_logp(backbone, sel.forget[:i], estimator, batch, seed)
                 curve.append({"n_inserted": i, "insert_s": insert_s,
                               "retain_logp": retain_now,
                               "retain_delta": retain_now - retain_before,
                               "forget_delta": forget_now - sum(forget_before[:i]) / i})
+    except BaseException as exc:  # noqa: BLE001 - only OOM is recorded, the rest re-raised
+        if not is_oom(exc):
+            raise
+        status = "oom"
+        error, oom_details = oom_report(exc, phases.current)
+        oom_details["oom_at_insertion"] = inserted + 1 if phases.current == "edit" else inserted
     finally:
+        if status == "oom":
+            release_device_memory()  # `exc` and its traceback are gone here
         measurer.close()
     memory = measurer.summary()
     fp = fingerprint(spec.device, job.config_hash, measurer.driver)
+    details: dict[str, Any] = {"notes": {"tuning": note}} if note else {}
+    if status == "oom":
+        return oom_record(job, sel, forget_before, retain_before, curve, memory, fp,
+                          measurer.seconds(), method_config, {**details, **oom_details}, error,
+                          time.perf_counter() - start)
     last = curve[-1]
     return Record(
         schema_version=SCHEMA_VERSION, status="ok", experiment="sequential",
@@ -118,8 +141,38 @@ def run(job: SequentialJob) -> dict[str, Any]:
         converged=True, collapsed=False, collapse_reason=None, steps=None,
         device=fp["device"], device_class=fp["device_class"], git_commit=fp["git_commit"],
         subject_source=sel.subject_source(), fingerprint=fp,
-        method_config=method_config,
-        details={"notes": {"tuning": note}} if note else {}, curve=curve, error=None,
+        method_config=method_config, details=details, curve=curve, error=None,
+        **memory.record_fields(),
+    ).to_dict()
+
+
+def oom_record(job: SequentialJob, sel: Any, forget_before: list[float],
+               retain_before: float | None, curve: list[dict[str, Any]], memory: Any,
+               fp: dict[str, Any], phase_seconds: dict[str, float],
+               method_config: dict[str, Any], details: dict[str, Any], error: str | None,
+               job_wall_s: float) -> dict[str, Any]:
+    """The record of a run stopped by an out-of-memory error: the scores before (when they
+    were computed), the curve up to the last evaluation, no after-scores, no edit time."""
+    n = job.n_facts
+    complete = len(forget_before) == n
+    return Record(
+        schema_version=SCHEMA_VERSION, status="oom", experiment="sequential",
+        backbone=job.backbone, method=job.method, split=sel.split, n_facts=n, seed=job.seed,
+        estimator=job.estimator, n_retain_eval=len(sel.retain_eval),
+        forget_logp_before=sum(forget_before) / n if complete else None,
+        forget_logp_after=None, retain_logp_before=retain_before, retain_logp_after=None,
+        forget_rougeL_after=None, retain_rougeL_after=None,
+        forget_quality=None, model_utility=None,
+        wall_clock_s=None, job_wall_s=job_wall_s,
+        phase_seconds=phase_seconds, method_phase_seconds={},
+        peak_mem_bytes=memory.peak_mem_bytes, inference_mem_bytes=memory.inference_mem_bytes,
+        extra_mem_bytes=memory.extra_mem_bytes, model_mem_bytes=memory.model_mem_bytes,
+        nvml_peak_bytes=memory.nvml_peak_bytes, memory_source=memory.memory_source,
+        converged=None, collapsed=None, collapse_reason=None, steps=None,
+        device=fp["device"], device_class=fp["device_class"], git_commit=fp["git_commit"],
+        subject_source=sel.subject_source(), fingerprint=fp,
+        method_config=method_config, details=details, curve=curve, error=error,
+        **memory.record_fields(),
     ).to_dict()
 
 

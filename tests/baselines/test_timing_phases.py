@@ -33,10 +33,10 @@ def phase_log(monkeypatch):
     calls: list[tuple[str, str]] = []  # (what, phase)
 
     @contextmanager
-    def tracking(phases, name):
+    def tracking(phases, name, device=None):
         stack.append(name)
         try:
-            with timed(phases, name):
+            with timed(phases, name, device):
                 yield
         finally:
             stack.pop()
@@ -48,10 +48,10 @@ def phase_log(monkeypatch):
         return wrapped
 
     @contextmanager
-    def tracking_bookkeeping(phases, name):
+    def tracking_bookkeeping(phases, name, device=None):
         stack.append(name)
         try:
-            with bookkeeping(phases, name):
+            with bookkeeping(phases, name, device):
                 yield
         finally:
             stack.pop()
