@@ -54,7 +54,8 @@ class TuneJob(BackboneJob):
     # retain drop at the largest count, scaled linearly to it, must be safe too. None: no
     # extrapolation.
     extrapolate_to: int | None = None
-    # config tuning.max_retain_gate_opens (tune_counts' max_gate_opens); None: no bound
+    # config tuning.max_retain_gate_opens (tune_counts' max_gate_opens); None: the budget
+    # follows from max_retain_drop and the damage per opening alone
     max_retain_gate_opens: float | None = None
 
 

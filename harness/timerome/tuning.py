@@ -60,6 +60,10 @@ class GridPoint:
     # mean number of (fact column, position) gate openings per scored retain fact: the
     # retain damage's mechanism, counted directly (0 without the gate)
     retain_gate_opens: float = 0.0
+    # expected openings per retain fact of the population, estimated on the calibration
+    # states by cross-fitting (`EditMemory.held_out_gate_opens` x the scored retain facts'
+    # mean positions): what the gate budget is checked on
+    expected_gate_opens: float = 0.0
 
     @property
     def setting(self) -> tuple[float, float, float, float]:
@@ -102,6 +106,10 @@ class TuningResult:
     # Per fact-count regime (`tune_counts`): {str(n): the point a job editing up to n facts
     # applies} (`regime_point`); `chosen` is the regime of the most facts.
     chosen_by_facts: dict[str, GridPoint | None] = field(default_factory=dict)
+    # `tune_counts`: nats of retain drop per gate opening (`damage_per_opening`) and the
+    # gate budget the regimes were checked against (expected openings per retain fact)
+    damage_per_opening: float | None = None
+    gate_open_budget: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -157,6 +165,8 @@ def tune(backbone: Backbone, validation: Sequence[Fact], retain: Sequence[Fact],
     columns = editor.extract(encoded, trace, editor.selected(trace))
     forget_pre = score_facts(backbone, validation, ESTIMATOR, batch_size).logp
     retain_pre = score_facts(backbone, retain, ESTIMATOR, batch_size).logp
+    retain_positions = sum(len(e.prompt_ids) + len(e.answer_ids)
+                           for e in encode_facts(backbone, retain)) / max(1, len(retain))
     points = []
     for lam in grid.lams:
         editor.config = base.with_overrides(lam=lam)
@@ -165,6 +175,8 @@ def tune(backbone: Backbone, validation: Sequence[Fact], retain: Sequence[Fact],
         memory.attach(backbone)
         try:
             for margin in grid.gate_margins:
+                memory.set_operating_point(gate_margin=margin)
+                expected = memory.held_out_gate_opens() * retain_positions
                 for alpha in grid.alphas:
                     for q in grid.qs:
                         memory.set_operating_point(alpha=alpha, q=q, gate_margin=margin)
@@ -175,7 +187,8 @@ def tune(backbone: Backbone, validation: Sequence[Fact], retain: Sequence[Fact],
                                 backbone, retain, ESTIMATOR, batch_size).logp).mean())
                         opens = memory.last_gate_opens / max(1, len(retain))
                         points.append(GridPoint(alpha, lam, q, f_drop, r_drop,
-                                                r_drop <= max_retain_drop, margin, opens))
+                                                r_drop <= max_retain_drop, margin, opens,
+                                                expected))
         finally:
             memory.detach()
     safe = [p for p in points if p.safe]
@@ -209,11 +222,15 @@ def tune_counts(backbone: Backbone, validation: Sequence[Fact], retain: Sequence
       share of retain states, so the expected number of opened gates grows linearly with
       the facts); the largest forget drop at the largest count among those.
 
-    With `max_gate_opens`, a point is also unsafe for a regime when its gates open more than
-    that many times per scored retain fact (counted at n; at the largest count scaled
-    linearly for the extrapolated regime: each fact column opens on about the same share of
-    retain positions). The retain drop of a 50-fact memory does not predict a 400-fact one
-    (docs/measurements/memory_variants.md); the opened gates that cause it do.
+    A point is also unsafe for a regime when its gates are expected to open more than a
+    budget per retain fact: max_retain_drop / `damage_per_opening` of the largest count's
+    grid (the most nats one opening cost there), or `max_gate_opens` if smaller (`GridPoint.expected_gate_opens`,
+    cross-fitted on the calibration states at n; at the largest count scaled linearly for
+    the extrapolated regime: each fact column opens on about the same share of retain
+    positions). The retain drop of a 50-fact memory does not predict a 400-fact one, nor
+    does counting openings on the 40 scored retain facts (0 at 50 facts, 0.43 per fact at
+    400 on the base twin); the cross-fitted expectation does
+    (docs/measurements/memory_variants.md).
 
     `chosen_by_facts` maps each regime's count to its point (`regime_point` picks one for a
     job); `chosen` and `grid` are the most-facts regime's (its `safe` flags); `regimes` holds
@@ -232,17 +249,19 @@ def tune_counts(backbone: Backbone, validation: Sequence[Fact], retain: Sequence
                     max_retain_drop=max_retain_drop, batch_size=batch_size,
                     trace=trace.select(range(n)), calibration=calibration,
                     statistics=statistics) for n in counts]
-    budget = float("inf") if max_gate_opens is None else max_gate_opens
+    damage = damage_per_opening(results[-1].grid)
+    budget = min(float("inf") if max_gate_opens is None else max_gate_opens,
+                 float("inf") if damage is None else max_retain_drop / damage)
     for r in results:  # each regime: safe at its own count
         for p in r.grid:
-            p.safe = p.safe and p.retain_gate_opens <= budget
+            p.safe = p.safe and p.expected_gate_opens <= budget
         safe_here = [p for p in r.grid if p.safe]
         r.chosen = max(safe_here, key=lambda p: (p.forget_drop, -p.alpha)) if safe_here else None
     unsafe = {p.setting for r in results for p in r.grid if not p.safe}
     largest = results[-1]
     scale = max(1.0, (extrapolate_to or 0) / counts[-1])
     unsafe |= {p.setting for p in largest.grid if p.retain_drop * scale > max_retain_drop
-               or p.retain_gate_opens * scale > budget}
+               or p.expected_gate_opens * scale > budget}
     points = [GridPoint(**{**vars(p), "safe": p.setting not in unsafe}) for p in largest.grid]
     safe = [p for p in points if p.safe]
     chosen = max(safe, key=lambda p: (p.forget_drop, -p.alpha)) if safe else None
@@ -260,12 +279,29 @@ def tune_counts(backbone: Backbone, validation: Sequence[Fact], retain: Sequence
                        f"count and at {counts[-1]} facts x {scale:g} (linear to "
                        f"{extrapolate_to} facts), max forget drop at {counts[-1]} facts"
                        if scale > 1 else f"the most facts: safe at every count")
-                    + (f"; safe also means at most {max_gate_opens} gate openings per scored "
-                       "retain fact (at n; scaled likewise beyond the largest count)"
-                       if max_gate_opens is not None else ""))
+                    + (f"; safe also means at most {budget:.4g} expected gate openings "
+                       "per retain fact (cross-fitted on the calibration states at n; scaled "
+                       "likewise beyond the largest count; budget = "
+                       + (f"{max_retain_drop} nats / {damage:.3g} nats per opening"
+                          if damage is not None and budget == max_retain_drop / damage
+                          else "tuning.max_retain_gate_opens") + ")"
+                       if budget != float("inf") else ""))
+    largest.damage_per_opening = damage
+    largest.gate_open_budget = None if budget == float("inf") else budget
     largest.seconds = time.monotonic() - start
     largest.flagged = sorted({k for r in results for k in r.flagged})
     return largest
+
+
+def damage_per_opening(points: Sequence[GridPoint]) -> float | None:
+    """Nats of mean retain drop per gate opening per retain fact: the largest
+    retain_drop / retain_gate_opens among points whose gates opened on the scored retain
+    facts (None if none did). With it, an expected number of openings becomes an expected
+    retain drop, so the gate budget follows from the retain budget: at most
+    max_retain_drop / damage openings per retain fact."""
+    ratios = [p.retain_drop / p.retain_gate_opens for p in points
+              if p.retain_gate_opens > 0 and p.retain_drop > 0]
+    return max(ratios) if ratios else None
 
 
 def frontier(points: Sequence[GridPoint]) -> list[GridPoint]:

@@ -173,7 +173,7 @@ def test_gate_budget_rejects_points_whose_gates_open_on_retain(monkeypatch):
     retain fact: x 8 to 400 facts that is over a 0.05 budget, so the 400-fact regime takes
     alpha 2 (no openings); at 50 facts (0.02 <= 0.05) alpha 8 stays."""
     def opened(alpha, forget, retain, opens):
-        return GridPoint(alpha, 1.0, 1.0, forget, retain, True, 0.0, opens)
+        return GridPoint(alpha, 1.0, 1.0, forget, retain, True, 0.0, opens, opens)
 
     grids = {10: [opened(2.0, 3.0, 0.0, 0.0), opened(8.0, 9.0, 0.01, 0.0)],
              50: [opened(2.0, 4.0, 0.0, 0.0), opened(8.0, 12.0, 0.02, 0.02)]}
@@ -223,3 +223,64 @@ def test_transfer_note_names_each_regimes_point(tmp_path):
         "jobs of up to 10 facts: alpha=1024.0, gate_margin=0.0, lam=0.01, q=0.5; "
         "jobs of up to 50 facts: no utility-safe point (untuned); "
         "jobs of up to 400 facts: alpha=4.0, gate_margin=0.5, lam=1.0, q=1.0")
+
+
+def test_gate_budget_follows_from_the_damage_per_opening(monkeypatch):
+    """At 50 facts alpha 16's gates opened 0.1 times per scored retain fact for 0.5 nats: 5
+    nats an opening, so the 1-nat retain budget allows 0.2 expected openings. Alpha 16's
+    own expectation at 50 facts (0.3, cross-fitted) is over it although its count on the
+    scored facts is not; scaled x 8 to 400 facts, alpha 8's 0.03 (0.24) is over it and
+    alpha 4's 0.02 (0.16) within."""
+    def point(alpha, forget, retain, counted, expected):
+        return GridPoint(alpha, 1.0, 1.0, forget, retain, True, 0.0, counted, expected)
+
+    grids = {10: [point(4.0, 3.0, 0.0, 0.0, 0.0), point(8.0, 4.0, 0.0, 0.0, 0.0),
+                  point(16.0, 5.0, 0.1, 0.05, 0.01)],
+             50: [point(4.0, 6.0, 0.0, 0.0, 0.02), point(8.0, 7.0, 0.0, 0.0, 0.03),
+                  point(16.0, 9.0, 0.5, 0.1, 0.3)]}
+
+    def fake(backbone, validation, retain, base, grid, max_retain_drop, batch_size, calibration,
+             **_):
+        points = [GridPoint(**vars(p)) for p in grids[len(validation)]]
+        return TuningResult(chosen=None, grid=points, max_retain_drop=max_retain_drop,
+                            estimator="full_mask", validation_facts=[], retain_facts=[],
+                            base_config={}, backbone={}, seconds=0.0)
+
+    monkeypatch.setattr(tuning, "tune", fake)
+    monkeypatch.setattr(tuning, "TimeROMEEditor", _NoTraceEditor)
+    result = tune_counts(None, list(range(60)), [], [10, 50], extrapolate_to=400)
+    assert result.damage_per_opening == pytest.approx(5.0)
+    assert result.gate_open_budget == pytest.approx(0.2)
+    assert {k: p.alpha for k, p in result.chosen_by_facts.items()} == \
+        {"10": 16.0, "50": 8.0, "400": 4.0}
+    assert "0.2 expected gate openings" in result.rule and "5 nats per opening" in result.rule
+    capped = tune_counts(None, list(range(60)), [], [10, 50], extrapolate_to=400,
+                         max_gate_opens=0.05)
+    assert capped.gate_open_budget == pytest.approx(0.05)
+    assert {k: p and p.alpha for k, p in capped.chosen_by_facts.items()} == \
+        {"10": 16.0, "50": 8.0, "400": None}
+
+
+def test_held_out_gate_openings_predict_openings_on_new_retain_states(tiny_backbone):
+    """Thresholds at the largest of N calibration similarities never open on those N states
+    (so counting there says nothing); the cross-fitted estimate predicts how often they open
+    on new states of the same distribution (about one in N + 1 per fact column)."""
+    gen = torch.Generator().manual_seed(3)
+    proj = tiny_backbone.mlp_out_proj(1)
+    d = proj.in_features
+    n_keys, n_states = 60, 3000
+    reference = torch.randn((n_states, d), generator=gen)
+    keys = torch.randn((n_keys, d), generator=gen)
+    memory = EditMemory(TimeROMEConfig(precondition="none", gate=True),
+                        tiny_backbone.identity(), gate_reference={1: reference})
+    memory.insert(1, keys, torch.randn((n_keys, proj.out_features), generator=gen),
+                  [f"f{i}" for i in range(n_keys)])
+    expected = memory.held_out_gate_opens() * 4 * n_states  # over 4 N new states
+    with memory.counting_gate_opens():
+        memory.contribution(1, reference)
+    assert memory.last_gate_opens == 0
+    with memory.counting_gate_opens():
+        memory.contribution(1, torch.randn((4 * n_states, d), generator=gen))
+    counted = memory.last_gate_opens
+    assert counted > 100  # n_keys x 4 N / (N + 1) ~ 240 on average
+    assert expected == pytest.approx(counted, rel=0.3)

@@ -41,7 +41,7 @@ rule tune_timerome:
             "eval_seed": int(DATA["eval_seed"]), "seed": int(w.seed),
             "grid": TUNING.get("grid", {}), "max_retain_drop": TUNING["max_retain_drop"],
             "fact_counts": TUNING["fact_counts"],
-            "max_retain_gate_opens": TUNING["max_retain_gate_opens"],
+            "max_retain_gate_opens": TUNING.get("max_retain_gate_opens"),
             "extrapolate_to": max([*FACT_COUNTS, int(SEQUENTIAL["n_facts"])]),
             "on_no_safe_point": TUNING["on_no_safe_point"],
             "method_config": METHOD_CONFIG.get(TUNED_METHOD, {}),
