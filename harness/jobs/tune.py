@@ -85,9 +85,13 @@ def main(argv: list[str] | None = None) -> int:
               f"Table 1's and the tuning's scored samples (2 x {job.retain_eval_size}); "
               "use more retain authors or a smaller data.retain_eval_size", file=sys.stderr)
         return EXIT_BAD_JOB
+    try:
+        grid = TuningGrid.from_config(job.grid)
+    except ValueError as exc:
+        print(f"error: config {exc}", file=sys.stderr)
+        return EXIT_BAD_JOB
     backbone = job.load()
     validation = load_split(job.tofu_dir, job.validation_split)
-    grid = TuningGrid.from_config(job.grid)
     base = TimeROMEConfig.from_dict({**job.method_config, "seed": job.seed})
     counts = [n for n in job.fact_counts if n <= len(validation)] or [len(validation)]
     if len(counts) < len(job.fact_counts):

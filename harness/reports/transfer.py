@@ -50,7 +50,7 @@ def tuned_params(path: str | None) -> dict:
     return {**params, **({"by_facts": by_facts} if by_facts else {})}
 
 
-SHOWN_KEYS = ("alpha", "lam", "lambda", "q", "gate_margin")
+SHOWN_KEYS = ("alpha", "lam", "lambda", "q", "gate_margin", "sites")
 
 
 def tuned_text(tuned: dict) -> str:

@@ -18,7 +18,7 @@ from harness.backbones.base import Backbone
 from harness.data.fact import Fact
 from harness.diffusion.batching import encode_facts
 from harness.evaluation.answer_logprob import score_facts
-from harness.timerome.config import TimeROMEConfig
+from harness.timerome.config import SITE_RULES, TimeROMEConfig
 from harness.timerome.editor import TimeROMEEditor
 from harness.atomic import write_json_atomic
 from harness.timerome.tracing import TraceResult
@@ -35,16 +35,22 @@ class TuningGrid:
     lams: tuple[float, ...] = (0.1, 1.0, 10.0)
     qs: tuple[float, ...] = (0.25, 0.5, 1.0)
     gate_margins: tuple[float, ...] = (0.0,)
+    sites: tuple[str, ...] = ()  # edit-site rules (harness.timerome.sites); (): the config's
 
     @classmethod
     def from_config(cls, grid: Mapping[str, Sequence[float]]) -> "TuningGrid":
-        """From config `tuning.grid` ({alpha, lam, q, gate_margin}: lists); a key left out:
-        the default."""
-        names = {"alpha": "alphas", "lam": "lams", "q": "qs", "gate_margin": "gate_margins"}
+        """From config `tuning.grid` ({alpha, lam, q, gate_margin, sites}: lists); a key left
+        out: the default."""
+        names = {"alpha": "alphas", "lam": "lams", "q": "qs", "gate_margin": "gate_margins",
+                 "sites": "sites"}
         unknown = sorted(set(grid) - set(names))
         if unknown:
             raise ValueError(f"tuning grid: unknown key(s) {', '.join(unknown)}; "
                              f"known: {', '.join(names)}")
+        bad = [rule for rule in grid.get("sites", ()) if rule not in SITE_RULES]
+        if bad:
+            raise ValueError(f"tuning grid: unknown sites rule(s) {', '.join(map(str, bad))}; "
+                             f"known: {', '.join(SITE_RULES)}")
         return cls(**{names[k]: tuple(values) for k, values in grid.items()})
 
 
@@ -64,10 +70,11 @@ class GridPoint:
     # states by cross-fitting (`EditMemory.held_out_gate_opens` x the scored retain facts'
     # mean positions): what the gate budget is checked on
     expected_gate_opens: float = 0.0
+    sites: str | None = None  # the edit-site rule (None: the base config's)
 
     @property
-    def setting(self) -> tuple[float, float, float, float]:
-        return (self.alpha, self.lam, self.q, self.gate_margin)
+    def setting(self) -> tuple[float, float, float, float, str | None]:
+        return (self.alpha, self.lam, self.q, self.gate_margin, self.sites)
 
 
 @dataclass
@@ -136,7 +143,8 @@ class TuningResult:
             raise ValueError("tuning found no utility-safe operating point")
         return TimeROMEConfig.from_dict(self.base_config).with_overrides(
             alpha=self.chosen.alpha, lam=self.chosen.lam, q=self.chosen.q,
-            gate_margin=self.chosen.gate_margin)
+            gate_margin=self.chosen.gate_margin,
+            **({"sites": self.chosen.sites} if self.chosen.sites else {}))
 
 
 def tune(backbone: Backbone, validation: Sequence[Fact], retain: Sequence[Fact],
@@ -162,14 +170,15 @@ def tune(backbone: Backbone, validation: Sequence[Fact], retain: Sequence[Fact],
         encoded = encode_facts(backbone, validation)
         if trace.fact_keys != [f.key for f in validation]:
             raise ValueError("tune: the given trace is not of the validation facts")
-    columns = editor.extract(encoded, trace, editor.selected(trace))
+    selected = editor.selected(trace)
     forget_pre = score_facts(backbone, validation, ESTIMATOR, batch_size).logp
     retain_pre = score_facts(backbone, retain, ESTIMATOR, batch_size).logp
     retain_positions = sum(len(e.prompt_ids) + len(e.answer_ids)
                            for e in encode_facts(backbone, retain)) / max(1, len(retain))
     points = []
-    for lam in grid.lams:
-        editor.config = base.with_overrides(lam=lam)
+    for (site_rule, lam) in [(r, lam) for r in (grid.sites or (base.sites,)) for lam in grid.lams]:
+        editor.config = base.with_overrides(lam=lam, sites=site_rule)
+        columns = editor.extract(encoded, trace, selected)  # the same trace, other sites
         memory = editor.new_memory()
         editor.solve(memory, columns)
         memory.attach(backbone)
@@ -188,7 +197,7 @@ def tune(backbone: Backbone, validation: Sequence[Fact], retain: Sequence[Fact],
                         opens = memory.last_gate_opens / max(1, len(retain))
                         points.append(GridPoint(alpha, lam, q, f_drop, r_drop,
                                                 r_drop <= max_retain_drop, margin, opens,
-                                                expected))
+                                                expected, site_rule))
         finally:
             memory.detach()
     safe = [p for p in points if p.safe]
@@ -391,4 +400,5 @@ def read_tuned_config(path: str | Path, base: TimeROMEConfig | None = None) -> T
     start = base if base is not None else TimeROMEConfig.from_dict(
         json.loads(Path(path).read_text())["base_config"])
     return start.with_overrides(alpha=chosen["alpha"], lam=chosen["lam"], q=chosen["q"],
-                                gate_margin=chosen.get("gate_margin", start.gate_margin))
+                                gate_margin=chosen.get("gate_margin", start.gate_margin),
+                                sites=chosen.get("sites") or start.sites)

@@ -302,3 +302,28 @@ def test_tuning_reports_a_choice_at_the_grids_strong_edge():
 def test_non_finite_hyperparameters_are_named_errors(field, value):
     with pytest.raises(ValueError, match=rf"{field} must be a finite number"):
         TimeROMEConfig(**{field: value})
+
+
+def test_tuning_tries_each_site_rule_of_the_grid_on_one_trace(tiny_backbone, forget_retain,
+                                                               tmp_path):
+    """`sites` in the grid: every rule is solved from the same trace, each point names its
+    rule, and the record's chosen rule is what the tuned config applies."""
+    forget, retain = forget_retain
+    scored, calibration = retain[: len(retain) // 2], retain[len(retain) // 2:]
+    config = TimeROMEConfig(precondition="retain_cov", gate=True, edit_flagged=True, **FAST)
+    grid = TuningGrid(alphas=(16.0,), lams=(1.0,), qs=(1.0,),
+                      sites=("subject", "subject_layers"))
+    result = tune(tiny_backbone, forget, scored, config, grid, max_retain_drop=100.0,
+                  calibration=calibration)  # the tiny twin is not utility-safe at alpha 16
+    by_rule = {p.sites: p for p in result.grid}
+    assert set(by_rule) == {"subject", "subject_layers"} and len(result.grid) == 2
+    # more columns (every layer): a different edit
+    assert by_rule["subject"].forget_drop != by_rule["subject_layers"].forget_drop
+    assert result.chosen.sites in by_rule
+    tuned = read_tuned_config(write_tuning(result, tmp_path / "t.json"))
+    assert tuned.sites == result.chosen.sites
+
+
+def test_tuning_grid_names_an_unknown_site_rule():
+    with pytest.raises(ValueError, match="unknown sites rule.*subjct.*known: chosen"):
+        TuningGrid.from_config({"sites": ["subject", "subjct"]})
