@@ -206,3 +206,26 @@ def test_config_workdir_puts_every_output_there(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert (shared / "data" / "synthetic" / "manifest.json").is_file()
     assert not (here / "data").exists()
+
+
+FORGET05 = REPO_ROOT / "workflows" / "config" / "forget05.yaml"
+
+
+def test_forget05_config_is_the_default_on_forget05_for_the_tuning_twin(tmp_path):
+    """Forget quality on 50 facts: the default config but for the splits, one backbone (the
+    tuning twin, with its retain model) and its own working directory."""
+    cfg = yaml.safe_load(FORGET05.read_text())
+    default = yaml.safe_load(DEFAULT.read_text())
+    tuning_twin = default["tuning"]["backbone"]
+    assert cfg["backbones"] == {tuning_twin: default["backbones"][tuning_twin]}
+    assert cfg["backbones"][tuning_twin]["retain_model"] is True
+    assert (cfg["data"]["forget_split"], cfg["data"]["retain_split"]) == ("forget05", "retain95")
+    same = {k: v for k, v in cfg.items() if k not in ("data", "backbones", "workdir")}
+    assert same == {k: v for k, v in default.items() if k not in ("data", "backbones")}
+    assert {k: v for k, v in cfg["data"].items() if not k.endswith("_split")} == \
+        {k: v for k, v in default["data"].items() if not k.endswith("_split")}
+    result = dry_run(tmp_path, "reproduce_table1", FORGET05)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    counts = job_counts(result.stdout)
+    assert counts["run_table1"] == len(default["methods"]) and counts["retain_model"] == 1
+    assert f"results/runs/table1/{tuning_twin}/timerome/seed0.json" in result.stdout
