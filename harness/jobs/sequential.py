@@ -135,15 +135,21 @@ def run(job: SequentialJob) -> dict[str, Any]:
         forget_quality=None, model_utility=None,
         wall_clock_s=insert_total, job_wall_s=time.perf_counter() - start,
         phase_seconds=measurer.seconds(), method_phase_seconds={},
-        peak_mem_bytes=memory.peak_mem_bytes, inference_mem_bytes=memory.inference_mem_bytes,
-        extra_mem_bytes=memory.extra_mem_bytes, model_mem_bytes=memory.model_mem_bytes,
-        nvml_peak_bytes=memory.nvml_peak_bytes, memory_source=memory.memory_source,
+        **memory_columns(memory),
         converged=True, collapsed=False, collapse_reason=None, steps=None,
         device=fp["device"], device_class=fp["device_class"], git_commit=fp["git_commit"],
         subject_source=sel.subject_source(), fingerprint=fp,
         method_config=method_config, details=details, curve=curve, error=None,
-        **memory.record_fields(),
     ).to_dict()
+
+
+def memory_columns(memory: Any) -> dict[str, Any]:
+    """The record's memory fields from the job's `MemorySummary`."""
+    return {"peak_mem_bytes": memory.peak_mem_bytes,
+            "inference_mem_bytes": memory.inference_mem_bytes,
+            "extra_mem_bytes": memory.extra_mem_bytes, "model_mem_bytes": memory.model_mem_bytes,
+            "nvml_peak_bytes": memory.nvml_peak_bytes, "memory_source": memory.memory_source,
+            **memory.record_fields()}
 
 
 def oom_record(job: SequentialJob, sel: Any, forget_before: list[float],
@@ -165,14 +171,11 @@ def oom_record(job: SequentialJob, sel: Any, forget_before: list[float],
         forget_quality=None, model_utility=None,
         wall_clock_s=None, job_wall_s=job_wall_s,
         phase_seconds=phase_seconds, method_phase_seconds={},
-        peak_mem_bytes=memory.peak_mem_bytes, inference_mem_bytes=memory.inference_mem_bytes,
-        extra_mem_bytes=memory.extra_mem_bytes, model_mem_bytes=memory.model_mem_bytes,
-        nvml_peak_bytes=memory.nvml_peak_bytes, memory_source=memory.memory_source,
+        **memory_columns(memory),
         converged=None, collapsed=None, collapse_reason=None, steps=None,
         device=fp["device"], device_class=fp["device_class"], git_commit=fp["git_commit"],
         subject_source=sel.subject_source(), fingerprint=fp,
         method_config=method_config, details=details, curve=curve, error=error,
-        **memory.record_fields(),
     ).to_dict()
 
 
