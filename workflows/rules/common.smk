@@ -12,6 +12,7 @@ from snakemake.utils import validate
 from harness import plan_checks
 from harness.methods.registry import (method_info, methods_of_kind, reference_methods,
                                       tuned_methods)
+from harness.workflow_params import tracked_job
 from harness.workflow_resources import light_resources, rule_resources
 from harness.plan_checks import ConfigError
 
@@ -243,6 +244,8 @@ def corpus_marker():
 
 def job_arg(payload):
     return json.dumps(payload, sort_keys=True, separators=(",", ":"))
+
+
 
 
 def tuned_path(seed=0):

@@ -50,7 +50,7 @@ rule finetune_backbone:
     output:
         directory("models/{backbone}/finetuned"),
     params:
-        job=lambda w, output: finetune_job(w, output, []),
+        **tracked_job(lambda w, output: finetune_job(w, output, [])),
     threads: FT_THREADS
     resources:
         **rule_resources(config, "finetune", FT_THREADS),
@@ -68,7 +68,7 @@ rule retain_model:
     output:
         directory("models/{backbone}/retain"),
     params:
-        job=lambda w, output: finetune_job(w, output, [DATA["forget_split"]]),
+        **tracked_job(lambda w, output: finetune_job(w, output, [DATA["forget_split"]])),
     threads: FT_THREADS
     resources:
         **rule_resources(config, "finetune", FT_THREADS),

@@ -88,7 +88,7 @@ rule run_robustness:
     wildcard_constraints:
         row=_alternation(set(METHODS) | set(REFERENCE_METHODS)),
     params:
-        job=lambda w, output: robustness_job(w, output[0]),
+        **tracked_job(lambda w, output: robustness_job(w, output[0])),
     threads: JOB_THREADS
     resources:
         **rule_resources(config, "edit", JOB_THREADS),

@@ -20,7 +20,7 @@ rule run_scaling:
     output:
         "results/runs/scaling/{backbone}/{method}/n{n_facts}/seed{seed}.json",
     params:
-        job=lambda w, output: method_job(w, "scaling", output[0], n_facts=int(w.n_facts)),
+        **tracked_job(lambda w, output: method_job(w, "scaling", output[0], n_facts=int(w.n_facts))),
     threads: JOB_THREADS
     resources:
         **rule_resources(config, "edit", JOB_THREADS),

@@ -35,7 +35,7 @@ rule run_sequential:
     output:
         "results/runs/sequential/{backbone}/seed{seed}.json",
     params:
-        job=lambda w, output: job_arg({
+        **tracked_job(lambda w, output: job_arg({
             "method": SEQUENTIAL_METHOD,
             "backbone": w.backbone, "backbone_entry": backbone_entry(w.backbone),
             "backbone_path": finetuned_path(w.backbone), "tofu_dir": TOFU_DIR,
@@ -47,7 +47,7 @@ rule run_sequential:
             "method_config": METHOD_CONFIG.get(SEQUENTIAL_METHOD, {}),
             "tuned_config": tuned_path() if is_tuned(SEQUENTIAL_METHOD) else None,
             "out": output[0], "threads": JOB_THREADS,
-            "config_hash": config_hash(SEQUENTIAL, DATA, w.backbone)}),
+            "config_hash": config_hash(SEQUENTIAL, DATA, w.backbone)})),
     threads: JOB_THREADS
     resources:
         **rule_resources(config, "sequential", JOB_THREADS),

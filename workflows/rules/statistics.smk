@@ -30,8 +30,8 @@ for _experiment, _methods in STATISTICS_METHODS.items():
             [f"results/statistics/{_experiment}/{{backbone}}/{method}/seed{{seed}}.safetensors"
              for method in _methods],
         params:
-            job=lambda w, output, experiment=_experiment, methods=_methods: statistics_job(
-                w, experiment, methods, output),
+            **tracked_job(lambda w, output, experiment=_experiment, methods=_methods: statistics_job(
+                w, experiment, methods, output)),
         threads: JOB_THREADS
         resources:
             **rule_resources(config, "statistics", JOB_THREADS),

@@ -31,7 +31,7 @@ rule tune_timerome:
     output:
         "results/tuning/{backbone}/seed{seed}.json",
     params:
-        job=lambda w, output: job_arg({
+        **tracked_job(lambda w, output: job_arg({
             "backbone": w.backbone, "backbone_entry": backbone_entry(w.backbone),
             "backbone_path": finetuned_path(w.backbone), "tofu_dir": TOFU_DIR,
             "validation_split": VALIDATION_SPLIT,
@@ -45,7 +45,7 @@ rule tune_timerome:
             "extrapolate_to": max([*FACT_COUNTS, int(SEQUENTIAL["n_facts"])]),
             "on_no_safe_point": TUNING["on_no_safe_point"],
             "method_config": METHOD_CONFIG.get(TUNED_METHOD, {}),
-            "out": output[0], "threads": JOB_THREADS}),
+            "out": output[0], "threads": JOB_THREADS})),
     threads: JOB_THREADS
     resources:
         **rule_resources(config, "tune", JOB_THREADS),
@@ -67,7 +67,7 @@ rule run_table1:
     output:
         "results/runs/table1/{backbone}/{method}/seed{seed}.json",
     params:
-        job=lambda w, output: method_job(w, "table1", output[0]),
+        **tracked_job(lambda w, output: method_job(w, "table1", output[0])),
     threads: JOB_THREADS
     resources:
         **rule_resources(config, "edit", JOB_THREADS),
@@ -98,8 +98,8 @@ rule run_reference:
     wildcard_constraints:
         reference=_alternation(REFERENCE_METHODS),
     params:
-        job=lambda w, output: method_job(SimpleNamespace(
-            backbone=w.backbone, method=w.reference, seed=w.seed), "table1", output[0]),
+        **tracked_job(lambda w, output: method_job(SimpleNamespace(
+            backbone=w.backbone, method=w.reference, seed=w.seed), "table1", output[0])),
     threads: JOB_THREADS
     resources:
         **rule_resources(config, "edit", JOB_THREADS),

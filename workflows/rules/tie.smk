@@ -21,12 +21,12 @@ rule tie_heatmap:
         pdf="reports/figures/tie_{backbone}.pdf",
         summary="reports/figures/tie_{backbone}.json",
     params:
-        job=lambda w, output: job_arg({
+        **tracked_job(lambda w, output: job_arg({
             "backbone": w.backbone, "backbone_entry": backbone_entry(w.backbone),
             "backbone_path": finetuned_path(w.backbone), "tofu_dir": TOFU_DIR,
             "forget_split": DATA["forget_split"], "n_facts": int(TIE["n_facts"]),
             "method_config": METHOD_CONFIG.get(TUNED_METHOD, {}),
-            "out": output.png[: -len(".png")], "threads": JOB_THREADS}),
+            "out": output.png[: -len(".png")], "threads": JOB_THREADS})),
     threads: JOB_THREADS
     resources:
         **rule_resources(config, "tie", JOB_THREADS),
