@@ -9,10 +9,13 @@ function and grid run unchanged on any adapter (transfer).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+import torch
 
 from harness.backbones.base import Backbone
 from harness.data.fact import Fact
@@ -24,6 +27,20 @@ from harness.atomic import write_json_atomic
 from harness.timerome.tracing import TraceResult
 
 ESTIMATOR = "full_mask"
+# A point is utility-safe when the one-sided 95% upper confidence bound of its mean retain
+# drop over the scored retain facts (mean + z SE) is within the budget: the scored facts are
+# a sample, and a Table 1 or scaling job is scored on another one. One opened gate can cost
+# a retain fact 20 nats, so the per-fact drops are heavy-tailed and the mean alone was
+# exceeded on new facts (docs/measurements/memory_variants.md).
+RETAIN_Z = 1.645
+
+
+def mean_and_se(values: torch.Tensor) -> tuple[float, float]:
+    """Mean and standard error of the mean (0 for fewer than two values)."""
+    n = int(values.numel())
+    if n < 2:
+        return float(values.mean()) if n else 0.0, 0.0
+    return float(values.mean()), float(values.std(unbiased=True)) / math.sqrt(n)
 
 
 @dataclass(frozen=True)
@@ -71,6 +88,12 @@ class GridPoint:
     # mean positions): what the gate budget is checked on
     expected_gate_opens: float = 0.0
     sites: str | None = None  # the edit-site rule (None: the base config's)
+    retain_drop_se: float = 0.0  # standard error of retain_drop over the scored facts
+
+    @property
+    def retain_drop_bound(self) -> float:
+        """One-sided 95% upper bound of the mean retain drop (what `safe` compares)."""
+        return self.retain_drop + RETAIN_Z * self.retain_drop_se
 
     @property
     def setting(self) -> tuple[float, float, float, float, str | None]:
@@ -109,7 +132,7 @@ class TuningResult:
     # Multi-count tuning (`tune_counts`): the grid at each validation fact count; `grid` and
     # `chosen` are then the largest count's, `safe` meaning safe at every count.
     regimes: list[Regime] = field(default_factory=list)
-    rule: str = "max forget drop with retain drop <= max_retain_drop"
+    rule: str = "max forget drop with retain drop (95% upper bound) <= max_retain_drop"
     # Per fact-count regime (`tune_counts`): {str(n): the point a job editing up to n facts
     # applies} (`regime_point`); `chosen` is the regime of the most facts.
     chosen_by_facts: dict[str, GridPoint | None] = field(default_factory=dict)
@@ -192,12 +215,13 @@ def tune(backbone: Backbone, validation: Sequence[Fact], retain: Sequence[Fact],
                         f_drop = float((forget_pre - score_facts(
                             backbone, validation, ESTIMATOR, batch_size).logp).mean())
                         with memory.counting_gate_opens():
-                            r_drop = float((retain_pre - score_facts(
-                                backbone, retain, ESTIMATOR, batch_size).logp).mean())
+                            r_drops = retain_pre - score_facts(
+                                backbone, retain, ESTIMATOR, batch_size).logp
+                        r_drop, r_se = mean_and_se(r_drops)
                         opens = memory.last_gate_opens / max(1, len(retain))
                         points.append(GridPoint(alpha, lam, q, f_drop, r_drop,
-                                                r_drop <= max_retain_drop, margin, opens,
-                                                expected, site_rule))
+                                                r_drop + RETAIN_Z * r_se <= max_retain_drop,
+                                                margin, opens, expected, site_rule, r_se))
         finally:
             memory.detach()
     safe = [p for p in points if p.safe]
@@ -232,8 +256,10 @@ def tune_counts(backbone: Backbone, validation: Sequence[Fact], retain: Sequence
       the facts); the largest forget drop at the largest count among those.
 
     A point is also unsafe for a regime when its gates are expected to open more than a
-    budget per retain fact: max_retain_drop / `damage_per_opening` of the largest count's
-    grid (the most nats one opening cost there), or `max_gate_opens` if smaller (`GridPoint.expected_gate_opens`,
+    budget per retain fact (`gate_open_budget`: the openings whose cost, at
+    `damage_per_opening` of the largest count's grid, the most nats one opening cost there,
+    stays within max_retain_drop at 95% on a sample of the scored size), or than
+    `max_gate_opens` if smaller (`GridPoint.expected_gate_opens`,
     cross-fitted on the calibration states at n; at the largest count scaled linearly for
     the extrapolated regime: each fact column opens on about the same share of retain
     positions). The retain drop of a 50-fact memory does not predict a 400-fact one, nor
@@ -260,7 +286,8 @@ def tune_counts(backbone: Backbone, validation: Sequence[Fact], retain: Sequence
                     statistics=statistics) for n in counts]
     damage = damage_per_opening(results[-1].grid)
     budget = min(float("inf") if max_gate_opens is None else max_gate_opens,
-                 float("inf") if damage is None else max_retain_drop / damage)
+                 float("inf") if damage is None
+                 else gate_open_budget(max_retain_drop, damage, len(retain)))
     for r in results:  # each regime: safe at its own count
         for p in r.grid:
             p.safe = p.safe and p.expected_gate_opens <= budget
@@ -269,7 +296,7 @@ def tune_counts(backbone: Backbone, validation: Sequence[Fact], retain: Sequence
     unsafe = {p.setting for r in results for p in r.grid if not p.safe}
     largest = results[-1]
     scale = max(1.0, (extrapolate_to or 0) / counts[-1])
-    unsafe |= {p.setting for p in largest.grid if p.retain_drop * scale > max_retain_drop
+    unsafe |= {p.setting for p in largest.grid if p.retain_drop_bound * scale > max_retain_drop
                or p.expected_gate_opens * scale > budget}
     points = [GridPoint(**{**vars(p), "safe": p.setting not in unsafe}) for p in largest.grid]
     safe = [p for p in points if p.safe]
@@ -283,7 +310,7 @@ def tune_counts(backbone: Backbone, validation: Sequence[Fact], retain: Sequence
     largest.grid_edge = grid_edge(chosen, points, grid)
     largest.regimes = [Regime(n, r.grid, frontier(r.grid)) for n, r in zip(counts, results)]
     largest.rule = (f"per regime: up to n facts (n in {counts}), max forget drop at n among "
-                    f"points with retain drop <= {max_retain_drop} at n; "
+                    f"points with retain drop (one-sided 95% upper bound) <= {max_retain_drop} at n; "
                     + (f"more than {counts[-1]} (up to {extrapolate_to}) facts: safe at every "
                        f"count and at {counts[-1]} facts x {scale:g} (linear to "
                        f"{extrapolate_to} facts), max forget drop at {counts[-1]} facts"
@@ -291,8 +318,9 @@ def tune_counts(backbone: Backbone, validation: Sequence[Fact], retain: Sequence
                     + (f"; safe also means at most {budget:.4g} expected gate openings "
                        "per retain fact (cross-fitted on the calibration states at n; scaled "
                        "likewise beyond the largest count; budget = "
-                       + (f"{max_retain_drop} nats / {damage:.3g} nats per opening"
-                          if damage is not None and budget == max_retain_drop / damage
+                       + (f"{max_retain_drop} nats at 95% over {len(retain)} retain facts, "
+                          f"{damage:.3g} nats per opening"
+                          if damage is not None and budget < (max_gate_opens or float("inf"))
                           else "tuning.max_retain_gate_opens") + ")"
                        if budget != float("inf") else ""))
     largest.damage_per_opening = damage
@@ -300,6 +328,17 @@ def tune_counts(backbone: Backbone, validation: Sequence[Fact], retain: Sequence
     largest.seconds = time.monotonic() - start
     largest.flagged = sorted({k for r in results for k in r.flagged})
     return largest
+
+
+def gate_open_budget(max_retain_drop: float, damage: float, n_scored: int) -> float:
+    """The most expected gate openings per retain fact that keep the retain drop of a sample
+    of `n_scored` facts within `max_retain_drop` at 95%: openings on the sample are about
+    Poisson with mean x = budget x n_scored, each costing up to `damage` nats, so
+    (x + z sqrt(x)) damage / n_scored <= max_retain_drop; solved for x (z = RETAIN_Z)."""
+    if damage <= 0 or n_scored < 1:
+        return float("inf")
+    root = (-RETAIN_Z + math.sqrt(RETAIN_Z ** 2 + 4 * max_retain_drop * n_scored / damage)) / 2
+    return root * root / n_scored
 
 
 def damage_per_opening(points: Sequence[GridPoint]) -> float | None:

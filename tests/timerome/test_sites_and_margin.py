@@ -227,16 +227,17 @@ def test_transfer_note_names_each_regimes_point(tmp_path):
 
 def test_gate_budget_follows_from_the_damage_per_opening(monkeypatch):
     """At 50 facts alpha 16's gates opened 0.1 times per scored retain fact for 0.5 nats: 5
-    nats an opening, so the 1-nat retain budget allows 0.2 expected openings. Alpha 16's
-    own expectation at 50 facts (0.3, cross-fitted) is over it although its count on the
+    nats an opening. On 40 scored facts, x openings (Poisson) cost at most 1 nat at 95%
+    when (x + 1.645 sqrt(x)) 5 / 40 <= 1: x <= 4.51, 0.113 per fact. Alpha 16's own
+    expectation at 50 facts (0.3, cross-fitted) is over it although its count on the
     scored facts is not; scaled x 8 to 400 facts, alpha 8's 0.03 (0.24) is over it and
-    alpha 4's 0.02 (0.16) within."""
+    alpha 4's 0.01 (0.08) within."""
     def point(alpha, forget, retain, counted, expected):
         return GridPoint(alpha, 1.0, 1.0, forget, retain, True, 0.0, counted, expected)
 
     grids = {10: [point(4.0, 3.0, 0.0, 0.0, 0.0), point(8.0, 4.0, 0.0, 0.0, 0.0),
                   point(16.0, 5.0, 0.1, 0.05, 0.01)],
-             50: [point(4.0, 6.0, 0.0, 0.0, 0.02), point(8.0, 7.0, 0.0, 0.0, 0.03),
+             50: [point(4.0, 6.0, 0.0, 0.0, 0.01), point(8.0, 7.0, 0.0, 0.0, 0.03),
                   point(16.0, 9.0, 0.5, 0.1, 0.3)]}
 
     def fake(backbone, validation, retain, base, grid, max_retain_drop, batch_size, calibration,
@@ -248,13 +249,14 @@ def test_gate_budget_follows_from_the_damage_per_opening(monkeypatch):
 
     monkeypatch.setattr(tuning, "tune", fake)
     monkeypatch.setattr(tuning, "TimeROMEEditor", _NoTraceEditor)
-    result = tune_counts(None, list(range(60)), [], [10, 50], extrapolate_to=400)
+    retain = list(range(40))  # the scored retain facts (the fake tune only counts them)
+    result = tune_counts(None, list(range(60)), retain, [10, 50], extrapolate_to=400)
     assert result.damage_per_opening == pytest.approx(5.0)
-    assert result.gate_open_budget == pytest.approx(0.2)
+    assert result.gate_open_budget == pytest.approx(0.1127, abs=1e-4)
     assert {k: p.alpha for k, p in result.chosen_by_facts.items()} == \
         {"10": 16.0, "50": 8.0, "400": 4.0}
-    assert "0.2 expected gate openings" in result.rule and "5 nats per opening" in result.rule
-    capped = tune_counts(None, list(range(60)), [], [10, 50], extrapolate_to=400,
+    assert "0.1127 expected gate openings" in result.rule and "5 nats per opening" in result.rule
+    capped = tune_counts(None, list(range(60)), retain, [10, 50], extrapolate_to=400,
                          max_gate_opens=0.05)
     assert capped.gate_open_budget == pytest.approx(0.05)
     assert {k: p and p.alpha for k, p in capped.chosen_by_facts.items()} == \
@@ -284,3 +286,28 @@ def test_held_out_gate_openings_predict_openings_on_new_retain_states(tiny_backb
     counted = memory.last_gate_opens
     assert counted > 100  # n_keys x 4 N / (N + 1) ~ 240 on average
     assert expected == pytest.approx(counted, rel=0.3)
+
+
+def test_retain_safety_uses_the_upper_confidence_bound_of_the_mean(monkeypatch):
+    """Mean 0.1 nats at 50 facts with SE 0.05: the 95% bound 0.18 x 8 = 1.46 nats at 400
+    facts is over budget although the mean x 8 (0.8) is not; one fact losing 4 nats among
+    four gives mean 1 and SE 1."""
+    from harness.timerome.tuning import mean_and_se
+
+    assert mean_and_se(torch.tensor([0.0, 0.0, 0.0, 4.0])) == pytest.approx((1.0, 1.0))
+    noisy = GridPoint(2.0, 1.0, 1.0, 9.0, 0.1, True, 0.0, 0.0, 0.0, None, 0.05)
+    steady = GridPoint(1.0, 1.0, 1.0, 5.0, 0.1, True, 0.0, 0.0, 0.0, None, 0.0)
+    assert noisy.retain_drop_bound == pytest.approx(0.1 + 1.645 * 0.05)
+
+    def fake(backbone, validation, retain, base, grid, max_retain_drop, batch_size, calibration,
+             **_):
+        points = [GridPoint(**vars(p)) for p in (noisy, steady)]
+        return TuningResult(chosen=None, grid=points, max_retain_drop=max_retain_drop,
+                            estimator="full_mask", validation_facts=[], retain_facts=[],
+                            base_config={}, backbone={}, seconds=0.0)
+
+    monkeypatch.setattr(tuning, "tune", fake)
+    monkeypatch.setattr(tuning, "TimeROMEEditor", _NoTraceEditor)
+    result = tune_counts(None, list(range(60)), [], [50], extrapolate_to=400)
+    assert result.chosen_by_facts["50"].alpha == 2.0  # safe at 50: bound 0.18
+    assert result.chosen_by_facts["400"].alpha == 1.0
