@@ -199,6 +199,7 @@ def tune(backbone: Backbone, validation: Sequence[Fact], retain: Sequence[Fact],
     retain_positions = sum(len(e.prompt_ids) + len(e.answer_ids)
                            for e in encode_facts(backbone, retain)) / max(1, len(retain))
     points = []
+    expected_by: dict[tuple[str, float], float] = {}  # (sites, margin) -> expected openings
     for (site_rule, lam) in [(r, lam) for r in (grid.sites or (base.sites,)) for lam in grid.lams]:
         editor.config = base.with_overrides(lam=lam, sites=site_rule)
         columns = editor.extract(encoded, trace, selected)  # the same trace, other sites
@@ -208,7 +209,10 @@ def tune(backbone: Backbone, validation: Sequence[Fact], retain: Sequence[Fact],
         try:
             for margin in grid.gate_margins:
                 memory.set_operating_point(gate_margin=margin)
-                expected = memory.held_out_gate_opens() * retain_positions
+                if (site_rule, margin) not in expected_by:  # the keys do not depend on lam
+                    expected_by[site_rule, margin] = \
+                        memory.held_out_gate_opens() * retain_positions
+                expected = expected_by[site_rule, margin]
                 for alpha in grid.alphas:
                     for q in grid.qs:
                         memory.set_operating_point(alpha=alpha, q=q, gate_margin=margin)
