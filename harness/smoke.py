@@ -201,12 +201,12 @@ def run_backbone(twin: Twin, data: SmokeData, opts: SmokeOptions, workdir: Path
             _, trace = TimeROMEEditor(backbone, config).trace(data.forget)
             check_finite(trace.clean_logp, "trace.clean_logp")
             check_finite(trace.corrupt_logp, "trace.corrupt_logp")
-            traced = trace.tie.permute(0, 2, 1)[trace.valid]  # [positions traced, L]
+            traced = trace.tie.permute(0, 2, 1)[trace.scored]  # [positions traced, L]
             if traced.numel() == 0:
                 raise SmokeFailure("TIE traced no position")
             check_finite(traced, "TIE at the traced positions")
-            check_finite(trace.max_tie, "max TIE")
-            metrics["tie_max"] = float(trace.max_tie.max())
+            check_finite(trace.max_tie[trace.traced], "max TIE")
+            metrics["tie_max"] = float(trace.max_tie[trace.traced].max())
             metrics["trace_forwards"] = int(trace.forwards)
         with phase("edit", "edit"):
             method = get_method("timerome", EDIT_CONFIG)

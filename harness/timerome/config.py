@@ -15,6 +15,7 @@ TARGETS = ("corrupt", "suppress")
 PRECONDITIONS = ("none", "retain_cov", "null_space")  # retain_stats.KEY_METRICS
 POSITION_MODES = ("last_subject", "subject", "window")
 SITE_RULES = ("chosen", "subject", "subject_through", "subject_layers")  # sites.SITES
+RESTORE_SPANS = ("token", "subject")  # tracing._restored_rows
 
 
 _DEFAULTS = method_defaults("timerome")  # harness/methods/defaults/timerome.yaml
@@ -44,7 +45,17 @@ class TimeROMEConfig:
       "chosen" (the TIE coordinate), "subject" (every subject token at the chosen layer),
       "subject_through" (... at every layer up to the chosen one), "subject_layers" (... at
       every layer); harness.timerome.sites.
-    flag_threshold: a fact whose max TIE is below this (nats) is flagged, not edited.
+    restore_span: what one restored run patches back: "token" (one (layer, position), the
+      spec: the TIE is per layer and position) or "subject" (every traced subject token of
+      the fact at one layer, ROME's window over the subject: the TIE is per layer, kept at
+      the last subject token, the position the spec defaults to).
+    tie_facts: restored runs (the TIE) for at most this many facts per edit (null: every
+      fact, the spec). The others get their keys and deltas from their own clean and
+      corrupted runs as usual, and the layer where the traced facts' mean TIE peaks (MEMIT
+      picks its layers from causal traces averaged over facts); which facts are traced is a
+      seeded choice by fact key (tracing.traced_sample).
+    flag_threshold: a fact whose max TIE is below this (nats) is flagged, not edited (an
+      untraced fact: when its corruption effect is below it).
     """
 
     alpha: float = _DEFAULTS["alpha"]
@@ -61,6 +72,8 @@ class TimeROMEConfig:
     positions: str = _DEFAULTS["positions"]
     sites: str = _DEFAULTS["sites"]
     window: tuple[int, int] = tuple(_DEFAULTS["window"])
+    restore_span: str = _DEFAULTS["restore_span"]
+    tie_facts: int | None = _DEFAULTS["tie_facts"]
     flag_threshold: float = _DEFAULTS["flag_threshold"]
     edit_flagged: bool = _DEFAULTS["edit_flagged"]
     trace_batch_rows: int = _DEFAULTS["trace_batch_rows"]
@@ -92,7 +105,8 @@ class TimeROMEConfig:
         for name, value, known in (("target", self.target, TARGETS),
                                    ("precondition", self.precondition, PRECONDITIONS),
                                    ("positions", self.positions, POSITION_MODES),
-                                   ("sites", self.sites, SITE_RULES)):
+                                   ("sites", self.sites, SITE_RULES),
+                                   ("restore_span", self.restore_span, RESTORE_SPANS)):
             if value not in known:
                 problems.append((name, f"unknown {name} '{value}'; known: {', '.join(known)}"))
         if not 0 < self.gate_quantile <= 1:
@@ -106,6 +120,8 @@ class TimeROMEConfig:
         if not 0 <= self.gate_margin < 1:
             problems.append(("gate_margin",
                              f"gate_margin must lie in [0, 1), got {self.gate_margin}"))
+        if self.tie_facts is not None and self.tie_facts < 1:
+            problems.append(("tie_facts", f"tie_facts must be >= 1 or null, got {self.tie_facts}"))
         if self.trace_batch_rows < 1 or self.fact_batch < 1:
             problems.append(("trace_batch_rows" if self.trace_batch_rows < 1 else "fact_batch",
                              "trace_batch_rows and fact_batch must be >= 1"))
@@ -139,6 +155,9 @@ class TimeROMEConfig:
         for key in ("noise_samples", "trace_batch_rows", "fact_batch", "seed"):
             if not integer(getattr(self, key)):
                 problems.append((key, f"{key} must be an integer, got {getattr(self, key)!r}"))
+        if self.tie_facts is not None and not integer(self.tie_facts):
+            problems.append(("tie_facts",
+                             f"tie_facts must be an integer or null, got {self.tie_facts!r}"))
         for key in ("gate", "edit_flagged"):
             if not isinstance(getattr(self, key), bool):
                 problems.append((key, f"{key} must be true or false, got {getattr(self, key)!r}"))

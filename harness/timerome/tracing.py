@@ -22,6 +22,7 @@ TIE(l, j) = sum_t w(t) IE(l, j, t).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, fields
@@ -51,6 +52,7 @@ class TraceResult:
     offsets: tuple[int, ...]  # [P]
     valid: torch.Tensor  # [F, P] bool: position traced (inside the prompt, candidate)
     is_subject: torch.Tensor  # [F, P] bool: position is a subject token
+    scored: torch.Tensor  # [F, P] bool: offsets with a TIE (restored runs recorded there)
     ie: torch.Tensor  # [F, T, L, P] indirect effects (nan where not traced)
     tie: torch.Tensor  # [F, L, P] time-weighted indirect effect (nan where not traced)
     clean_logp: torch.Tensor  # [F, T] P on the clean run
@@ -60,6 +62,7 @@ class TraceResult:
     position: torch.Tensor  # [F] chosen absolute token position j*
     max_tie: torch.Tensor  # [F] TIE at the chosen coordinate
     flagged: torch.Tensor  # [F] bool: max TIE below the threshold (corruption-invariant)
+    traced: torch.Tensor  # [F] bool: restored runs made (config tie_facts); else shared layer
     keys: torch.Tensor  # [F, L, P, d_k] clean MLP hidden (out-proj input), mean over T
     clean_out: torch.Tensor  # [F, L, P, d_v] clean out-proj output, mean over T
     corrupt_out: torch.Tensor  # [F, L, P, d_v] corrupted out-proj output, mean over T and N
@@ -228,6 +231,57 @@ def _tracing_hooks(backbone: Backbone, state: _HookState) -> Iterator[None]:
         yield
 
 
+@dataclass(frozen=True)
+class _RestoredRows:
+    """The restored rows of one layer, the same for every layer: row r continues the plain
+    corrupted run of group `group[r]` and its IE is recorded at offset index `offset[r]`;
+    it patches back the clean output at the offset indices `patch_offset[ptr[r]:ptr[r+1]]`.
+    `scored` [B, P]: where the batch's IE is defined (nan elsewhere)."""
+
+    group: torch.Tensor  # [R]
+    offset: torch.Tensor  # [R]
+    ptr: torch.Tensor  # [R + 1]
+    patch_offset: torch.Tensor  # [ptr[-1]]
+    scored: torch.Tensor  # [B, P] bool
+
+    def patches(self, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row index within the slice, offset index) of every patch of the rows `rows`."""
+        lo, hi = int(self.ptr[rows.start]), int(self.ptr[rows.stop])
+        counts = self.ptr[rows.start + 1:rows.stop + 1] - self.ptr[rows.start:rows.stop]
+        local = torch.arange(rows.stop - rows.start).repeat_interleave(counts)
+        return local, self.patch_offset[lo:hi]
+
+
+def _restored_rows(g_fact: torch.Tensor, valid: torch.Tensor, is_subject: torch.Tensor,
+                   restore: torch.Tensor, offsets: tuple[int, ...], span: str) -> _RestoredRows:
+    """Restored rows for the groups (fact, noise sample) of facts with `restore`: one per
+    traced offset (span "token"), or one patching every traced subject offset, its IE kept
+    at the last subject token (span "subject", ROME's window over the subject)."""
+    last = offsets.index(0)
+    group, offset, counts, patch = [], [], [], []
+    scored = torch.zeros_like(valid)
+    for f in range(valid.shape[0]):
+        if not bool(restore[f]):
+            continue
+        traced = valid[f].nonzero().flatten().tolist()
+        if span == "subject":
+            subject = [p for p in traced if bool(is_subject[f, p])]
+            units = [(last, subject)] if subject else []
+        else:
+            units = [(p, [p]) for p in traced]
+        for at, _ in units:
+            scored[f, at] = True
+        for g in (g_fact == f).nonzero().flatten().tolist():
+            for at, patched in units:
+                group.append(g), offset.append(at), counts.append(len(patched))
+                patch.extend(patched)
+    ptr = torch.zeros(len(counts) + 1, dtype=torch.long)
+    ptr[1:] = torch.tensor(counts, dtype=torch.long).cumsum(0) if counts else ptr[1:]
+    return _RestoredRows(torch.tensor(group, dtype=torch.long),
+                         torch.tensor(offset, dtype=torch.long), ptr,
+                         torch.tensor(patch, dtype=torch.long), scored)
+
+
 # ----------------------------------------------------------------------------- tracing
 def _chunks(n: int, size: int) -> Iterator[slice]:
     for lo in range(0, n, size):
@@ -235,7 +289,7 @@ def _chunks(n: int, size: int) -> Iterator[slice]:
 
 
 def _trace_batch(backbone: Backbone, batch: QABatch, offsets: tuple[int, ...], scale: float,
-                 config: TimeROMEConfig) -> TraceResult:
+                 config: TimeROMEConfig, restore: torch.Tensor) -> TraceResult:
     """Trace one batch of equal-width facts.
 
     Per level: the clean run; the plain corrupted runs, one per (fact, noise sample) group,
@@ -244,7 +298,8 @@ def _trace_batch(backbone: Backbone, batch: QABatch, offsets: tuple[int, ...], s
     so it starts there: blocks 0..l-1 return the group's kept output of block l-1
     (`harness.hooks.skipped_forwards`) and only blocks l.. are computed. The result is the
     full restored forward's (each row is computed on the same inputs); the cost of a
-    restored run falls from L blocks to L - l."""
+    restored run falls from L blocks to L - l. Only the facts with `restore` [B] get
+    restored runs (config tie_facts); the others' TIE stays nan."""
     start = time.monotonic()
     device = backbone.device
     n_layers, n_off, n_samples = backbone.num_layers, len(offsets), config.noise_samples
@@ -262,18 +317,18 @@ def _trace_batch(backbone: Backbone, batch: QABatch, offsets: tuple[int, ...], s
     orders = reveal_orders(batch, config.seed)
     blocks = list(backbone.blocks())
 
-    # Groups (fact, noise sample): one plain corrupted run each. Restored rows of a layer:
-    # (group, traced offset) pairs, the same for every layer.
+    # Groups (fact, noise sample): one plain corrupted run each. Restored rows of a layer
+    # (the same for every layer): per group of a traced fact, one row per traced offset
+    # (restore_span token) or one row patching every subject offset (subject).
     g_fact = torch.arange(b).repeat_interleave(n_samples)
     g_sample = torch.arange(n_samples).repeat(b)
     n_groups = len(g_fact)
-    r_group, r_off = [], []
-    for g in range(n_groups):
-        for p in valid[int(g_fact[g])].nonzero().flatten().tolist():
-            r_group.append(g), r_off.append(p)
-    r_group_all, r_off_all = torch.tensor(r_group, dtype=torch.long), torch.tensor(
-        r_off, dtype=torch.long)
-    n_restored = len(r_group)
+    rows = _restored_rows(g_fact, valid, is_subject, restore, offsets, config.restore_span)
+    r_group_all, r_off_all = rows.group, rows.offset
+    n_restored = len(r_group_all)
+    kept_rows = torch.zeros(n_groups, dtype=torch.bool)  # groups whose block outputs are kept
+    kept_rows[r_group_all] = True
+    slot = (kept_rows.long().cumsum(0) - 1).to(device)
 
     state = _HookState(n_layers)
     state.positions = posc.to(device)
@@ -310,10 +365,12 @@ def _trace_batch(backbone: Backbone, batch: QABatch, offsets: tuple[int, ...], s
                 logits = backbone.logits_at(ids[fr], still[fr])
                 group_lp[sl] = masked_mean_logp(logits, targets[fr], still[fr]).cpu()
                 del logits
+                keep = kept_rows[sl].to(device)  # only groups with restored runs
                 for layer in range(n_layers):
-                    kept[layer].append(state.block_out[layer])
+                    kept[layer].append(state.block_out[layer][keep])
                 forwards += len(fr)
-            block_out = [torch.cat(parts) for parts in kept]  # [groups, W, d] per block
+            # [restored groups, W, d] per block (slot[g]: group g's row)
+            block_out = [torch.cat(parts) for parts in kept]
             state.block_out = [None] * n_layers
             base = group_lp.view(b, n_samples)
             corrupt_lp[:, ti] = base.mean(1)
@@ -324,12 +381,14 @@ def _trace_batch(backbone: Backbone, batch: QABatch, offsets: tuple[int, ...], s
             for layer in range(n_layers):
                 skipped = blocks[:layer]
                 for sl in _chunks(n_restored, rows_per_forward):
-                    rg, ro = r_group_all[sl].to(device), r_off_all[sl].to(device)
+                    rg = r_group_all[sl].to(device)
                     fr, sr = g_fact.to(device)[rg], g_sample.to(device)[rg]
                     state.noise_rows = noise[fr, sr]
-                    rows = torch.arange(len(rg), device=device)
-                    state.patch = (layer, rows, state.positions[fr, ro], fr, ro)
-                    known = block_out[layer - 1][rg] if layer else None
+                    p_row, p_off = rows.patches(sl)
+                    p_row, p_off = p_row.to(device), p_off.to(device)
+                    p_fact = fr[p_row]
+                    state.patch = (layer, p_row, state.positions[p_fact, p_off], p_fact, p_off)
+                    known = block_out[layer - 1][slot[rg]] if layer else None
                     with skipped_forwards(skipped, known) if layer else nullcontext():
                         logits = backbone.logits_at(ids[fr], still[fr])
                     lp = masked_mean_logp(logits, targets[fr], still[fr]).cpu()
@@ -340,7 +399,7 @@ def _trace_batch(backbone: Backbone, batch: QABatch, offsets: tuple[int, ...], s
                                    accumulate=True)
                     forwards += len(rg)
             state.mode, state.patch = "off", None
-            acc[~valid.unsqueeze(1).expand(b, n_layers, n_off)] = float("nan")
+            acc[~rows.scored.unsqueeze(1).expand(b, n_layers, n_off)] = float("nan")
             ie[:, ti] = acc
             summed = torch.stack(state.corrupt_out, 1).mean(2).cpu()  # [B, L, P, d]
             out_corrupt = summed if out_corrupt is None else out_corrupt + summed
@@ -351,12 +410,22 @@ def _trace_batch(backbone: Backbone, batch: QABatch, offsets: tuple[int, ...], s
     best = scored.argmax(1)
     layer, offset_index = best // n_off, best % n_off
     max_tie = scored.gather(1, best.unsqueeze(1)).squeeze(1)
+    flagged = ~(max_tie > config.flag_threshold)
+    if not bool(restore.all()):
+        # untraced facts: the last subject token; the layer is shared (_share_layer); flagged
+        # when the subject's corruption does not change the answer (no TIE to say more)
+        skip = ~restore
+        offset_index[skip] = offsets.index(0)
+        max_tie[skip] = float("nan")
+        effect = (clean_lp - corrupt_lp).mean(1)
+        flagged[skip] = ~(effect[skip] > config.flag_threshold)
     return TraceResult(
         fact_keys=[e.fact.key for e in batch.encoded], times=tuple(config.times),
-        weights=weights, offsets=offsets, valid=valid, is_subject=is_subject, ie=ie, tie=tie,
+        weights=weights, offsets=offsets, valid=valid, is_subject=is_subject,
+        scored=rows.scored, ie=ie, tie=tie,
         clean_logp=clean_lp, corrupt_logp=corrupt_lp, layer=layer, offset_index=offset_index,
         position=posc[torch.arange(b), offset_index], max_tie=max_tie,
-        flagged=~(max_tie > config.flag_threshold), keys=keys / n_times,
+        flagged=flagged, traced=restore.clone(), keys=keys / n_times,
         clean_out=out_clean / n_times, corrupt_out=out_corrupt / n_times,
         noise_scale=scale, forwards=forwards, seconds=time.monotonic() - start)
 
@@ -370,9 +439,44 @@ def trace_encoded(backbone: Backbone, encoded: Sequence[EncodedFact],
     # Chunks of equal-width facts, each row padded to its own width: a fact's trace does not
     # depend on which facts are traced with it (batching.batches).
     chunks = list(batches(backbone, encoded, config.fact_batch))
-    parts = [_trace_batch(backbone, batch, offsets, scale, config) for _, batch in chunks]
+    traced = traced_sample([e.fact.key for e in encoded], config.tie_facts, config.seed)
+    parts = [_trace_batch(backbone, batch, offsets, scale, config,
+                          traced[torch.tensor(rows, dtype=torch.long)])
+             for rows, batch in chunks]
     order = torch.tensor([i for rows, _ in chunks for i in rows])
-    return concat_traces(parts).select(order.argsort().tolist())
+    trace = concat_traces(parts).select(order.argsort().tolist())
+    return trace if bool(trace.traced.all()) else _share_layer(trace, config)
+
+
+def traced_sample(keys: Sequence[str], limit: int | None, seed: int) -> torch.Tensor:
+    """[F] bool: the facts that get restored runs. Every fact when `limit` is None or not
+    below F; else the `limit` facts whose (seed, key) digest is smallest, so the choice
+    depends on the seed and the keys only, not on their order or on the other facts."""
+    if limit is None or limit >= len(keys):
+        return torch.ones(len(keys), dtype=torch.bool)
+    digest = [hashlib.sha256(f"{seed}:{key}".encode()).hexdigest() for key in keys]
+    chosen = sorted(range(len(keys)), key=lambda i: (digest[i], i))[:limit]
+    out = torch.zeros(len(keys), dtype=torch.bool)
+    out[chosen] = True
+    return out
+
+
+def _share_layer(trace: TraceResult, config: TimeROMEConfig) -> TraceResult:
+    """Coordinates of the untraced facts (config tie_facts): the layer where the traced
+    facts' TIE, maximised over positions and averaged over the unflagged traced facts (all
+    traced facts if every one is flagged), peaks. Their position (the last subject token),
+    nan max TIE and flag were set by `_trace_batch`."""
+    traced = trace.traced
+    profile = trace.tie.nan_to_num(nan=float("-inf")).amax(2)  # [F, L]
+    use = traced & ~trace.flagged
+    use = use if bool(use.any()) else traced
+    rows = profile[use]
+    mean = torch.where(rows.isfinite(), rows, torch.zeros_like(rows)).sum(0) / \
+        rows.isfinite().sum(0).clamp(min=1)
+    mean = mean.masked_fill(~rows.isfinite().any(0), float("-inf"))
+    layer = int(mean.argmax())
+    trace.layer[~traced] = layer
+    return trace
 
 
 def trace_facts(backbone: Backbone, facts: Sequence[Fact],
