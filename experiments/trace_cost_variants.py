@@ -40,6 +40,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "tie 10 facts": {"tie_facts": 10},
     "subject span + tie 10 facts": {"restore_span": "subject", "tie_facts": 10},
     "subject span + T2": {"restore_span": "subject", "times": [1.0, 0.5]},
+    "T2": {"times": [1.0, 0.5]},
+    "N2": {"noise_samples": 2},
+    "every fact traced": {"tie_facts": None},
+    "every fact traced + T2": {"tie_facts": None, "times": [1.0, 0.5]},
 }
 
 
@@ -67,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tofu-dir", default="results/corpus/ca10d666ebd8")
     p.add_argument("--tuning", required=True, help="the tune job's record (per regime)")
     p.add_argument("--variants", default=",".join(VARIANTS))
-    p.add_argument("--seeds", type=int, default=3, help="tracing seeds 0..seeds-1")
+    p.add_argument("--seeds", type=int, default=3, help="how many tracing seeds")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="the first tracing seed (the tune job traces with seed 0: start at 1 "
+                        "for seeds the operating point was not chosen on)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     variants = [v for v in args.variants.split(",") if v]
@@ -98,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
                                 retain=calibration).backbone_statistics()
     runs: list[dict[str, Any]] = []
     reference_layers: dict[tuple[int, int], torch.Tensor] = {}  # (seed, facts) -> layers
-    for seed in range(args.seeds):
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    for seed in seeds:
         for name in variants:
             base = TimeROMEConfig().with_overrides(**VARIANTS[name], seed=seed)
             editor = TimeROMEEditor(backbone, base, retain=calibration, statistics=statistics)
@@ -111,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                 trace, seconds = traces[len(facts)]
                 if name == REFERENCE:
                     reference_layers[seed, len(facts)] = trace.layer.clone()
-                same = float((trace.layer == reference_layers[seed, len(facts)]).float().mean())
+                ref = reference_layers.get((seed, len(facts)))  # None: default not run first
+                same = None if ref is None else float((trace.layer == ref).float().mean())
                 config = base.with_overrides(
                     **{k: point[k] for k in ("alpha", "lam", "q", "gate_margin", "sites")
                        if point.get(k) is not None})
@@ -137,12 +146,12 @@ def main(argv: list[str] | None = None) -> int:
                           **{k: mean_sd([r[k] for r in rows])
                              for k in ("forget_drop", "retain_drop", "expected_gate_opens",
                                        "trace_rows_per_fact", "trace_seconds")},
-                          "same_layer_as_default": mean_sd([r["same_layer_as_default"]
-                                                            for r in rows])})
+                          "same_layer_as_default": None if rows[0]["same_layer_as_default"] is None
+                          else mean_sd([r["same_layer_as_default"] for r in rows])})
     out = {"command": "python -m experiments.trace_cost_variants "
                       + shlex.join(argv if argv is not None else sys.argv[1:]),
            "backbone": backbone.identity(), "model": model, "tuning": args.tuning,
-           "points": {str(n): p for n, p in points.items()}, "seeds": args.seeds,
+           "points": {str(n): p for n, p in points.items()}, "seeds": seeds,
            "retain_facts": len(retain), "calibration_facts": len(calibration),
            "validation_facts": len(validation), "table": table, "runs": runs}
     write_json_atomic(Path(args.out), out)
@@ -153,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         cell = lambda v, f=".3f": f"{v['mean']:{f}} ± {v['sd']:{f}}"  # noqa: E731
         print(f"| {t['variant']} | {t['regime']} ({t['facts']}) | "
               f"{t['trace_rows_per_fact']['mean']:.1f} | {t['trace_seconds']['mean']:.2f} | "
-              f"{cell(t['same_layer_as_default'], '.2f')} | {cell(t['forget_drop'])} | "
+              f"{'-' if t['same_layer_as_default'] is None else cell(t['same_layer_as_default'], '.2f')}"
+              f" | {cell(t['forget_drop'])} | "
               f"{cell(t['retain_drop'])} | {cell(t['expected_gate_opens'], '.4f')} |")
     return 0
 

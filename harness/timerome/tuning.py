@@ -152,12 +152,24 @@ class TuningResult:
                 "unsafe; widen the grid to find the real operating point")
 
     def no_safe_point(self) -> str:
-        """Why nothing was chosen: the budget and the grid point that came closest."""
+        """Why nothing was chosen: the retain budget and the grid point that came closest,
+        and, when some point was within it, the gate budget that ruled the rest out."""
         text = f"no grid point keeps the mean retain drop <= {self.max_retain_drop} nats/sample"
         if self.grid:
-            best = min(self.grid, key=lambda p: p.retain_drop)
-            text += (f" (smallest: {best.retain_drop:.4g} at alpha={best.alpha}, "
-                     f"lam={best.lam}, q={best.q})")
+            best = min(self.grid, key=lambda p: p.retain_drop_bound)
+            text += (f" (smallest 95% upper bound: {best.retain_drop_bound:.4g} at "
+                     f"alpha={best.alpha}, lam={best.lam}, q={best.q})")
+            within = [p for p in self.grid if p.retain_drop_bound <= self.max_retain_drop]
+            if within and self.gate_open_budget is not None:
+                fewest = min(within, key=lambda p: p.expected_gate_opens)
+                text = (f"no grid point is utility-safe at every regime: {len(within)} keep the "
+                        f"retain drop's 95% upper bound within {self.max_retain_drop} "
+                        f"nats/sample at the largest count, but the fewest expected gate "
+                        f"openings among them, {fewest.expected_gate_opens:.4g} per retain fact "
+                        f"(alpha={fewest.alpha}, gate_margin={fewest.gate_margin}), is over the "
+                        f"gate budget of {self.gate_open_budget:.4g} (damage per opening "
+                        f"{self.damage_per_opening:.3g} nats) once scaled to the most facts "
+                        f"(rule: {self.rule})")
         return text
 
     def config(self) -> TimeROMEConfig:

@@ -83,7 +83,7 @@ def test_no_safe_point_fails_by_default(tmp_path, tofu, fake_tune, capsys):
     assert tune_job.main(["--job", json.dumps(make_job(tofu, out))]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(
-        "error: no grid point keeps the mean retain drop <= 1.0 nats/sample (smallest: 2.5 "
+        "error: no grid point keeps the mean retain drop <= 1.0 nats/sample (smallest 95% upper bound: 2.5 "
         "at alpha=8.0, lam=1.0, q=0.5); no tuning record written")
     assert "tuning.on_no_safe_point: fallback_defaults" in err[0]
     assert not out.exists() and list(tmp_path.iterdir()) == []
@@ -105,7 +105,7 @@ def test_fallback_records_that_it_fell_back(tmp_path, tofu, fake_tune, capsys):
     record = json.loads(out.read_text())
     assert record["chosen"] is None and record["fallback"] is True
     assert record["fallback_reason"].startswith(
-        "no grid point keeps the mean retain drop <= 1.0 nats/sample (smallest: 2.5 at "
+        "no grid point keeps the mean retain drop <= 1.0 nats/sample (smallest 95% upper bound: 2.5 at "
         "alpha=8.0, lam=1.0, q=0.5); tuning.on_no_safe_point is fallback_defaults: "
         "TimeROME-DLM runs with its default hyperparameters")
     assert len(record["grid"]) == 2
@@ -208,3 +208,24 @@ def test_real_job_with_an_impossible_budget_fails(tmp_path, tofu, capsys):
     assert tune_job.main(["--job", json.dumps(job)]) == 1
     assert "error: no grid point keeps the mean retain drop <= -1000.0" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_no_safe_point_names_the_gate_budget_when_the_retain_drop_was_within_budget():
+    """Points within the retain budget that the gate budget ruled out: the message says so
+    (it once named a retain drop of 0 as the reason nothing was safe)."""
+    from harness.timerome.tuning import GridPoint, TuningResult
+
+    points = [GridPoint(4.0, 0.01, 0.5, 8.0, 0.0, False, gate_margin=0.8,
+                        expected_gate_opens=0.004),
+              GridPoint(1024.0, 1.0, 1.0, 9.0, 0.2, False, gate_margin=0.0,
+                        expected_gate_opens=0.09)]
+    result = TuningResult(chosen=None, grid=points, max_retain_drop=1.0, estimator="full_mask",
+                          validation_facts=[], retain_facts=[f"r{i}" for i in range(40)],
+                          base_config={}, backbone={}, seconds=0.0,
+                          gate_open_budget=0.0018, damage_per_opening=18.9)
+    text = result.no_safe_point()
+    assert text.startswith("no grid point is utility-safe at every regime: 2 keep the retain "
+                           "drop's 95% upper bound within 1.0 nats/sample")
+    assert ("the fewest expected gate openings among them, 0.004 per retain fact (alpha=4.0, "
+            "gate_margin=0.8), is over the gate budget of 0.0018 (damage per opening 18.9 "
+            "nats)") in text
