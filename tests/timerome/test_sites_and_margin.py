@@ -311,3 +311,20 @@ def test_retain_safety_uses_the_upper_confidence_bound_of_the_mean(monkeypatch):
     result = tune_counts(None, list(range(60)), [], [50], extrapolate_to=400)
     assert result.chosen_by_facts["50"].alpha == 2.0  # safe at 50: bound 0.18
     assert result.chosen_by_facts["400"].alpha == 1.0
+
+
+def test_gate_thresholds_by_column_blocks_equal_the_whole_matrix_quantile(monkeypatch):
+    """gate_threshold works through column blocks (bounded memory) and takes the maximum
+    directly at quantile 1: both give the whole similarity matrix's quantile."""
+    import harness.timerome.retain_stats as retain_stats
+
+    gen = torch.Generator().manual_seed(3)
+    reference, keys = torch.randn(300, 16, generator=gen), torch.randn(16, 70, generator=gen)
+    cos = (torch.nn.functional.normalize(reference, dim=-1)
+           @ torch.nn.functional.normalize(keys, dim=0))
+    monkeypatch.setattr(retain_stats, "GATE_BLOCK_ELEMENTS", 300 * 8)  # 8 columns a block
+    for quantile, margin in ((1.0, 0.0), (1.0, 0.5), (0.9, 0.25)):
+        r = torch.quantile(cos, quantile, dim=0)
+        expected = (r + margin * (1.0 - r)).tolist()
+        assert gate_threshold(reference, keys, quantile, margin) == pytest.approx(
+            expected, abs=1e-6)

@@ -8,12 +8,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.diffusion.batching import collate, encode_facts, row_width
 from harness.methods.base import MethodConfigError
 from harness.timerome.config import TimeROMEConfig
-from harness.timerome.levels import mask_at_level, reveal_orders
-from harness.timerome.tracing import (masked_mean_logp, noise_scale, subject_noise,
-                                      trace_facts, traced_sample)
+from harness.timerome.tracing import trace_facts, traced_sample
+
+from tests.timerome.unbatched_trace import UnbatchedTrace
 
 FAST = dict(times=(1.0, 0.5), noise_samples=2, precondition="none", gate=False)
 
@@ -25,43 +24,14 @@ def test_subject_span_effect_equals_a_full_forward_that_patches_every_subject_to
     config = TimeROMEConfig(times=(0.5,), noise_samples=2, positions="subject",
                             restore_span="subject", trace_batch_rows=3)
     trace = trace_facts(bb, forget[:1], config)
-    encoded = encode_facts(bb, forget[:1])[0]
-    subject = list(encoded.subject_positions)
+    reference = UnbatchedTrace(bb, forget[0], config, level=0.5)
+    subject = list(reference.encoded.subject_positions)
     assert len(subject) >= 2  # a real window, not one token
-    batch = collate(bb, [encoded], pad_to=row_width(encoded))
-    ids, still = mask_at_level(batch, reveal_orders(batch, config.seed), 0.5, bb.mask_token_id)
-    noise = subject_noise(batch, 2, bb.input_embeddings().weight.shape[1],
-                          noise_scale(bb, config.noise_multiplier), config.seed, torch.float32)
-
-    def logp(sample: int, layer: int | None, clean: dict) -> float:
-        hooks = [bb.input_embeddings().register_forward_hook(
-            lambda m, i, o: o + noise[0:1, sample])]
-        if layer is not None:
-            def put(m, i, o):
-                o = o.clone()
-                o[0, subject] = clean[layer][subject]
-                return o
-            hooks.append(bb.mlp_out_proj(layer).register_forward_hook(put))
-        try:
-            logits = bb.logits(ids)
-        finally:
-            for h in hooks:
-                h.remove()
-        return float(masked_mean_logp(logits[still], batch.input_ids, still)[0])
-
     last = trace.offsets.index(0)
-    with torch.inference_mode():
-        clean: dict[int, torch.Tensor] = {}
-        hooks = [bb.mlp_out_proj(l).register_forward_hook(
-            lambda m, i, o, l=l: clean.__setitem__(l, o[0].clone()))
-            for l in range(bb.num_layers)]
-        bb.logits(ids)
-        for h in hooks:
-            h.remove()
-        for layer in range(bb.num_layers):
-            expected = sum(logp(s, layer, clean) - logp(s, None, clean) for s in range(2)) / 2
-            got = float(trace.ie[0, 0, layer, last])
-            assert abs(got - expected) < 1e-5 + 1e-3 * abs(expected), layer
+    for layer in range(bb.num_layers):
+        expected = reference.effect(layer, subject)
+        got = float(trace.ie[0, 0, layer, last])
+        assert abs(got - expected) < 1e-5 + 1e-3 * abs(expected), layer
     # the window's effect is kept at the last subject token only
     others = [k for k in range(len(trace.offsets)) if k != last]
     assert bool(trace.ie[0, :, :, others].isnan().all())
@@ -138,3 +108,30 @@ def test_bad_trace_cost_options_are_named(key, value, message):
     with pytest.raises(MethodConfigError, match=message.replace("(", r"\(")) as err:
         TimeROMEConfig.from_dict({key: value})
     assert err.value.key == key
+
+
+def test_untraced_facts_take_the_layer_where_the_unflagged_sample_peaks(tiny_backbone,
+                                                                        forget_retain):
+    """The shared layer follows the traced facts' TIE profile (here made to peak at the last
+    layer by the unflagged facts), not a fixed layer, and ignores flagged traced facts."""
+    from harness.timerome.tracing import _share_layer
+
+    forget, retain = forget_retain
+    config = TimeROMEConfig(positions="subject", tie_facts=3, **FAST)
+    trace = trace_facts(tiny_backbone, forget + retain[:4], config)
+    traced = trace.traced.nonzero().flatten().tolist()
+    top = tiny_backbone.num_layers - 1
+    tie = torch.full_like(trace.tie, float("nan"))
+    for i in traced:
+        tie[i, :, -1] = 0.1
+        tie[i, top, -1] = 0.5  # unflagged traced facts peak at the top layer
+    flagged_fact = traced[0]
+    tie[flagged_fact, 0, -1] = 50.0  # a flagged fact's peak must not count
+    trace.tie = tie
+    trace.flagged[:] = False
+    trace.flagged[flagged_fact] = True
+    _share_layer(trace, config)
+    assert bool((trace.layer[~trace.traced] == top).all())
+    trace.flagged[:] = True  # every traced fact flagged: all of them count
+    _share_layer(trace, config)
+    assert bool((trace.layer[~trace.traced] == 0).all())

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from harness.diffusion.batching import collate, encode_facts, row_width
+from harness.diffusion.batching import encode_facts
 from harness.timerome.config import TimeROMEConfig
 from harness.timerome.editor import TimeROMEEditor
-from harness.timerome.levels import mask_at_level, reveal_orders
-from harness.timerome.tracing import (masked_mean_logp, noise_scale, subject_noise,
-                                      trace_facts)
+from harness.timerome.tracing import trace_facts
+
+from tests.timerome.unbatched_trace import UnbatchedTrace
 
 # Tracing needs no retain facts: the retain-based extras are off, and tests that do not name
 # the candidate positions trace the last subject token (the position the checks below assume).
@@ -42,41 +42,11 @@ def test_batched_restoration_matches_single_forward(tiny_backbone, forget_retain
     forget, _ = forget_retain
     config = TimeROMEConfig(times=(0.5,), noise_samples=1, trace_batch_rows=3, **LAST)
     trace = trace_facts(tiny_backbone, forget[:2], config)
-    bb = tiny_backbone
     # The fact with the strongest effect, alone, at its own width (batching.row_width)
     fact = int(torch.nan_to_num(trace.max_tie, nan=-1.0).argmax())
-    encoded = encode_facts(bb, forget[:2])[fact]
-    batch = collate(bb, [encoded], pad_to=row_width(encoded))
-    ids, still = mask_at_level(batch, reveal_orders(batch, config.seed), 0.5, bb.mask_token_id)
-    noise = subject_noise(batch, 1, bb.input_embeddings().weight.shape[1],
-                          noise_scale(bb, config.noise_multiplier), config.seed, torch.float32)
-    layer, row = int(trace.layer[fact]), 0  # the layer the trace chose: a real effect
-    pos = int(batch.last_subject_pos[row])
-    with torch.inference_mode():
-        clean = {}
-        h = bb.mlp_out_proj(layer).register_forward_hook(
-            lambda m, i, o: clean.setdefault("out", o[0, pos].clone()))
-        bb.logits(ids[row:row + 1])
-        h.remove()
-
-        def run(patch: bool) -> float:
-            hs = [bb.input_embeddings().register_forward_hook(
-                lambda m, i, o: o + noise[row:row + 1, 0])]
-            if patch:
-                def put(m, i, o):
-                    o = o.clone()
-                    o[0, pos] = clean["out"]
-                    return o
-                hs.append(bb.mlp_out_proj(layer).register_forward_hook(put))
-            try:
-                logits = bb.logits(ids[row:row + 1])
-            finally:
-                for x in hs:
-                    x.remove()
-            return float(masked_mean_logp(logits[still[row:row + 1]],
-                                          batch.input_ids[row:row + 1], still[row:row + 1])[0])
-
-        expected = run(True) - run(False)
+    reference = UnbatchedTrace(tiny_backbone, forget[fact], config, level=0.5)
+    layer = int(trace.layer[fact])  # the layer the trace chose: a real effect
+    expected = reference.effect(layer, [reference.last])
     # A 2-layer twin's effects are small (issue 13): compare relative to the effect itself.
     assert abs(float(trace.ie[fact, 0, layer, 0]) - expected) < 1e-6 + 0.01 * abs(expected)
     assert abs(expected) > 1e-5  # a real effect, not 0 == 0
@@ -91,52 +61,16 @@ def test_every_restored_effect_matches_an_unbatched_full_forward(tiny_backbone, 
                             trace_batch_rows=5)
     bb = tiny_backbone
     trace = trace_facts(bb, forget[:1], config)
-    encoded = encode_facts(bb, forget[:1])[0]
-    batch = collate(bb, [encoded], pad_to=row_width(encoded))
-    ids, still = mask_at_level(batch, reveal_orders(batch, config.seed), 0.5, bb.mask_token_id)
-    noise = subject_noise(batch, 2, bb.input_embeddings().weight.shape[1],
-                          noise_scale(bb, config.noise_multiplier), config.seed, torch.float32)
-    last = int(batch.last_subject_pos[0])
-
-    def logp(sample: int | None, patch: tuple[int, int, torch.Tensor] | None) -> float:
-        hooks = []
-        if sample is not None:
-            hooks.append(bb.input_embeddings().register_forward_hook(
-                lambda m, i, o: o + noise[0:1, sample]))
-        if patch is not None:
-            layer, pos, value = patch
-
-            def put(m, i, o):
-                o = o.clone()
-                o[0, pos] = value
-                return o
-            hooks.append(bb.mlp_out_proj(layer).register_forward_hook(put))
-        try:
-            logits = bb.logits(ids)
-        finally:
-            for h in hooks:
-                h.remove()
-        return float(masked_mean_logp(logits[still], batch.input_ids, still)[0])
-
-    with torch.inference_mode():
-        clean: dict[int, torch.Tensor] = {}
-        hooks = [bb.mlp_out_proj(l).register_forward_hook(
-            lambda m, i, o, l=l: clean.__setitem__(l, o[0].clone()))
-            for l in range(bb.num_layers)]
-        bb.logits(ids)
-        for h in hooks:
-            h.remove()
-        checked = 0
-        for k, offset in enumerate(trace.offsets):
-            if not bool(trace.valid[0, k]):
-                continue
-            pos = last + offset
-            for layer in range(bb.num_layers):
-                expected = sum(logp(s, (layer, pos, clean[layer][pos])) - logp(s, None)
-                               for s in range(2)) / 2
-                got = float(trace.ie[0, 0, layer, k])
-                assert abs(got - expected) < 1e-5 + 1e-3 * abs(expected), (layer, offset)
-                checked += 1
+    reference = UnbatchedTrace(bb, forget[0], config, level=0.5)
+    checked = 0
+    for k, offset in enumerate(trace.offsets):
+        if not bool(trace.valid[0, k]):
+            continue
+        for layer in range(bb.num_layers):
+            expected = reference.effect(layer, [reference.last + offset])
+            got = float(trace.ie[0, 0, layer, k])
+            assert abs(got - expected) < 1e-5 + 1e-3 * abs(expected), (layer, offset)
+            checked += 1
     assert checked >= 2 * bb.num_layers  # two or more subject positions, every layer
 
 
