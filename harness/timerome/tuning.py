@@ -291,14 +291,14 @@ def tune_counts(backbone: Backbone, validation: Sequence[Fact], retain: Sequence
         raise ValueError(f"tuning fact counts {counts} must lie in 1..{len(validation)} "
                          "(the validation facts)")
     start = time.monotonic()
-    # Traced once (the largest count's facts; each smaller count takes its first n) and the
-    # retain statistics computed once: neither depends on the count or the grid point.
+    # Each count's facts traced as an edit of that many facts traces them (`count_traces`)
+    # and the retain statistics computed once: neither depends on the grid point.
     editor = TimeROMEEditor(backbone, base, retain=retain if calibration is None else calibration)
-    _, trace = editor.trace(validation[:counts[-1]])
+    traces = count_traces(editor, validation, counts)
     statistics = editor.backbone_statistics()
     results = [tune(backbone, validation[:n], retain, base, grid,
                     max_retain_drop=max_retain_drop, batch_size=batch_size,
-                    trace=trace.select(range(n)), calibration=calibration,
+                    trace=traces[n], calibration=calibration,
                     statistics=statistics) for n in counts]
     damage = damage_per_opening(results[-1].grid)
     budget = min(float("inf") if max_gate_opens is None else max_gate_opens,
@@ -344,6 +344,25 @@ def tune_counts(backbone: Backbone, validation: Sequence[Fact], retain: Sequence
     largest.seconds = time.monotonic() - start
     largest.flagged = sorted({k for r in results for k in r.flagged})
     return largest
+
+
+def count_traces(editor: TimeROMEEditor, validation: Sequence[Fact], counts: Sequence[int]
+                 ) -> dict[int, TraceResult]:
+    """{n: the trace of the first n validation facts, as an edit of n facts makes it}. A
+    fact's trace does not depend on the facts traced with it, so the counts share one
+    trace, except where the config traces a sample (`tie_facts` below n): such a count is
+    traced on its own, since which facts get restored runs, and the layer the others take,
+    depend on the set."""
+    limit = editor.config.tie_facts
+    shared = [n for n in counts if limit is None or n <= limit]
+    out: dict[int, TraceResult] = {}
+    if shared:
+        _, trace = editor.trace(validation[:max(shared)])
+        out.update({n: trace.select(range(n)) for n in shared})
+    for n in counts:
+        if n not in out:
+            out[n] = editor.trace(validation[:n])[1]
+    return out
 
 
 def gate_open_budget(max_retain_drop: float, damage: float, n_scored: int) -> float:

@@ -135,3 +135,25 @@ def test_untraced_facts_take_the_layer_where_the_unflagged_sample_peaks(tiny_bac
     trace.flagged[:] = True  # every traced fact flagged: all of them count
     _share_layer(trace, config)
     assert bool((trace.layer[~trace.traced] == 0).all())
+
+
+def test_tuning_traces_each_count_as_an_edit_of_that_many_facts(tiny_backbone, forget_retain):
+    """With a traced sample (tie_facts), a tuning count is traced on its own facts: the
+    first n facts of a larger count's trace are not what an n-fact edit traces (which facts
+    are restored, and the layer the others get, depend on the set)."""
+    from harness.timerome.editor import TimeROMEEditor
+    from harness.timerome.tuning import count_traces
+
+    forget, retain = forget_retain
+    facts = forget + retain[:6]
+    config = TimeROMEConfig(positions="subject", tie_facts=3, **FAST)
+    editor = TimeROMEEditor(tiny_backbone, config)
+    traces = count_traces(editor, facts, [2, 3, 8])
+    for n in (2, 3, 8):
+        alone = trace_facts(tiny_backbone, facts[:n], config)
+        assert traces[n].fact_keys == alone.fact_keys
+        assert torch.equal(traces[n].traced, alone.traced)
+        assert torch.equal(traces[n].layer, alone.layer)
+        assert torch.equal(traces[n].tie.nan_to_num(-9.0), alone.tie.nan_to_num(-9.0))
+    assert bool(traces[2].traced.all()) and bool(traces[3].traced.all())
+    assert int(traces[8].traced.sum()) == 3
