@@ -63,8 +63,8 @@ class NoTraceEditor:
     """The editor tune_counts traces and computes statistics with once; the fake grid
     search uses neither."""
 
-    def __init__(self, *args, **kwargs):
-        pass
+    def __init__(self, backbone, config, **kwargs):
+        self.config = config
 
     def trace(self, facts):
         return None, self

@@ -90,8 +90,8 @@ class _NoTraceEditor:
     """Stands in for the editor in tune_counts' tests: its trace and statistics are not used
     by the fake grid search."""
 
-    def __init__(self, *args, **kwargs):
-        pass
+    def __init__(self, backbone, config, **kwargs):
+        self.config = config
 
     def trace(self, facts):
         return None, _Trace()
