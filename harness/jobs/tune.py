@@ -50,9 +50,9 @@ class TuneJob(BackboneJob):
     # config tuning.fact_counts: the grid runs on the first n validation facts for each n; a
     # point must be safe at every n (harness.timerome.tuning.tune_counts). Empty: all of them.
     fact_counts: list[int] = field(default_factory=list)
-    # the most facts the workflow puts into one memory (scaling, sequential): a point's
-    # retain drop at the largest count, scaled linearly to it, must be safe too. None: no
-    # extrapolation.
+    # the most facts the workflow puts into one memory (scaling, sequential; the job adds
+    # the forget split's size, Table 1's memory): a point's retain drop at the largest count,
+    # scaled linearly to it, must be safe too. None: the forget split's size alone.
     extrapolate_to: int | None = None
     # config tuning.max_retain_gate_opens (tune_counts' max_gate_opens); None: the budget
     # follows from max_retain_drop and the damage per opening alone
@@ -94,12 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     validation = load_split(job.tofu_dir, job.validation_split)
     base = TimeROMEConfig.from_dict({**job.method_config, "seed": job.seed})
     counts = [n for n in job.fact_counts if n <= len(validation)] or [len(validation)]
+    # Table 1 puts the whole forget split into one memory (40 facts on real TOFU's forget01,
+    # 10 on the synthetic corpus): the extrapolated regime must reach it too.
+    extrapolate_to = max(job.extrapolate_to or 0, len(load_split(job.tofu_dir, job.forget_split)))
     if len(counts) < len(job.fact_counts):
         print(f"warning: tuning.fact_counts {job.fact_counts}: counts above the "
               f"{len(validation)} validation facts are left out", file=sys.stderr)
     result = tune_counts(backbone, validation, retain, counts, base, grid,
                          max_retain_drop=float(job.max_retain_drop), calibration=calibration,
-                         extrapolate_to=job.extrapolate_to,
+                         extrapolate_to=extrapolate_to,
                          max_gate_opens=job.max_retain_gate_opens)
     print(json.dumps({"chosen": None if result.chosen is None else vars(result.chosen),
                       "seconds": round(result.seconds, 2), "points": len(result.grid)}))

@@ -229,3 +229,26 @@ def test_no_safe_point_names_the_gate_budget_when_the_retain_drop_was_within_bud
     assert ("the fewest expected gate openings among them, 0.004 per retain fact (alpha=4.0, "
             "gate_margin=0.8), is over the gate budget of 0.0018 (damage per opening 18.9 "
             "nats)") in text
+
+
+@pytest.mark.parametrize("workflow_extrapolate", [None, 2, 400])
+def test_tuning_extrapolates_at_least_to_table1s_memory(tmp_path, tofu, monkeypatch,
+                                                        workflow_extrapolate):
+    """Table 1 puts the whole forget split into one memory (40 facts on real TOFU's
+    forget01, more than the 20 of that config's largest scaling count): the tune job's
+    extrapolated regime reaches the forget split's size, or the workflow's count if larger."""
+    from harness.data import load_split
+
+    monkeypatch.setattr(tune_job.TuneJob, "load", lambda job: object())
+    seen: dict = {}
+
+    def fake_counts(backbone, validation, retain, counts, base, grid, **kw):
+        seen.update(kw)
+        return canned(SAFE)
+
+    monkeypatch.setattr(tuning, "tune_counts", fake_counts)
+    job = make_job(tofu, tmp_path / "tuning.json", extrapolate_to=workflow_extrapolate)
+    assert tune_job.main(["--job", json.dumps(job)]) == 0
+    forget = len(load_split(str(tofu), job["forget_split"]))
+    assert forget > 2
+    assert seen["extrapolate_to"] == max(forget, workflow_extrapolate or 0)
