@@ -60,8 +60,9 @@ def solve_full(keys: torch.Tensor, deltas: torch.Tensor, lam: float,
     keys, deltas = keys.to(torch.float64), deltas.to(torch.float64)
     metric = None if metric is None else metric.to(torch.float64)
     gram = keys.T @ _metric_apply(metric, keys)
-    gram = gram + lam * torch.eye(gram.shape[0], dtype=torch.float64)
+    gram.diagonal().add_(lam)  # + lambda I in place (an n x n memory is n^2 x 8 bytes)
     gram_inv = torch.cholesky_inverse(torch.linalg.cholesky(gram))
+    del gram
     return RidgeFactors(keys, deltas, gram_inv, deltas @ gram_inv, metric, float(lam))
 
 
@@ -72,6 +73,8 @@ def insert_columns(state: RidgeFactors, new_keys: torch.Tensor,
     With U = G^-1 g, S = gamma - g^T U (Schur complement) and R = (D_new - A g) S^-1:
     G'^-1 = [[G^-1 + U S^-1 U^T, -U S^-1], [-S^-1 U^T, S^-1]],  A' = [A - R U^T, R].
     """
+    if state.n == 0:  # the same numbers as the block update from nothing, fewer n x n copies
+        return solve_full(new_keys, new_deltas, state.lam, state.metric)
     new_keys = new_keys.to(torch.float64)
     new_deltas = new_deltas.to(torch.float64)
     k = new_keys.shape[1]
