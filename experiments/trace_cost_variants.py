@@ -75,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--first-seed", type=int, default=0,
                    help="the first tracing seed (the tune job traces with seed 0: start at 1 "
                         "for seeds the operating point was not chosen on)")
+    p.add_argument("--retain-eval-size", type=int, default=None,
+                   help="scored retain facts (default: config data.retain_eval_size)")
+    p.add_argument("--retain-train-size", type=int, default=None,
+                   help="calibration retain facts (default: config data.retain_train_size)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     variants = [v for v in args.variants.split(",") if v]
@@ -97,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     model = args.model or f"models/{args.backbone}/finetuned"
     points = regime_points(args.tuning)
     retain, calibration = tuning_retain(
-        args.tofu_dir, data["forget_split"], data["retain_split"], int(data["retain_eval_size"]),
-        int(data["eval_seed"]), int(data["retain_train_size"]), data["validation_split"])
+        args.tofu_dir, data["forget_split"], data["retain_split"],
+        args.retain_eval_size or int(data["retain_eval_size"]), int(data["eval_seed"]),
+        args.retain_train_size or int(data["retain_train_size"]), data["validation_split"])
     backbone = load_backbone(backbone_spec(args.backbone, cfg["backbones"][args.backbone], model))
     validation = load_split(args.tofu_dir, data["validation_split"])
     statistics = TimeROMEEditor(backbone, TimeROMEConfig(),
