@@ -90,13 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: config {exc}", file=sys.stderr)
         return EXIT_BAD_JOB
+    # Table 1 puts the whole forget split into one memory (40 facts on real TOFU's forget01,
+    # 10 on the synthetic corpus): the extrapolated regime must reach it too.
+    extrapolate_to = max(job.extrapolate_to or 0, len(load_split(job.tofu_dir, job.forget_split)))
     backbone = job.load()
     validation = load_split(job.tofu_dir, job.validation_split)
     base = TimeROMEConfig.from_dict({**job.method_config, "seed": job.seed})
     counts = [n for n in job.fact_counts if n <= len(validation)] or [len(validation)]
-    # Table 1 puts the whole forget split into one memory (40 facts on real TOFU's forget01,
-    # 10 on the synthetic corpus): the extrapolated regime must reach it too.
-    extrapolate_to = max(job.extrapolate_to or 0, len(load_split(job.tofu_dir, job.forget_split)))
     if len(counts) < len(job.fact_counts):
         print(f"warning: tuning.fact_counts {job.fact_counts}: counts above the "
               f"{len(validation)} validation facts are left out", file=sys.stderr)

@@ -467,15 +467,11 @@ def _share_layer(trace: TraceResult, config: TimeROMEConfig) -> TraceResult:
     traced facts if every one is flagged), peaks. Their position (the last subject token),
     nan max TIE and flag were set by `_trace_batch`."""
     traced = trace.traced
-    profile = trace.tie.nan_to_num(nan=float("-inf")).amax(2)  # [F, L]
+    profile = trace.tie.nan_to_num(nan=float("-inf")).amax(2)  # [F, L]: max over positions
+    profile[profile.isinf()] = float("nan")  # a layer with no traced position
     use = traced & ~trace.flagged
-    use = use if bool(use.any()) else traced
-    rows = profile[use]
-    mean = torch.where(rows.isfinite(), rows, torch.zeros_like(rows)).sum(0) / \
-        rows.isfinite().sum(0).clamp(min=1)
-    mean = mean.masked_fill(~rows.isfinite().any(0), float("-inf"))
-    layer = int(mean.argmax())
-    trace.layer[~traced] = layer
+    mean = profile[use if bool(use.any()) else traced].nanmean(0)
+    trace.layer[~traced] = int(mean.nan_to_num(nan=float("-inf")).argmax())
     return trace
 
 
