@@ -60,7 +60,7 @@ def tie_layer(backbone: Backbone, facts: Sequence[Fact]) -> tuple[int, list[floa
 
     # Traced at the last subject token (the position ROME/MEMIT edit), whatever
     # TimeROME-DLM's own default positions are.
-    config = TimeROMEConfig(positions="last_subject")
+    config = TimeROMEConfig(positions="last_subject", tie_facts=None)
     tie = trace_facts(backbone, facts, config).tie.float()  # [F, L, P]
     best = torch.nan_to_num(tie, nan=float("-inf")).amax(-1)  # [F, L]
     best = best.masked_fill(torch.isinf(best), float("nan"))

@@ -206,7 +206,7 @@ def run_one(adapter: str, dims: dict[str, int], epochs: int | None, lr: float | 
     rows = []
     for positions in args.positions:
         tr_cfg = TimeROMEConfig.from_dict({**cfg["method_config"].get("timerome", {}),
-                                           "positions": positions})
+                                           "positions": positions, "tie_facts": None})
         start = time.perf_counter()
         _, trace = TimeROMEEditor(backbone, tr_cfg).trace(selection.forget)
         trace_seconds = time.perf_counter() - start

@@ -2,8 +2,10 @@
 trace-cost options keeps TimeROME-DLM's edit as good on validation as the full trace?
 
 Variants (`VARIANTS`) change tracing options only: `restore_span: subject` (one restored run
-per layer patching every subject token, ROME's window), `tie_facts: K` (restored runs for a
-seeded sample of K facts; the others take the sample's peak layer), fewer levels. For each
+per layer patching every subject token, ROME's window), `tie_facts` (null: every fact traced;
+K: restored runs for a seeded sample of K facts, the others take the sample's peak layer;
+0, the default: every fact takes the peak layer of the backbone's TIE profile, traced on the
+calibration retain facts), fewer levels. For each
 tracing seed, variant and fact-count regime of the tuning record (`chosen_by_facts`: e.g. 10,
 50 and the extrapolated 400) the first min(n, |validation|) validation facts are traced as
 an edit of that many facts would trace them, and the regime's own operating point is
@@ -35,14 +37,14 @@ from harness.workflow_config import DEFAULT_CONFIG_PATH, load_workflow_config
 
 REFERENCE = "default"
 VARIANTS: dict[str, dict[str, Any]] = {
-    REFERENCE: {},
-    "subject span": {"restore_span": "subject"},
+    REFERENCE: {},  # tie_facts 0: every fact at the backbone's TIE profile layer
+    "every fact traced": {"tie_facts": None},
     "tie 10 facts": {"tie_facts": 10},
+    "subject span": {"restore_span": "subject", "tie_facts": None},
     "subject span + tie 10 facts": {"restore_span": "subject", "tie_facts": 10},
-    "subject span + T2": {"restore_span": "subject", "times": [1.0, 0.5]},
+    "subject span + T2": {"restore_span": "subject", "times": [1.0, 0.5], "tie_facts": None},
     "T2": {"times": [1.0, 0.5]},
     "N2": {"noise_samples": 2},
-    "every fact traced": {"tie_facts": None},
     "every fact traced + T2": {"tie_facts": None, "times": [1.0, 0.5]},
 }
 

@@ -318,7 +318,9 @@ def main(argv: list[str] | None = None) -> int:
         args.retain_eval_size or int(data["retain_eval_size"]), int(data["eval_seed"]),
         args.retain_train_size or int(data["retain_train_size"]), data["validation_split"])
     backbone = load_backbone(backbone_spec(args.backbone, cfg["backbones"][args.backbone], model))
-    base = TimeROMEConfig().with_overrides(alpha=point.alpha, lam=point.lam, q=point.q)
+    # every fact traced: the variants are compared on the coordinates their TIE chooses
+    base = TimeROMEConfig().with_overrides(alpha=point.alpha, lam=point.lam, q=point.q,
+                                           tie_facts=None)
     start = time.monotonic()
     statistics = TimeROMEEditor(backbone, base, retain=calibration).backbone_statistics()
     statistics_seconds = time.monotonic() - start

@@ -1,8 +1,9 @@
 """Per-backbone statistics computed once and reused by every edit (issue 16, item 2).
 
 Some methods need statistics of the backbone that do not depend on the forget set: the
-retain key covariance and gate calibration states of TimeROME-DLM, the key second moments
-ROME and MEMIT whiten with (ROME keeps such "layer stats" cached for the same reason). A
+retain key covariance, gate calibration states and TIE profile (the edit layer) of
+TimeROME-DLM, the key second moments ROME and MEMIT whiten with (ROME keeps such "layer
+stats" cached for the same reason). A
 method declares them by implementing `Method.backbone_statistics` (and
 `MethodInfo.backbone_statistics`); the workflow computes them once per (backbone, method,
 retain set, seed) in the `backbone_statistics` job, stores them here as safetensors, and

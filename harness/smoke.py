@@ -48,7 +48,8 @@ DTYPES = ("float32", "bfloat16", "float16")
 # subject token); edit_flagged so that random twins (whose answers rarely depend on the
 # subject) still get a memory with every fact in it.
 EDIT_CONFIG: dict[str, Any] = {"precondition": "retain_cov", "gate": True,
-                               "positions": "subject", "edit_flagged": True}
+                               "positions": "subject", "edit_flagged": True,
+                               "tie_facts": None}  # every fact's TIE is checked
 
 
 @dataclass(frozen=True)

@@ -84,13 +84,20 @@ def run(job: SequentialJob) -> dict[str, Any]:
     curve: list[dict[str, Any]] = []
     insert_total = 0.0
     inserted = 0
+    statistics_s: float | None = None
     try:
         with phases.phase("load", "load"):
             backbone = load_backbone(spec)
         with phases.phase("score_before", "inference"):
             forget_before = [mean_logp(backbone, [f], estimator, batch, seed) for f in sel.forget]
             retain_before = mean_logp(backbone, sel.retain_eval, estimator, batch, seed)
-        editor = method.sequential_editor(backbone, sel.retain_train, seed)
+        statistics = None  # per-backbone, computed once: in no insertion's time
+        if method_info(job.method).backbone_statistics:
+            with phases.phase("statistics", "other"):
+                t0 = time.perf_counter()
+                statistics = method.backbone_statistics(backbone, sel.retain_train, seed)
+                statistics_s = time.perf_counter() - t0
+        editor = method.sequential_editor(backbone, sel.retain_train, seed, statistics)
         for i, fact in enumerate(sel.forget, 1):
             t0 = time.perf_counter()
             with phases.phase("edit", "edit"):
@@ -134,6 +141,7 @@ def run(job: SequentialJob) -> dict[str, Any]:
         forget_rougeL_after=None, retain_rougeL_after=None,
         forget_quality=None, model_utility=None,
         wall_clock_s=insert_total, job_wall_s=time.perf_counter() - start,
+        statistics_s=statistics_s,
         phase_seconds=measurer.seconds(), method_phase_seconds={},
         **memory_columns(memory),
         converged=True, collapsed=False, collapse_reason=None, steps=None,

@@ -114,9 +114,10 @@ class Method(ABC):
         `MethodInfo.backbone_statistics` is set implement it."""
         raise NotImplementedError(f"method '{self.name}' has no per-backbone statistics")
 
-    def sequential_editor(self, backbone: Backbone, retain: Sequence[Fact], seed: int
-                          ) -> SequentialEditor:
+    def sequential_editor(self, backbone: Backbone, retain: Sequence[Fact], seed: int,
+                          statistics: Mapping[str, Any] | None = None) -> SequentialEditor:
         """An edit of `backbone` that inserts facts one at a time (the sequential-insertion
-        experiment, harness.jobs.sequential); `retain` as `EditRequest.retain`. Only methods
-        whose `MethodInfo.sequential` is set implement it."""
+        experiment, harness.jobs.sequential); `retain` and `statistics` as in `EditRequest`
+        (the job computes the statistics before the first insertion, so that no insertion's
+        time holds them). Only methods whose `MethodInfo.sequential` is set implement it."""
         raise NotImplementedError(f"method '{self.name}' does not insert facts one at a time")

@@ -176,7 +176,8 @@ class Table1:
             "edit (undo copies, collapse guards, report scoring) is left out "
             "(docs/measurements/edit_timing_rules.md). One-time stats = per-backbone "
             "statistics that do not depend on the forget set (retain key covariance, gate "
-            "calibration), computed once by the backbone_statistics job and loaded by every "
+            "calibration, TimeROME-DLM's TIE profile over retain facts, which fixes its edit "
+            "layer), computed once by the backbone_statistics job and loaded by every "
             "edit; not part of the wall-clock or the speedup (– : the method has none).",
             "Extra mem = peak memory during the edit minus peak memory of inference "
             "(scoring) on the loaded model.",

@@ -141,12 +141,14 @@ def backbone_spec(args: argparse.Namespace,
 
 
 # TimeROMEConfig keys that have a flag of the same name (forget, tune, figure).
-CONFIG_FLAGS = ("alpha", "lam", "q", "seed", "target", "precondition", "gate", "positions")
+CONFIG_FLAGS = ("alpha", "lam", "q", "seed", "target", "precondition", "gate", "positions",
+                "tie_facts")
 
 
 def needs_retain(config: TimeROMEConfig) -> bool:
-    """The edit needs retain facts: retain-covariance preconditioning or the key gate."""
-    return config.precondition != "none" or config.gate
+    """The edit needs retain facts: retain-covariance preconditioning, the key gate or the
+    backbone's TIE profile (tie_facts 0)."""
+    return config.precondition != "none" or config.gate or config.tie_facts == 0
 
 
 def timerome_config(args: argparse.Namespace) -> TimeROMEConfig:
@@ -174,8 +176,9 @@ def retain_facts(path: Path | None, config: TimeROMEConfig) -> list[Fact]:
         return []
     if path is None:
         raise UsageError("--retain FILE is needed: the edit uses retain facts (precondition "
-                         f"'{config.precondition}', gate {str(config.gate).lower()}); "
-                         "or pass --precondition none --no-gate")
+                         f"'{config.precondition}', gate {str(config.gate).lower()}, "
+                         f"tie_facts {config.tie_facts}); or pass --precondition none "
+                         "--no-gate --tie-facts N (N > 0: the TIE of N facts of the edit)")
     return read_any_facts(path)
 
 
@@ -290,7 +293,7 @@ def cmd_figure(args: argparse.Namespace) -> int:
     from harness.timerome.tracing import trace_facts
 
     facts = read_facts(args.facts)
-    config = timerome_config(args).with_overrides(positions="window")
+    config = timerome_config(args).with_overrides(positions="window", tie_facts=None)
     output_path(args.out)
     checkpoint_info(args.backbone_dir)
     backbone = _load(backbone_spec(args))
@@ -377,6 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--precondition", choices=PRECONDITIONS)
         p.add_argument("--gate", action=argparse.BooleanOptionalAction, default=None,
                        help="the per-fact key gate (--no-gate: off)")
+        p.add_argument("--tie-facts", dest="tie_facts", type=int,
+                       help="restored runs for at most this many facts (0: the layer of the "
+                            "backbone's TIE profile, traced on --retain facts)")
         p.add_argument("--positions", choices=POSITION_MODES,
                        help="candidate positions of tracing (figure: always window)")
 

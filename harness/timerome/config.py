@@ -53,7 +53,12 @@ class TimeROMEConfig:
       fact, the spec). The others get their keys and deltas from their own clean and
       corrupted runs as usual, and the layer where the traced facts' mean TIE peaks (MEMIT
       picks its layers from causal traces averaged over facts); which facts are traced is a
-      seeded choice by fact key (tracing.traced_sample).
+      seeded choice by fact key (tracing.traced_sample). 0: no fact of the edit is traced;
+      every fact takes the peak layer of the backbone's TIE profile, traced once per
+      backbone on `profile_facts` retain facts (a backbone statistic, like the retain
+      covariance: tracing.backbone_tie_profile).
+    profile_facts: how many retain facts (a seeded sample) the backbone's TIE profile is
+      traced on (used only when tie_facts is 0).
     flag_threshold: a fact whose max TIE is below this (nats) is flagged, not edited (an
       untraced fact: when its corruption effect is below it).
     """
@@ -74,6 +79,7 @@ class TimeROMEConfig:
     window: tuple[int, int] = tuple(_DEFAULTS["window"])
     restore_span: str = _DEFAULTS["restore_span"]
     tie_facts: int | None = _DEFAULTS["tie_facts"]
+    profile_facts: int = _DEFAULTS["profile_facts"]
     flag_threshold: float = _DEFAULTS["flag_threshold"]
     edit_flagged: bool = _DEFAULTS["edit_flagged"]
     trace_batch_rows: int = _DEFAULTS["trace_batch_rows"]
@@ -120,8 +126,11 @@ class TimeROMEConfig:
         if not 0 <= self.gate_margin < 1:
             problems.append(("gate_margin",
                              f"gate_margin must lie in [0, 1), got {self.gate_margin}"))
-        if self.tie_facts is not None and self.tie_facts < 1:
-            problems.append(("tie_facts", f"tie_facts must be >= 1 or null, got {self.tie_facts}"))
+        if self.tie_facts is not None and self.tie_facts < 0:
+            problems.append(("tie_facts", f"tie_facts must be >= 0 or null, got {self.tie_facts}"))
+        if self.profile_facts < 1:
+            problems.append(("profile_facts",
+                             f"profile_facts must be >= 1, got {self.profile_facts}"))
         if self.trace_batch_rows < 1 or self.fact_batch < 1:
             problems.append(("trace_batch_rows" if self.trace_batch_rows < 1 else "fact_batch",
                              "trace_batch_rows and fact_batch must be >= 1"))
@@ -152,7 +161,7 @@ class TimeROMEConfig:
         for key, v in numbers.items():
             if not real(v) or not math.isfinite(v):
                 problems.append((key.split("[")[0], f"{key} must be a finite number, got {v!r}"))
-        for key in ("noise_samples", "trace_batch_rows", "fact_batch", "seed"):
+        for key in ("noise_samples", "trace_batch_rows", "fact_batch", "profile_facts", "seed"):
             if not integer(getattr(self, key)):
                 problems.append((key, f"{key} must be an integer, got {getattr(self, key)!r}"))
         if self.tie_facts is not None and not integer(self.tie_facts):

@@ -24,12 +24,13 @@ from harness.measure import synchronised_now
 from harness.timerome.config import TimeROMEConfig
 from harness.timerome.memory import EditMemory
 from harness.timerome.retain_stats import KEY_METRICS, retain_keys
-from harness.timerome.sites import edit_sites
+from harness.timerome.sites import deepest_layer, edit_sites
 from harness.timerome.targets import target_deltas
-from harness.timerome.tracing import TraceResult, trace_encoded
+from harness.timerome.tracing import (TraceResult, backbone_tie_profile, peak_layer,
+                                      trace_encoded)
 
-RETAIN_KEYS = "retain_keys"  # statistics name (harness.backbone_statistics); the key
-# metrics' names: retain_stats.KEY_METRICS
+RETAIN_KEYS = "retain_keys"  # statistics names (harness.backbone_statistics); the key
+TIE_PROFILE = "tie_profile"  # metrics' names: retain_stats.KEY_METRICS
 
 
 @dataclass
@@ -74,8 +75,10 @@ class TimeROMEEditor:
         self.memory: EditMemory | None = None
         self._retain_keys: dict[int, torch.Tensor] | None = None
         self._metrics: dict[int, torch.Tensor] | None = None
+        self._tie_profile: torch.Tensor | None = None
         if statistics is not None:  # computed once per backbone (backbone_statistics)
             self._retain_keys = per_layer(RETAIN_KEYS, statistics) or None
+            self._tie_profile = statistics.get(TIE_PROFILE)
             metric = KEY_METRICS.get(config.precondition)
             self._metrics = (per_layer(metric.statistic, statistics) or None) if metric else None
 
@@ -83,10 +86,31 @@ class TimeROMEEditor:
     def _unedited(self):
         return self.memory.suspended() if self.memory is not None else nullcontext()
 
-    def trace(self, facts: Sequence[Fact]) -> tuple[list[EncodedFact], TraceResult]:
+    def trace(self, facts: Sequence[Fact], site_rules: Sequence[str] = ()
+              ) -> tuple[list[EncodedFact], TraceResult]:
+        """Trace `facts` on the unedited model. With tie_facts 0 the runs stop at the deepest
+        layer the config's `sites` (and any of `site_rules`, e.g. a tuning grid's) reads."""
         encoded = encode_facts(self.backbone, facts)
+        layer = stop = None
+        if self.config.tie_facts == 0:
+            layer = peak_layer(self.tie_profile())
+            stop = deepest_layer((self.config.sites, *site_rules), layer,
+                                 self.backbone.num_layers)
         with self._unedited():
-            return encoded, trace_encoded(self.backbone, encoded, self.config)
+            return encoded, trace_encoded(self.backbone, encoded, self.config, layer, stop)
+
+    def tie_profile(self) -> torch.Tensor:
+        """[L] the backbone's TIE profile on the retain facts (config tie_facts 0: every
+        fact's layer is its peak; tracing.backbone_tie_profile)."""
+        if self._tie_profile is None:
+            if not self.retain:
+                raise ValueError("tie_facts 0 takes every fact's layer from the backbone's TIE "
+                                 "profile, traced on retain facts, and none were given "
+                                 "(TimeROMEEditor(..., retain=[...]) or its statistics)")
+            with self._unedited():
+                self._tie_profile = backbone_tie_profile(self.backbone, self.retain,
+                                                         self.config)
+        return self._tie_profile
 
     def retain_statistics(self) -> dict[int, torch.Tensor]:
         """Retain MLP hidden states per layer (only for precondition/gate)."""
@@ -111,8 +135,11 @@ class TimeROMEEditor:
 
     def backbone_statistics(self) -> dict[str, torch.Tensor]:
         """What the edits of this backbone need that does not depend on the forget set:
-        the retain keys (gate calibration) and the key metric, per layer."""
+        the retain keys (gate calibration), the key metric per layer and, with tie_facts 0,
+        the TIE profile."""
         out: dict[str, torch.Tensor] = {}
+        if self.config.tie_facts == 0:
+            out[TIE_PROFILE] = self.tie_profile()
         metric = KEY_METRICS.get(self.config.precondition)
         if self.config.gate or metric is not None:
             out.update(layer_tensors(RETAIN_KEYS, self.retain_statistics()))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 
@@ -35,10 +35,12 @@ class TimeROMEMethod(Method):
         return TimeROMEEditor(backbone, self.timerome_config(seed),
                               retain=retain).backbone_statistics()
 
-    def sequential_editor(self, backbone: Backbone, retain: Sequence[Fact], seed: int
+    def sequential_editor(self, backbone: Backbone, retain: Sequence[Fact], seed: int,
+                          statistics: Mapping[str, torch.Tensor] | None = None
                           ) -> TimeROMEEditor:
         """One edit memory that each `insert` extends (incremental solve)."""
-        return TimeROMEEditor(backbone, self.timerome_config(seed), retain=retain)
+        return TimeROMEEditor(backbone, self.timerome_config(seed), retain=retain,
+                              statistics=statistics)
 
     def apply(self, request: EditRequest) -> MethodOutcome:
         editor = TimeROMEEditor(request.backbone, self.timerome_config(request.seed),

@@ -92,10 +92,34 @@ SITES: dict[str, Callable[[TraceResult, Sequence[int]], Sites]] = {
 }
 
 
+# sites rule -> the deepest layer it reads, given the chosen layer and the number of layers
+# (a trace that stops above it, tie_facts 0, has what the rule needs: tracing.trace_encoded)
+DEEPEST_LAYER: dict[str, Callable[[int, int], int]] = {
+    "chosen": lambda chosen, n_layers: chosen,
+    "subject": lambda chosen, n_layers: chosen,
+    "subject_through": lambda chosen, n_layers: chosen,
+    "subject_layers": lambda chosen, n_layers: n_layers - 1,
+}
+
+
+def deepest_layer(rules: Sequence[str], chosen: int, n_layers: int) -> int:
+    """The deepest layer any of the sites `rules` reads when the chosen layer is `chosen`."""
+    unknown = [r for r in rules if r not in DEEPEST_LAYER]
+    if unknown:
+        raise ValueError(f"unknown sites '{unknown[0]}'; known: {', '.join(DEEPEST_LAYER)}")
+    return max(DEEPEST_LAYER[r](chosen, n_layers) for r in rules)
+
+
 def edit_sites(name: str, trace: TraceResult, index: Sequence[int]) -> Sites:
     """The sites of the facts `index` (into the trace) under the config's `sites` rule."""
     try:
         rule = SITES[name]
     except KeyError:
         raise ValueError(f"unknown sites '{name}'; known: {', '.join(SITES)}") from None
-    return rule(trace, list(index))
+    sites = rule(trace, list(index))
+    if len(sites) and not bool(sites.pick(trace.keys).isfinite().all()):
+        deepest = int(sites.layer[~sites.pick(trace.keys).isfinite().all(-1)].max())
+        raise ValueError(f"sites '{name}' reads layer {deepest}, which this trace did not "
+                         "compute (with tie_facts 0 the runs stop at the deepest layer the "
+                         "traced site rules read: TimeROMEEditor.trace(site_rules=...))")
+    return sites

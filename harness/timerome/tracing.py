@@ -26,6 +26,7 @@ import hashlib
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, fields
+from functools import partial
 from typing import Iterator, Sequence
 
 import torch
@@ -92,7 +93,7 @@ class TraceResult:
         return [{"fact": key, "layer": int(self.layer[i]), "position": int(self.position[i]),
                  "offset": int(self.offsets[int(self.offset_index[i])]),
                  "tie": _finite(float(self.max_tie[i])), "flagged": bool(self.flagged[i]),
-                 "corruption_effect": float(self.corruption_effect[i].mean())}
+                 "corruption_effect": float(self.corruption_effect[i].nanmean())}
                 for i, key in enumerate(self.fact_keys)]
 
 
@@ -231,6 +232,34 @@ def _tracing_hooks(backbone: Backbone, state: _HookState) -> Iterator[None]:
         yield
 
 
+def _truncated_logits(backbone: Backbone, above: Sequence[torch.nn.Module],
+                      input_ids: torch.Tensor, positions: torch.Tensor) -> None:
+    """A forward that computes the blocks up to the first of `above` only: those return
+    zeros at once (`harness.hooks.skipped_forwards`; the compute counter prices them as
+    skipped) and the head computes no row. No logits: the run's P is not known."""
+    weight = backbone.input_embeddings().weight
+    filler = torch.zeros((*input_ids.shape, weight.shape[1]), device=input_ids.device,
+                         dtype=weight.dtype)
+    with skipped_forwards(above, filler):
+        backbone.logits_at(input_ids, torch.zeros_like(positions, dtype=torch.bool))
+    return None
+
+
+def _mean_logp(logits: torch.Tensor | None, targets: torch.Tensor,
+               still: torch.Tensor) -> torch.Tensor:
+    """`masked_mean_logp`, or nan per row for a truncated run (no logits)."""
+    if logits is None:
+        return torch.full((still.shape[0],), float("nan"))
+    return masked_mean_logp(logits, targets, still).cpu()
+
+
+def _stack_layers(per_layer: list[torch.Tensor | None]) -> torch.Tensor:
+    """[B, L, ...] from one tensor per layer; nan for a layer a truncated run never reached."""
+    shape = next(t for t in per_layer if t is not None)
+    return torch.stack([torch.full_like(shape, float("nan")) if t is None else t
+                        for t in per_layer], 1)
+
+
 @dataclass(frozen=True)
 class _RestoredRows:
     """The restored rows of one layer, the same for every layer: row r continues the plain
@@ -289,7 +318,8 @@ def _chunks(n: int, size: int) -> Iterator[slice]:
 
 
 def _trace_batch(backbone: Backbone, batch: QABatch, offsets: tuple[int, ...], scale: float,
-                 config: TimeROMEConfig, restore: torch.Tensor) -> TraceResult:
+                 config: TimeROMEConfig, restore: torch.Tensor,
+                 stop_layer: int | None = None) -> TraceResult:
     """Trace one batch of equal-width facts.
 
     Per level: the clean run; the plain corrupted runs, one per (fact, noise sample) group,
@@ -299,7 +329,14 @@ def _trace_batch(backbone: Backbone, batch: QABatch, offsets: tuple[int, ...], s
     (`harness.hooks.skipped_forwards`) and only blocks l.. are computed. The result is the
     full restored forward's (each row is computed on the same inputs); the cost of a
     restored run falls from L blocks to L - l. Only the facts with `restore` [B] get
-    restored runs (config tie_facts); the others' TIE stays nan."""
+    restored runs (config tie_facts); the others' TIE stays nan.
+
+    `stop_layer` (only without restored runs: tie_facts 0, the layer known in advance): at
+    every level but the first, the clean and corrupted runs stop after block `stop_layer`
+    (the blocks above are skipped, the head computes no row), since the keys and deltas
+    read there need nothing above it. Their P is then not known (nan); the corruption
+    effect that flags a fact comes from the first level's full runs. Keys and outputs above
+    `stop_layer` are nan."""
     start = time.monotonic()
     device = backbone.device
     n_layers, n_off, n_samples = backbone.num_layers, len(offsets), config.noise_samples
@@ -339,16 +376,23 @@ def _trace_batch(backbone: Backbone, batch: QABatch, offsets: tuple[int, ...], s
     keys = out_clean = out_corrupt = None
     forwards = 0
     rows_per_forward = config.trace_batch_rows
+    if stop_layer is not None and n_restored:
+        raise ValueError("trace: stop_layer is only for traces without restored runs")
+    truncate = stop_layer is not None and stop_layer < n_layers - 1
     with torch.inference_mode(), _tracing_hooks(backbone, state):
         for ti, t in enumerate(config.times):
             ids, still = mask_at_level(batch, orders, t, backbone.mask_token_id)
             ids, still = ids.to(device), still.to(device)
+            # truncated level: blocks above stop_layer skipped, no head row (P unknown)
+            short = truncate and ti > 0
+            run = partial(_truncated_logits, backbone, blocks[stop_layer + 1:]) if short \
+                else backbone.logits_at
             state.mode = "clean"
-            clean_lp[:, ti] = masked_mean_logp(backbone.logits_at(ids, still), targets,
-                                               still).cpu()
+            state.clean_in, state.clean_out = [None] * n_layers, [None] * n_layers
+            clean_lp[:, ti] = _mean_logp(run(ids, still), targets, still)
             forwards += b
-            clean_in = torch.stack(state.clean_in, 1).cpu()  # [B, L, P, d_k]
-            clean_o = torch.stack(state.clean_out, 1).cpu()
+            clean_in = _stack_layers(state.clean_in).cpu()  # [B, L, P, d_k]
+            clean_o = _stack_layers(state.clean_out).cpu()
             keys = clean_in if keys is None else keys + clean_in
             out_clean = clean_o if out_clean is None else out_clean + clean_o
             state.corrupt_out = [torch.zeros((b, n_samples, n_off, clean_o.shape[-1]),
@@ -362,8 +406,8 @@ def _trace_batch(backbone: Backbone, batch: QABatch, offsets: tuple[int, ...], s
                 fr, sr = g_fact[sl].to(device), g_sample[sl].to(device)
                 state.row_fact, state.row_sample = fr, sr
                 state.noise_rows = noise[fr, sr]
-                logits = backbone.logits_at(ids[fr], still[fr])
-                group_lp[sl] = masked_mean_logp(logits, targets[fr], still[fr]).cpu()
+                logits = run(ids[fr], still[fr])
+                group_lp[sl] = _mean_logp(logits, targets[fr], still[fr])
                 del logits
                 keep = kept_rows[sl].to(device)  # only groups with restored runs
                 for layer in range(n_layers):
@@ -402,6 +446,8 @@ def _trace_batch(backbone: Backbone, batch: QABatch, offsets: tuple[int, ...], s
             acc[~rows.scored.unsqueeze(1).expand(b, n_layers, n_off)] = float("nan")
             ie[:, ti] = acc
             summed = torch.stack(state.corrupt_out, 1).mean(2).cpu()  # [B, L, P, d]
+            if short:
+                summed[:, stop_layer + 1:] = float("nan")
             out_corrupt = summed if out_corrupt is None else out_corrupt + summed
     weights = time_weights(config.times).float()
     tie = (ie * weights.view(1, -1, 1, 1)).sum(1)  # nan stays nan where not traced
@@ -417,7 +463,7 @@ def _trace_batch(backbone: Backbone, batch: QABatch, offsets: tuple[int, ...], s
         skip = ~restore
         offset_index[skip] = offsets.index(0)
         max_tie[skip] = float("nan")
-        effect = (clean_lp - corrupt_lp).mean(1)
+        effect = (clean_lp - corrupt_lp).nanmean(1)  # truncated levels: nan
         flagged[skip] = ~(effect[skip] > config.flag_threshold)
     return TraceResult(
         fact_keys=[e.fact.key for e in batch.encoded], times=tuple(config.times),
@@ -431,9 +477,26 @@ def _trace_batch(backbone: Backbone, batch: QABatch, offsets: tuple[int, ...], s
 
 
 def trace_encoded(backbone: Backbone, encoded: Sequence[EncodedFact],
-                  config: TimeROMEConfig) -> TraceResult:
+                  config: TimeROMEConfig, profile_layer: int | None = None,
+                  stop_layer: int | None = None) -> TraceResult:
+    """The facts' trace. With a traced sample (config tie_facts), the untraced facts take the
+    sample's peak layer; with tie_facts 0 no fact is traced and every fact takes
+    `profile_layer`, the peak of the backbone's TIE profile (`backbone_tie_profile`); then
+    the runs of every level but the first stop after block `stop_layer` (the deepest layer
+    the edit reads keys and deltas at; None: every block runs)."""
     if not encoded:
         raise ValueError("trace: no facts given")
+    if config.tie_facts == 0 and profile_layer is None:
+        raise ValueError("trace: tie_facts 0 takes every fact's layer from the backbone's TIE "
+                         "profile, and none was given (profile_layer; TimeROMEEditor computes "
+                         "it from its retain facts or loads it from the backbone statistics)")
+    for name, layer in (("profile_layer", profile_layer), ("stop_layer", stop_layer)):
+        if layer is not None and not 0 <= layer < backbone.num_layers:
+            raise ValueError(f"trace: {name} {layer} is not a layer of {backbone.name} "
+                             f"(0..{backbone.num_layers - 1})")
+    if stop_layer is not None and (config.tie_facts != 0 or stop_layer < profile_layer):
+        raise ValueError("trace: stop_layer needs tie_facts 0 and must not lie below "
+                         "profile_layer (the layers read must be computed)")
     offsets = candidate_offsets(encoded, config)
     scale = noise_scale(backbone, config.noise_multiplier)
     # Chunks of equal-width facts, each row padded to its own width: a fact's trace does not
@@ -441,11 +504,16 @@ def trace_encoded(backbone: Backbone, encoded: Sequence[EncodedFact],
     chunks = list(batches(backbone, encoded, config.fact_batch))
     traced = traced_sample([e.fact.key for e in encoded], config.tie_facts, config.seed)
     parts = [_trace_batch(backbone, batch, offsets, scale, config,
-                          traced[torch.tensor(rows, dtype=torch.long)])
+                          traced[torch.tensor(rows, dtype=torch.long)], stop_layer)
              for rows, batch in chunks]
     order = torch.tensor([i for rows, _ in chunks for i in rows])
     trace = concat_traces(parts).select(order.argsort().tolist())
-    return trace if bool(trace.traced.all()) else _share_layer(trace, config)
+    if bool(trace.traced.all()):
+        return trace
+    if not bool(trace.traced.any()):
+        trace.layer[:] = profile_layer
+        return trace
+    return _share_layer(trace)
 
 
 def traced_sample(keys: Sequence[str], limit: int | None, seed: int) -> torch.Tensor:
@@ -461,18 +529,47 @@ def traced_sample(keys: Sequence[str], limit: int | None, seed: int) -> torch.Te
     return out
 
 
-def _share_layer(trace: TraceResult, config: TimeROMEConfig) -> TraceResult:
-    """Coordinates of the untraced facts (config tie_facts): the layer where the traced
-    facts' TIE, maximised over positions and averaged over the unflagged traced facts (all
-    traced facts if every one is flagged), peaks. Their position (the last subject token),
-    nan max TIE and flag were set by `_trace_batch`."""
+def layer_profile(trace: TraceResult) -> torch.Tensor:
+    """[L] the traced facts' TIE, maximised over positions and averaged over the unflagged
+    traced facts (all traced facts if every one is flagged); nan at a layer no traced fact
+    has a position at."""
     traced = trace.traced
+    if not bool(traced.any()):
+        raise ValueError("layer profile: no fact of the trace has restored runs")
     profile = trace.tie.nan_to_num(nan=float("-inf")).amax(2)  # [F, L]: max over positions
     profile[profile.isinf()] = float("nan")  # a layer with no traced position
     use = traced & ~trace.flagged
-    mean = profile[use if bool(use.any()) else traced].nanmean(0)
-    trace.layer[~traced] = int(mean.nan_to_num(nan=float("-inf")).argmax())
+    return profile[use if bool(use.any()) else traced].nanmean(0)
+
+
+def peak_layer(profile: torch.Tensor) -> int:
+    """The layer where a `layer_profile` peaks."""
+    if bool(profile.isnan().all()):
+        raise ValueError("layer profile: no layer has a finite TIE")
+    return int(profile.nan_to_num(nan=float("-inf")).argmax())
+
+
+def _share_layer(trace: TraceResult) -> TraceResult:
+    """Coordinates of the untraced facts (config tie_facts): the layer where the traced
+    facts' profile (`layer_profile`) peaks. Their position (the last subject token), nan
+    max TIE and flag were set by `_trace_batch`."""
+    trace.layer[~trace.traced] = peak_layer(layer_profile(trace))
     return trace
+
+
+def backbone_tie_profile(backbone: Backbone, facts: Sequence[Fact],
+                         config: TimeROMEConfig) -> torch.Tensor:
+    """[L] the backbone's TIE profile (`layer_profile`) over a seeded sample of
+    `config.profile_facts` of `facts` (retain facts: it does not depend on any forget set),
+    every one traced. Edits with tie_facts 0 take its peak layer for every fact."""
+    if not facts:
+        raise ValueError("backbone TIE profile: no facts given (it is traced on retain facts)")
+    sample = traced_sample([f.key for f in facts], config.profile_facts, config.seed)
+    chosen = [f for f, keep in zip(facts, sample.tolist()) if keep]
+    trace = trace_facts(backbone, chosen, config.with_overrides(tie_facts=None))
+    profile = layer_profile(trace)
+    peak_layer(profile)  # a profile without a finite layer fails here, not in an edit
+    return profile
 
 
 def trace_facts(backbone: Backbone, facts: Sequence[Fact],

@@ -200,7 +200,7 @@ def tune(backbone: Backbone, validation: Sequence[Fact], retain: Sequence[Fact],
                             retain=retain if calibration is None else calibration,
                             statistics=statistics)
     if trace is None:
-        encoded, trace = editor.trace(validation)
+        encoded, trace = editor.trace(validation, grid.sites)
     else:
         encoded = encode_facts(backbone, validation)
         if trace.fact_keys != [f.key for f in validation]:
@@ -294,7 +294,7 @@ def tune_counts(backbone: Backbone, validation: Sequence[Fact], retain: Sequence
     # Each count's facts traced as an edit of that many facts traces them (`count_traces`)
     # and the retain statistics computed once: neither depends on the grid point.
     editor = TimeROMEEditor(backbone, base, retain=retain if calibration is None else calibration)
-    traces = count_traces(editor, validation, counts)
+    traces = count_traces(editor, validation, counts, grid.sites)
     statistics = editor.backbone_statistics()
     results = [tune(backbone, validation[:n], retain, base, grid,
                     max_retain_drop=max_retain_drop, batch_size=batch_size,
@@ -346,22 +346,22 @@ def tune_counts(backbone: Backbone, validation: Sequence[Fact], retain: Sequence
     return largest
 
 
-def count_traces(editor: TimeROMEEditor, validation: Sequence[Fact], counts: Sequence[int]
-                 ) -> dict[int, TraceResult]:
+def count_traces(editor: TimeROMEEditor, validation: Sequence[Fact], counts: Sequence[int],
+                 site_rules: Sequence[str] = ()) -> dict[int, TraceResult]:
     """{n: the trace of the first n validation facts, as an edit of n facts makes it}. A
     fact's trace does not depend on the facts traced with it, so the counts share one
-    trace, except where the config traces a sample (`tie_facts` below n): such a count is
+    trace, except where the config traces a sample (`tie_facts` below n, not 0): such a count is
     traced on its own, since which facts get restored runs, and the layer the others take,
     depend on the set."""
-    limit = editor.config.tie_facts
-    shared = [n for n in counts if limit is None or n <= limit]
+    limit = editor.config.tie_facts  # 0: every fact at the backbone's profile layer
+    shared = [n for n in counts if limit is None or limit == 0 or n <= limit]
     out: dict[int, TraceResult] = {}
     if shared:
-        _, trace = editor.trace(validation[:max(shared)])
+        _, trace = editor.trace(validation[:max(shared)], site_rules)
         out.update({n: trace.select(range(n)) for n in shared})
     for n in counts:
         if n not in out:
-            out[n] = editor.trace(validation[:n])[1]
+            out[n] = editor.trace(validation[:n], site_rules)[1]
     return out
 
 

@@ -29,7 +29,8 @@ FORGET = [Fact("Where was Zarvo Keth born?", "Zarvo Keth was born in Brimholt.",
                "Oswin Tarr", SubjectSource.GIVEN, 1, "forget01", 1)]
 EDIT = {"alpha": 50.0, "lam": 0.1, "times": [1.0], "noise_samples": 1, "target": "suppress",
         "flag_threshold": 0.0, "edit_flagged": True,
-        "precondition": "none", "gate": False, "positions": "last_subject"}  # no retain facts
+        "precondition": "none", "gate": False, "positions": "last_subject",
+        "tie_facts": None}  # no retain facts (each fact's own TIE layer)
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,8 @@ def test_real_adapter_loads_the_snapshot_and_runs_trace_edit_score_generate(
         # a kernel may take another path on the loaded tensors' memory layout (3e-8 seen).
         torch.testing.assert_close(backbone.logits(ids), twin.logits(ids), rtol=0, atol=1e-6)
 
-    trace = trace_facts(backbone, FORGET, TimeROMEConfig(times=(1.0,), noise_samples=1))
+    trace = trace_facts(backbone, FORGET, TimeROMEConfig(times=(1.0,), noise_samples=1,
+                                                         tie_facts=None))
     assert trace.tie.shape[0] == len(FORGET) and torch.isfinite(trace.max_tie).all()
     before = score_facts(backbone, FORGET).logp
     outcome = get_method("timerome", EDIT).apply(

@@ -17,11 +17,11 @@ FORGET = [Fact("Where was Zarvo Keth born?", "Zarvo Keth was born in Brimholt.",
                SubjectSource.GIVEN, 0, "forget01", 0),
           Fact("Which award did Oswin Tarr win?", "Oswin Tarr won the Grey Quill Prize.",
                "Oswin Tarr", SubjectSource.GIVEN, 1, "forget01", 1)]
-# The plain (ungated, unpreconditioned) memory: no retain facts are needed, and the effect
-# on the forget facts is the edit's alone.
+# The plain (ungated, unpreconditioned) memory at each fact's own TIE layer: no retain facts
+# are needed, and the effect on the forget facts is the edit's alone.
 CONFIG = {"alpha": 50.0, "lam": 0.1, "times": [1.0], "noise_samples": 1,
           "target": "suppress", "flag_threshold": 0.0, "edit_flagged": True,
-          "precondition": "none", "gate": False, "positions": "subject"}
+          "precondition": "none", "gate": False, "positions": "subject", "tie_facts": None}
 FIT_STEPS = 100
 # Nats per fact. Measured with FIT_STEPS 100: every twin's smallest drop is above 20 nats
 # (random-weight twins, not fitted, move it by under 0.4 nats, in either direction).

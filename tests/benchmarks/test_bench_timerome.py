@@ -32,7 +32,7 @@ from harness.timerome.retain_stats import retain_keys
 from harness.timerome.tracing import trace_encoded
 
 TRACE_CONFIG = TimeROMEConfig(times=(1.0, 0.5), noise_samples=4, trace_batch_rows=64,
-                              fact_batch=8)
+                              fact_batch=8, tie_facts=None)
 
 
 @pytest.fixture(scope="module")

@@ -66,7 +66,7 @@ class NoTraceEditor:
     def __init__(self, backbone, config, **kwargs):
         self.config = config
 
-    def trace(self, facts):
+    def trace(self, facts, site_rules=()):
         return None, self
 
     def select(self, index):

@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # statistics (so `forget` needs no --retain).
 EDIT_ALL = TimeROMEConfig(alpha=4.0, target="suppress", times=(1.0, 0.5), noise_samples=2,
                           positions="subject", edit_flagged=True, precondition="none",
-                          gate=False)
-NO_RETAIN = ["--precondition", "none", "--no-gate"]  # flags: the edit uses no retain facts
+                          gate=False, tie_facts=None)
+NO_RETAIN = ["--precondition", "none", "--no-gate", "--tie-facts", "3"]  # no retain facts used
 
 
 def facts_file(path: Path, facts) -> Path:

@@ -22,7 +22,7 @@ from harness.timerome.memory import EditMemory
 from harness.timerome.tracing import trace_facts
 from harness.timerome.tuning import TuningGrid, read_tuned_config, tune, write_tuning
 
-FAST = dict(times=(1.0, 0.5), noise_samples=2, positions="subject")
+FAST = dict(times=(1.0, 0.5), noise_samples=2, positions="subject", tie_facts=None)
 # The ungated memory without retain statistics (W = A B^T): what the tests of the plain
 # solve, hook and undo are about; the default (Table 1's variant) adds both.
 LINEAR = dict(precondition="none", gate=False)
@@ -113,9 +113,14 @@ def test_cli_forget_needs_retain_facts_for_the_default_method(tiny_checkpoint, f
                   "--out", str(out)])
     assert cli_main(["forget", "--backbone-dir", str(tiny_checkpoint), "--facts",
                      str(facts_path), "--out", str(out), "--precondition", "none",
-                     "--no-gate"]) == 0
+                     "--no-gate", "--tie-facts", "3"]) == 0
     report = json.loads((tmp_path / "mem.safetensors.report.json").read_text())
-    assert (report["config"]["precondition"], report["config"]["gate"]) == ("none", False)
+    assert (report["config"]["precondition"], report["config"]["gate"],
+            report["config"]["tie_facts"]) == ("none", False, 3)
+    # the backbone's TIE profile (tie_facts 0, the default) is traced on retain facts too
+    with pytest.raises(cli.UsageError, match=r"tie_facts 0\); or pass"):
+        cli_main(["forget", "--backbone-dir", str(tiny_checkpoint), "--facts", str(facts_path),
+                  "--out", str(out), "--precondition", "none", "--no-gate"])
 
 
 def test_cli_rejects_fact_without_subject(tiny_checkpoint, tmp_path):
@@ -146,7 +151,7 @@ def test_tie_figure_files(tiny_backbone, forget_retain, tmp_path):
     forget, _ = forget_retain
     trace = trace_facts(tiny_backbone, forget,
                         TimeROMEConfig(times=(1.0, 0.5), noise_samples=1, positions="window",
-                                       window=(2, 2)))
+                                       window=(2, 2), tie_facts=None))
     png, pdf = tie_figure(trace, tmp_path / "tie")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert pdf.read_bytes()[:4] == b"%PDF"
@@ -156,7 +161,7 @@ def test_tie_figure_plots_the_traced_effects(tiny_backbone, forget_retain):
     forget, _ = forget_retain
     trace = trace_facts(tiny_backbone, forget,
                         TimeROMEConfig(times=(1.0, 0.5), noise_samples=1, positions="window",
-                                       window=(2, 2)))
+                                       window=(2, 2), tie_facts=None))
     fig = tie_plot(trace, title="TIE, tiny", caption="summary")
     try:
         by_level, by_position = fig.axes[0], fig.axes[1]

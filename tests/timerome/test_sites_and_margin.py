@@ -17,7 +17,7 @@ from harness.timerome.tuning import (GridPoint, TuningGrid, TuningResult, apply_
                                      regime_point, tune_counts, write_tuning)
 
 FAST = dict(times=(1.0, 0.5), noise_samples=2, positions="subject", precondition="none",
-            gate=False)
+            gate=False, tie_facts=None)
 
 
 def test_every_site_rule_is_registered():
@@ -93,7 +93,7 @@ class _NoTraceEditor:
     def __init__(self, backbone, config, **kwargs):
         self.config = config
 
-    def trace(self, facts):
+    def trace(self, facts, site_rules=()):
         return None, _Trace()
 
     def backbone_statistics(self):

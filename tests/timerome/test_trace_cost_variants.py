@@ -14,7 +14,8 @@ from harness.timerome.tracing import trace_facts, traced_sample
 
 from tests.timerome.unbatched_trace import UnbatchedTrace
 
-FAST = dict(times=(1.0, 0.5), noise_samples=2, precondition="none", gate=False)
+FAST = dict(times=(1.0, 0.5), noise_samples=2, precondition="none", gate=False,
+            tie_facts=None)
 
 
 def test_subject_span_effect_equals_a_full_forward_that_patches_every_subject_token(
@@ -22,7 +23,7 @@ def test_subject_span_effect_equals_a_full_forward_that_patches_every_subject_to
     forget, _ = forget_retain
     bb = tiny_backbone
     config = TimeROMEConfig(times=(0.5,), noise_samples=2, positions="subject",
-                            restore_span="subject", trace_batch_rows=3)
+                            restore_span="subject", trace_batch_rows=3, tie_facts=None)
     trace = trace_facts(bb, forget[:1], config)
     reference = UnbatchedTrace(bb, forget[0], config, level=0.5)
     subject = list(reference.encoded.subject_positions)
@@ -100,7 +101,9 @@ def test_traced_sample_depends_on_seed_and_keys_not_on_order():
 
 
 @pytest.mark.parametrize("key,value,message", [
-    ("tie_facts", 0, "tie_facts must be >= 1 or null, got 0"),
+    ("tie_facts", -1, "tie_facts must be >= 0 or null, got -1"),
+    ("profile_facts", 0, "profile_facts must be >= 1, got 0"),
+    ("profile_facts", None, "profile_facts must be an integer, got None"),
     ("tie_facts", 2.5, "tie_facts must be an integer or null, got 2.5"),
     ("restore_span", "layer", "unknown restore_span 'layer'; known: token, subject"),
 ])
@@ -117,7 +120,7 @@ def test_untraced_facts_take_the_layer_where_the_unflagged_sample_peaks(tiny_bac
     from harness.timerome.tracing import _share_layer
 
     forget, retain = forget_retain
-    config = TimeROMEConfig(positions="subject", tie_facts=3, **FAST)
+    config = TimeROMEConfig(**{**FAST, "positions": "subject", "tie_facts": 3})
     trace = trace_facts(tiny_backbone, forget + retain[:4], config)
     traced = trace.traced.nonzero().flatten().tolist()
     top = tiny_backbone.num_layers - 1
@@ -130,10 +133,10 @@ def test_untraced_facts_take_the_layer_where_the_unflagged_sample_peaks(tiny_bac
     trace.tie = tie
     trace.flagged[:] = False
     trace.flagged[flagged_fact] = True
-    _share_layer(trace, config)
+    _share_layer(trace)
     assert bool((trace.layer[~trace.traced] == top).all())
     trace.flagged[:] = True  # every traced fact flagged: all of them count
-    _share_layer(trace, config)
+    _share_layer(trace)
     assert bool((trace.layer[~trace.traced] == 0).all())
 
 
@@ -146,7 +149,7 @@ def test_tuning_traces_each_count_as_an_edit_of_that_many_facts(tiny_backbone, f
 
     forget, retain = forget_retain
     facts = forget + retain[:6]
-    config = TimeROMEConfig(positions="subject", tie_facts=3, **FAST)
+    config = TimeROMEConfig(**{**FAST, "positions": "subject", "tie_facts": 3})
     editor = TimeROMEEditor(tiny_backbone, config)
     traces = count_traces(editor, facts, [2, 3, 8])
     for n in (2, 3, 8):

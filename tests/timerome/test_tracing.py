@@ -13,7 +13,8 @@ from tests.timerome.unbatched_trace import UnbatchedTrace
 
 # Tracing needs no retain facts: the retain-based extras are off, and tests that do not name
 # the candidate positions trace the last subject token (the position the checks below assume).
-FAST = dict(times=(1.0, 0.5), noise_samples=2, precondition="none", gate=False)
+FAST = dict(times=(1.0, 0.5), noise_samples=2, precondition="none", gate=False,
+            tie_facts=None)  # the TIE of every fact
 LAST = dict(positions="last_subject")
 
 
@@ -40,7 +41,8 @@ def test_trace_shapes_and_subject_matters(tiny_backbone, forget_retain):
 def test_batched_restoration_matches_single_forward(tiny_backbone, forget_retain):
     """IE of one (layer, position) recomputed with one unbatched forward per variant."""
     forget, _ = forget_retain
-    config = TimeROMEConfig(times=(0.5,), noise_samples=1, trace_batch_rows=3, **LAST)
+    config = TimeROMEConfig(times=(0.5,), noise_samples=1, trace_batch_rows=3, tie_facts=None,
+                            **LAST)
     trace = trace_facts(tiny_backbone, forget[:2], config)
     # The fact with the strongest effect, alone, at its own width (batching.row_width)
     fact = int(torch.nan_to_num(trace.max_tie, nan=-1.0).argmax())
@@ -58,7 +60,7 @@ def test_every_restored_effect_matches_an_unbatched_full_forward(tiny_backbone, 
     one of a full, unbatched forward that patches that coordinate."""
     forget, _ = forget_retain
     config = TimeROMEConfig(times=(0.5,), noise_samples=2, positions="subject",
-                            trace_batch_rows=5)
+                            trace_batch_rows=5, tie_facts=None)
     bb = tiny_backbone
     trace = trace_facts(bb, forget[:1], config)
     reference = UnbatchedTrace(bb, forget[0], config, level=0.5)

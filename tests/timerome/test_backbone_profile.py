@@ -1,0 +1,131 @@
+"""`tie_facts: 0` (issue 16): no fact of an edit gets restored runs; every fact takes the
+peak layer of the backbone's TIE profile, traced once on retain facts (a backbone
+statistic), and the runs of every level but the first stop after the deepest layer the
+edit reads. Checked against the untruncated trace and the full trace of the profile's
+facts, not against themselves."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.compute import ComputeCounter
+from harness.timerome.config import TimeROMEConfig
+from harness.timerome.editor import TIE_PROFILE, TimeROMEEditor
+from harness.timerome.sites import edit_sites
+from harness.timerome.tracing import (backbone_tie_profile, layer_profile, peak_layer,
+                                      trace_encoded, trace_facts, traced_sample)
+from harness.diffusion.batching import encode_facts
+
+FAST = dict(times=(1.0, 0.5, 0.25), noise_samples=2, precondition="none", gate=False,
+            positions="subject")
+
+
+def test_profile_is_the_mean_peak_tie_of_a_seeded_sample_of_the_retain_facts(
+        tiny_backbone, forget_retain):
+    _, retain = forget_retain
+    config = TimeROMEConfig(profile_facts=4, **FAST)
+    profile = backbone_tie_profile(tiny_backbone, retain, config)
+    sample = traced_sample([f.key for f in retain], 4, config.seed)
+    chosen = [f for f, keep in zip(retain, sample.tolist()) if keep]
+    assert len(chosen) == 4
+    full = trace_facts(tiny_backbone, chosen, config.with_overrides(tie_facts=None))
+    use = ~full.flagged if bool((~full.flagged).any()) else torch.ones_like(full.flagged)
+    expected = full.tie[use].nan_to_num(nan=float("-inf")).amax(2).mean(0)
+    assert profile.shape == (tiny_backbone.num_layers,)
+    assert torch.allclose(profile, expected)
+    assert peak_layer(profile) == int(expected.argmax())
+    assert torch.equal(layer_profile(full), profile)
+
+
+def test_every_fact_takes_the_profile_layer_and_truncation_changes_no_key_or_delta(
+        tiny_backbone, forget_retain):
+    """The truncated runs give the same keys and outputs at every layer they compute as the
+    full runs; above the stop layer they are nan; P is known at the first level only."""
+    forget, _ = forget_retain
+    bb = tiny_backbone
+    config = TimeROMEConfig(tie_facts=0, **FAST)
+    encoded = encode_facts(bb, forget)
+    for layer in range(bb.num_layers - 1):
+        full = trace_encoded(bb, encoded, config, profile_layer=layer)
+        short = trace_encoded(bb, encoded, config, profile_layer=layer, stop_layer=layer)
+        assert bool((short.layer == layer).all()) and bool((full.layer == layer).all())
+        assert not bool(short.traced.any())
+        for name in ("keys", "clean_out", "corrupt_out"):
+            a, b = getattr(full, name), getattr(short, name)
+            assert torch.allclose(a[:, :layer + 1], b[:, :layer + 1], atol=1e-6), (name, layer)
+            assert bool(b[:, layer + 1:].isnan().all()), (name, layer)
+        assert torch.allclose(short.clean_logp[:, 0], full.clean_logp[:, 0])
+        assert torch.allclose(short.corrupt_logp[:, 0], full.corrupt_logp[:, 0])
+        assert bool(short.clean_logp[:, 1:].isnan().all())
+        effect = full.clean_logp[:, 0] - full.corrupt_logp[:, 0]
+        assert torch.equal(short.flagged, ~(effect > config.flag_threshold))
+        assert short.forwards == full.forwards == len(forget) * 3 * (1 + 2)
+        # the report's corruption effect is the first level's, not nan
+        assert all(row["corruption_effect"] == row["corruption_effect"]
+                   for row in short.summary())
+
+
+def test_a_truncated_trace_is_priced_by_the_blocks_it_computed(tiny_backbone, forget_retain):
+    forget, _ = forget_retain
+    bb = tiny_backbone
+    config = TimeROMEConfig(tie_facts=0, **FAST)
+    encoded = encode_facts(bb, forget)
+    with ComputeCounter(bb) as full:
+        trace_encoded(bb, encoded, config, profile_layer=0)
+    with ComputeCounter(bb) as short:
+        trace_encoded(bb, encoded, config, profile_layer=0, stop_layer=0)
+    with ComputeCounter(bb) as first:  # the first level alone, every block
+        trace_encoded(bb, encoded, config.with_overrides(times=(1.0,)), profile_layer=0)
+    assert short.counts.forward_tokens == full.counts.forward_tokens
+    # the later levels stop after block 0 of L and compute no head row: priced, but less
+    assert short.counts.forward.head_rows == first.counts.forward.head_rows
+    assert first.flops() < short.flops() < full.flops()
+    share = (bb.num_layers - 1) / bb.num_layers
+    assert short.counts.forward.skipped_tokens == pytest.approx(
+        share * (full.counts.forward.tokens - first.counts.forward.tokens))
+
+
+def test_tie_facts_0_without_a_profile_is_named(tiny_backbone, forget_retain):
+    forget, _ = forget_retain
+    config = TimeROMEConfig(tie_facts=0, **FAST)
+    with pytest.raises(ValueError, match="tie_facts 0 takes every fact's layer from the "
+                                         "backbone's TIE profile, and none was given"):
+        trace_encoded(tiny_backbone, encode_facts(tiny_backbone, forget), config)
+    with pytest.raises(ValueError, match="traced on retain facts, and none were given"):
+        TimeROMEEditor(tiny_backbone, config).edit(forget)
+    with pytest.raises(ValueError, match="stop_layer needs tie_facts 0"):
+        trace_encoded(tiny_backbone, encode_facts(tiny_backbone, forget),
+                      config.with_overrides(tie_facts=None), profile_layer=0, stop_layer=0)
+
+
+def test_the_profile_is_a_backbone_statistic_and_an_edit_loads_it(tiny_backbone,
+                                                                  forget_retain):
+    forget, retain = forget_retain
+    config = TimeROMEConfig(tie_facts=0, profile_facts=4, **FAST)
+    stats = TimeROMEEditor(tiny_backbone, config, retain=retain).backbone_statistics()
+    assert TIE_PROFILE in stats
+    assert TIE_PROFILE not in TimeROMEEditor(tiny_backbone, config.with_overrides(tie_facts=3),
+                                             retain=retain).backbone_statistics()
+    # a profile peaking at the top layer: the edit follows the statistic, with no retain
+    top = tiny_backbone.num_layers - 1
+    forced = {TIE_PROFILE: torch.arange(tiny_backbone.num_layers, dtype=torch.float)}
+    editor = TimeROMEEditor(tiny_backbone, config, statistics=forced)
+    _, report = editor.edit(forget)
+    assert {c["layer"] for c in report.coordinates} == {top}
+    editor.undo()
+
+
+def test_a_site_rule_that_reads_above_the_stop_layer_gets_a_full_trace_or_an_error(
+        tiny_backbone, forget_retain):
+    forget, _ = forget_retain
+    forced = {TIE_PROFILE: torch.tensor([1.0] + [0.0] * (tiny_backbone.num_layers - 1))}
+    config = TimeROMEConfig(tie_facts=0, **FAST)
+    editor = TimeROMEEditor(tiny_backbone, config, statistics=forced)
+    _, short = editor.trace(forget)
+    assert bool(short.keys[:, 1:].isnan().all())
+    with pytest.raises(ValueError, match="sites 'subject_layers' reads layer"):
+        edit_sites("subject_layers", short, range(len(forget)))
+    _, deep = editor.trace(forget, site_rules=("subject_layers",))
+    assert bool(deep.keys.isfinite().all())
+    assert len(edit_sites("subject_layers", deep, range(len(forget))))
