@@ -38,6 +38,7 @@ from harness.diffusion.seeding import fact_generator
 from harness.hooks import forward_hooks, skipped_forwards
 from harness.timerome.config import TimeROMEConfig
 from harness.timerome.levels import mask_at_level, reveal_orders, time_weights
+from harness.timerome.unembedding import vocab_size
 
 
 @dataclass
@@ -172,8 +173,9 @@ class _HookState:
         self.mode = "off"  # "clean" | "plain" | "restore" | "off"
         self.noise_rows: torch.Tensor | None = None
         self.positions: torch.Tensor | None = None  # [B, P] absolute candidate positions
-        self.clean_in: list[torch.Tensor | None] = [None] * n_layers
-        self.clean_out: list[torch.Tensor | None] = [None] * n_layers
+        # clean runs: per layer, one part per chunk of facts (then the [B, P, d] tensor)
+        self.clean_in: list = [None] * n_layers
+        self.clean_out: list = [None] * n_layers
         self.corrupt_out: list[torch.Tensor | None] = [None] * n_layers  # [B, N, P, d]
         self.block_out: list[torch.Tensor | None] = [None] * n_layers  # plain rows' outputs
         self.row_fact: torch.Tensor | None = None
@@ -205,10 +207,11 @@ def _tracing_hooks(backbone: Backbone, state: _HookState) -> Iterator[None]:
     def make_mlp_hook(layer: int):
         def hook(module, inputs, output):
             pos = state.positions
-            if state.mode == "clean":
-                ar = torch.arange(pos.shape[0], device=pos.device).unsqueeze(1)
-                state.clean_in[layer] = inputs[0][ar, pos].float()
-                state.clean_out[layer] = output[ar, pos].float()
+            if state.mode == "clean":  # rows: the facts state.row_fact, in order
+                facts = state.row_fact
+                ar = torch.arange(len(facts), device=pos.device).unsqueeze(1)
+                state.clean_in[layer].append(inputs[0][ar, pos[facts]].float())
+                state.clean_out[layer].append(output[ar, pos[facts]].float())
                 return None
             if state.mode == "plain":
                 facts = state.row_fact
@@ -230,6 +233,10 @@ def _tracing_hooks(backbone: Backbone, state: _HookState) -> Iterator[None]:
               for layer in range(backbone.num_layers)]
     with forward_hooks(hooks):
         yield
+
+
+TRACE_LOGIT_ELEMENTS = 1 << 21  # logits one traced forward may hold (8 MiB in float32): on
+# long answers a forward gets fewer rows than trace_batch_rows (the edit's extra memory)
 
 
 def _truncated_logits(backbone: Backbone, above: Sequence[torch.nn.Module],
@@ -375,7 +382,7 @@ def _trace_batch(backbone: Backbone, batch: QABatch, offsets: tuple[int, ...], s
     ie = torch.full((b, n_times, n_layers, n_off), float("nan"))
     keys = out_clean = out_corrupt = None
     forwards = 0
-    rows_per_forward = config.trace_batch_rows
+    vocab = vocab_size(backbone)
     if stop_layer is not None and n_restored:
         raise ValueError("trace: stop_layer is only for traces without restored runs")
     truncate = stop_layer is not None and stop_layer < n_layers - 1
@@ -387,10 +394,19 @@ def _trace_batch(backbone: Backbone, batch: QABatch, offsets: tuple[int, ...], s
             short = truncate and ti > 0
             run = partial(_truncated_logits, backbone, blocks[stop_layer + 1:]) if short \
                 else backbone.logits_at
+            # rows per forward: fewer where their logits would pass TRACE_LOGIT_ELEMENTS
+            logit_rows = max(1, TRACE_LOGIT_ELEMENTS // (max(1, int(still.sum(1).max())) * vocab))
+            rows_per_forward = config.trace_batch_rows if short else \
+                min(config.trace_batch_rows, logit_rows)
             state.mode = "clean"
-            state.clean_in, state.clean_out = [None] * n_layers, [None] * n_layers
-            clean_lp[:, ti] = _mean_logp(run(ids, still), targets, still)
+            state.clean_in = [[] for _ in range(n_layers)]
+            state.clean_out = [[] for _ in range(n_layers)]
+            for sl in _chunks(b, b if short else min(b, logit_rows)):
+                state.row_fact = torch.arange(sl.start, sl.stop, device=device)
+                clean_lp[sl, ti] = _mean_logp(run(ids[sl], still[sl]), targets[sl], still[sl])
             forwards += b
+            state.clean_in = [torch.cat(parts) if parts else None for parts in state.clean_in]
+            state.clean_out = [torch.cat(parts) if parts else None for parts in state.clean_out]
             clean_in = _stack_layers(state.clean_in).cpu()  # [B, L, P, d_k]
             clean_o = _stack_layers(state.clean_out).cpu()
             keys = clean_in if keys is None else keys + clean_in

@@ -129,3 +129,37 @@ def test_a_site_rule_that_reads_above_the_stop_layer_gets_a_full_trace_or_an_err
     _, deep = editor.trace(forget, site_rules=("subject_layers",))
     assert bool(deep.keys.isfinite().all())
     assert len(edit_sites("subject_layers", deep, range(len(forget))))
+
+
+def test_long_answers_get_fewer_rows_per_traced_forward_and_the_same_trace(
+        tiny_backbone, forget_retain, monkeypatch):
+    """TRACE_LOGIT_ELEMENTS caps the logits one traced forward holds (the edit's extra
+    memory on real-length answers); the trace itself does not change."""
+    from harness.timerome import tracing
+    from harness.timerome.unembedding import vocab_size
+
+    forget, retain = forget_retain
+    forget = forget + retain[:8]  # facts of equal width share a batch (and a clean run)
+    bb = tiny_backbone
+    config = TimeROMEConfig(**{**FAST, "tie_facts": None})
+    held: list[int] = []  # logits elements of each traced forward
+    plain = bb.logits_at
+
+    def counted(input_ids, positions):
+        out = plain(input_ids, positions)
+        held.append(out.numel())
+        return out
+
+    monkeypatch.setattr(bb, "logits_at", counted)
+    wide = trace_facts(bb, forget, config)
+    wide_most = max(held)
+    held.clear()
+    longest = max(len(e.answer_ids) for e in encode_facts(bb, forget))
+    cap = longest * vocab_size(bb)  # one row of the longest answer, fully masked
+    monkeypatch.setattr(tracing, "TRACE_LOGIT_ELEMENTS", cap)
+    narrow = trace_facts(bb, forget, config)
+    assert wide_most > cap >= max(held)
+    for name in ("tie", "keys", "clean_out", "corrupt_out", "clean_logp", "corrupt_logp"):
+        a, b = getattr(wide, name), getattr(narrow, name)
+        assert torch.allclose(a.nan_to_num(-9.0), b.nan_to_num(-9.0), atol=1e-5), name
+    assert torch.equal(wide.layer, narrow.layer) and wide.forwards == narrow.forwards
