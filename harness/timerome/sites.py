@@ -117,8 +117,9 @@ def edit_sites(name: str, trace: TraceResult, index: Sequence[int]) -> Sites:
     except KeyError:
         raise ValueError(f"unknown sites '{name}'; known: {', '.join(SITES)}") from None
     sites = rule(trace, list(index))
-    if len(sites) and not bool(sites.pick(trace.keys).isfinite().all()):
-        deepest = int(sites.layer[~sites.pick(trace.keys).isfinite().all(-1)].max())
+    computed = sites.pick(trace.keys).isfinite().all(-1)  # [S]: the trace reached the layer
+    if not bool(computed.all()):
+        deepest = int(sites.layer[~computed].max())
         raise ValueError(f"sites '{name}' reads layer {deepest}, which this trace did not "
                          "compute (with tie_facts 0 the runs stop at the deepest layer the "
                          "traced site rules read: TimeROMEEditor.trace(site_rules=...))")
