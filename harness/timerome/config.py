@@ -61,6 +61,10 @@ class TimeROMEConfig:
       traced on (used only when tie_facts is 0).
     flag_threshold: a fact whose max TIE is below this (nats) is flagged, not edited (an
       untraced fact: when its corruption effect is below it).
+    effect_flag: (used only when tie_facts is 0) measure each fact's corruption effect (the
+      first level's clean and corrupted runs in full, through the head) and flag a fact
+      whose effect is below `flag_threshold`. false: every level's runs stop at the deepest
+      layer the edit reads and no fact is flagged (docs/measurements/trace_variants.md).
     """
 
     alpha: float = _DEFAULTS["alpha"]
@@ -82,6 +86,7 @@ class TimeROMEConfig:
     profile_facts: int = _DEFAULTS["profile_facts"]
     flag_threshold: float = _DEFAULTS["flag_threshold"]
     edit_flagged: bool = _DEFAULTS["edit_flagged"]
+    effect_flag: bool = _DEFAULTS["effect_flag"]
     trace_batch_rows: int = _DEFAULTS["trace_batch_rows"]
     fact_batch: int = _DEFAULTS["fact_batch"]
     cov_shrinkage: float = _DEFAULTS["cov_shrinkage"]
@@ -167,7 +172,7 @@ class TimeROMEConfig:
         if self.tie_facts is not None and not integer(self.tie_facts):
             problems.append(("tie_facts",
                              f"tie_facts must be an integer or null, got {self.tie_facts!r}"))
-        for key in ("gate", "edit_flagged"):
+        for key in ("gate", "edit_flagged", "effect_flag"):
             if not isinstance(getattr(self, key), bool):
                 problems.append((key, f"{key} must be true or false, got {getattr(self, key)!r}"))
         if not (isinstance(self.window, (list, tuple)) and all(integer(w) for w in self.window)):

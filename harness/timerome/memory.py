@@ -18,7 +18,7 @@ positions where some gate opens go through B and A (on retain text that is almos
 on other devices the coefficients are masked instead (no host sync in the forward).
 Weights are never modified; `detach()` removes the hooks (and restores the layer's own forward).
 
-Saved as safetensors: tensors `layer{l}.{keys,deltas,gram_inv,a[,metric]}` and metadata
+Saved as safetensors: tensors `layer{l}.{keys,deltas,chol,a[,metric]}` and metadata
 `timerome` = JSON {config, identity, facts per layer, gate thresholds} and `content_sha256`
 (sha256 of that JSON and of every tensor's name, dtype, shape and bytes: `content_digest`).
 Loading checks the digest when present: a memory truncated, corrupt or edited since it was
@@ -49,7 +49,7 @@ from harness.timerome.sites import fact_of
 from harness.timerome.solve import (RidgeFactors, empty_factors, insert_columns, solve_full,
                                     sparsify_columns)
 
-FORMAT_VERSION = 2  # 2: per-fact gate thresholds
+FORMAT_VERSION = 3  # 2: per-fact gate thresholds; 3: the Cholesky factor of G, not G^-1
 
 
 class IdentityMismatch(ValueError):
@@ -347,7 +347,7 @@ class EditMemory:
         for layer, st in self.factors.items():
             tensors[f"layer{layer}.keys"] = st.keys
             tensors[f"layer{layer}.deltas"] = st.deltas
-            tensors[f"layer{layer}.gram_inv"] = st.gram_inv
+            tensors[f"layer{layer}.chol"] = st.chol
             tensors[f"layer{layer}.a"] = st.a
             if st.metric is not None:
                 tensors[f"layer{layer}.metric"] = st.metric
@@ -396,7 +396,7 @@ class EditMemory:
             if not isinstance(meta.get(key), dict):
                 raise DamagedArtefact(path, f"'timerome' metadata has no '{key}' object")
         for layer_s in meta["facts"]:
-            for part in ("keys", "deltas", "gram_inv", "a"):
+            for part in ("keys", "deltas", "chol", "a"):
                 if f"layer{layer_s}.{part}" not in tensors:
                     raise DamagedArtefact(path, f"tensor 'layer{layer_s}.{part}' is missing")
         return meta, tensors
@@ -413,7 +413,7 @@ class EditMemory:
             layer = int(layer_s)
             memory.factors[layer] = RidgeFactors(
                 tensors[f"layer{layer}.keys"], tensors[f"layer{layer}.deltas"],
-                tensors[f"layer{layer}.gram_inv"], tensors[f"layer{layer}.a"],
+                tensors[f"layer{layer}.chol"], tensors[f"layer{layer}.a"],
                 tensors.get(f"layer{layer}.metric"), memory.config.lam)
             memory.fact_keys[layer] = list(keys)
         if attach:

@@ -94,7 +94,7 @@ class TraceResult:
         return [{"fact": key, "layer": int(self.layer[i]), "position": int(self.position[i]),
                  "offset": int(self.offsets[int(self.offset_index[i])]),
                  "tie": _finite(float(self.max_tie[i])), "flagged": bool(self.flagged[i]),
-                 "corruption_effect": float(self.corruption_effect[i].nanmean())}
+                 "corruption_effect": _finite(float(self.corruption_effect[i].nanmean()))}
                 for i, key in enumerate(self.fact_keys)]
 
 
@@ -338,12 +338,12 @@ def _trace_batch(backbone: Backbone, batch: QABatch, offsets: tuple[int, ...], s
     restored run falls from L blocks to L - l. Only the facts with `restore` [B] get
     restored runs (config tie_facts); the others' TIE stays nan.
 
-    `stop_layer` (only without restored runs: tie_facts 0, the layer known in advance): at
-    every level but the first, the clean and corrupted runs stop after block `stop_layer`
-    (the blocks above are skipped, the head computes no row), since the keys and deltas
-    read there need nothing above it. Their P is then not known (nan); the corruption
-    effect that flags a fact comes from the first level's full runs. Keys and outputs above
-    `stop_layer` are nan."""
+    `stop_layer` (only without restored runs: tie_facts 0, the layer known in advance): the
+    clean and corrupted runs stop after block `stop_layer` (the blocks above are skipped,
+    the head computes no row), since the keys and deltas read there need nothing above
+    it; with config `effect_flag` the first level still runs in full, for the corruption
+    effect that flags a fact. P of a truncated run is not known (nan), nor are keys and
+    outputs above `stop_layer`."""
     start = time.monotonic()
     device = backbone.device
     n_layers, n_off, n_samples = backbone.num_layers, len(offsets), config.noise_samples
@@ -390,8 +390,9 @@ def _trace_batch(backbone: Backbone, batch: QABatch, offsets: tuple[int, ...], s
         for ti, t in enumerate(config.times):
             ids, still = mask_at_level(batch, orders, t, backbone.mask_token_id)
             ids, still = ids.to(device), still.to(device)
-            # truncated level: blocks above stop_layer skipped, no head row (P unknown)
-            short = truncate and ti > 0
+            # truncated level: blocks above stop_layer skipped, no head row (P unknown); the
+            # first level too unless it measures the corruption effect (config effect_flag)
+            short = truncate and (ti > 0 or not config.effect_flag)
             run = partial(_truncated_logits, backbone, blocks[stop_layer + 1:]) if short \
                 else backbone.logits_at
             # rows per forward: fewer where their logits would pass TRACE_LOGIT_ELEMENTS
@@ -480,7 +481,10 @@ def _trace_batch(backbone: Backbone, batch: QABatch, offsets: tuple[int, ...], s
         offset_index[skip] = offsets.index(0)
         max_tie[skip] = float("nan")
         effect = (clean_lp - corrupt_lp).nanmean(1)  # truncated levels: nan
-        flagged[skip] = ~(effect[skip] > config.flag_threshold)
+        if config.effect_flag or config.tie_facts != 0:  # effect_flag false: none flagged
+            flagged[skip] = ~(effect[skip] > config.flag_threshold)
+        else:
+            flagged[skip] = False
     return TraceResult(
         fact_keys=[e.fact.key for e in batch.encoded], times=tuple(config.times),
         weights=weights, offsets=offsets, valid=valid, is_subject=is_subject,

@@ -1,7 +1,7 @@
 """`tie_facts: 0` (issue 16): no fact of an edit gets restored runs; every fact takes the
 peak layer of the backbone's TIE profile, traced once on retain facts (a backbone
-statistic), and the runs of every level but the first stop after the deepest layer the
-edit reads. Checked against the untruncated trace and the full trace of the profile's
+statistic), and the runs of every level stop after the deepest layer the edit reads (every
+level but the first with `effect_flag`, which measures each fact's corruption effect there). Checked against the untruncated trace and the full trace of the profile's
 facts, not against themselves."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def test_every_fact_takes_the_profile_layer_and_truncation_changes_no_key_or_del
     full runs; above the stop layer they are nan; P is known at the first level only."""
     forget, _ = forget_retain
     bb = tiny_backbone
-    config = TimeROMEConfig(tie_facts=0, **FAST)
+    config = TimeROMEConfig(tie_facts=0, effect_flag=True, **FAST)
     encoded = encode_facts(bb, forget)
     for layer in range(bb.num_layers - 1):
         full = trace_encoded(bb, encoded, config, profile_layer=layer)
@@ -66,10 +66,38 @@ def test_every_fact_takes_the_profile_layer_and_truncation_changes_no_key_or_del
                    for row in short.summary())
 
 
+def test_without_the_effect_flag_every_level_stops_and_no_fact_is_flagged(
+        tiny_backbone, forget_retain):
+    """effect_flag false (the default): the first level stops at the edit layer too; keys
+    and outputs are still the full runs', P is never computed, no fact is flagged, and the
+    report says the corruption effect is unknown (null), not nan."""
+    forget, _ = forget_retain
+    bb = tiny_backbone
+    config = TimeROMEConfig(tie_facts=0, effect_flag=False, **FAST)
+    encoded = encode_facts(bb, forget)
+    full = trace_encoded(bb, encoded, config, profile_layer=0)
+    short = trace_encoded(bb, encoded, config, profile_layer=0, stop_layer=0)
+    for name in ("keys", "clean_out", "corrupt_out"):
+        a, b = getattr(full, name), getattr(short, name)
+        assert torch.allclose(a[:, :1], b[:, :1], atol=1e-6), name
+        assert bool(b[:, 1:].isnan().all()), name
+    assert bool(short.clean_logp.isnan().all()) and bool(short.corrupt_logp.isnan().all())
+    assert not bool(short.flagged.any())
+    assert all(row["corruption_effect"] is None for row in short.summary())
+    with ComputeCounter(bb) as flag_runs:
+        trace_encoded(bb, encoded, config.with_overrides(effect_flag=True), profile_layer=0,
+                      stop_layer=0)
+    with ComputeCounter(bb) as no_flag:
+        trace_encoded(bb, encoded, config, profile_layer=0, stop_layer=0)
+    assert no_flag.counts.forward.head_rows == 0 < flag_runs.counts.forward.head_rows
+    assert no_flag.counts.forward.skipped_tokens == pytest.approx(
+        (bb.num_layers - 1) / bb.num_layers * no_flag.counts.forward.tokens)
+
+
 def test_a_truncated_trace_is_priced_by_the_blocks_it_computed(tiny_backbone, forget_retain):
     forget, _ = forget_retain
     bb = tiny_backbone
-    config = TimeROMEConfig(tie_facts=0, **FAST)
+    config = TimeROMEConfig(tie_facts=0, effect_flag=True, **FAST)
     encoded = encode_facts(bb, forget)
     with ComputeCounter(bb) as full:
         trace_encoded(bb, encoded, config, profile_layer=0)

@@ -44,7 +44,11 @@ def test_incremental_insertion_equals_full_solve():
             state = insert_columns(state, keys[:, i:i + 1], deltas[:, i:i + 1])
         state = insert_columns(state, keys[:, 6:], deltas[:, 6:])  # then a block of 3
         full = solve_full(keys, deltas, 0.3, metric)
-        assert torch.allclose(state.gram_inv, full.gram_inv, atol=1e-10)
+        assert torch.allclose(state.chol, full.chol, atol=1e-10)
+        gram = keys.T @ (keys if metric is None else metric @ keys) \
+            + 0.3 * torch.eye(keys.shape[1], dtype=torch.float64)
+        assert torch.allclose(state.chol @ state.chol.T, gram, atol=1e-10)
+        assert torch.allclose(state.a, deltas @ torch.linalg.inv(gram), atol=1e-10)
         assert torch.allclose(state.a, full.a, atol=1e-10)
 
 
