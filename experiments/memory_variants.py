@@ -57,6 +57,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "sites subject margin 0.25": {"sites": "subject", "gate_margin": 0.25},
     "sites subject_through margin 0.25": {"sites": "subject_through", "gate_margin": 0.25},
     "sites subject_layers margin 0.25": {"sites": "subject_layers", "gate_margin": 0.25},
+    "span gate": {"gate_span": True},
+    "span gate margin 0.25": {"gate_span": True, "gate_margin": 0.25},
+    "span gate margin 0.5": {"gate_span": True, "gate_margin": 0.5},
 }
 DEFAULT_LAMS = "0.01,0.1,1,10"
 COLUMNS = ["facts", "variant", "best alpha", "best lam", "best q", "forget drop",

@@ -50,7 +50,7 @@ def tuned_params(path: str | None) -> dict:
     return {**params, **({"by_facts": by_facts} if by_facts else {})}
 
 
-SHOWN_KEYS = ("alpha", "lam", "lambda", "q", "gate_margin", "sites")
+SHOWN_KEYS = ("alpha", "lam", "lambda", "q", "gate_margin", "sites", "gate_span")
 
 
 def tuned_text(tuned: dict) -> str:

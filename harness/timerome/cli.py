@@ -142,7 +142,7 @@ def backbone_spec(args: argparse.Namespace,
 
 # TimeROMEConfig keys that have a flag of the same name (forget, tune, figure).
 CONFIG_FLAGS = ("alpha", "lam", "q", "seed", "target", "precondition", "gate", "positions",
-                "tie_facts")
+                "tie_facts", "gate_span")
 
 
 def needs_retain(config: TimeROMEConfig) -> bool:
@@ -380,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--precondition", choices=PRECONDITIONS)
         p.add_argument("--gate", action=argparse.BooleanOptionalAction, default=None,
                        help="the per-fact key gate (--no-gate: off)")
+        p.add_argument("--gate-span", dest="gate_span", action=argparse.BooleanOptionalAction,
+                       default=None, help="a fact's subject-token columns open only together")
         p.add_argument("--tie-facts", dest="tie_facts", type=int,
                        help="restored runs for at most this many facts (0: the layer of the "
                             "backbone's TIE profile, traced on --retain facts)")

@@ -38,6 +38,12 @@ class TimeROMEConfig:
       1.0 = above every retain state seen in calibration; measured:
       docs/measurements/timerome_variant.md), raised by `gate_margin` of its distance to 1
       (tau = r + margin (1 - r); retain_stats.gate_threshold).
+    gate_span: (with the gate, for facts edited at several subject tokens of a layer) a
+      fact's columns open only together: at position p, column s (subject offset o_s)
+      opens when every column s' of the same fact and layer passes its own gate at
+      p - o_s + o_s', i.e. when the whole subject span matches, not one of its tokens
+      (a retain name sharing one token with a forget name stays closed;
+      docs/measurements/memory_variants.md).
     positions: candidate positions ("last_subject", "subject" = all subject tokens,
     "window" = subject tokens plus `window` tokens before/after the subject end, for the
     figure; the chosen coordinate is always a subject token).
@@ -78,6 +84,7 @@ class TimeROMEConfig:
     gate: bool = _DEFAULTS["gate"]
     gate_quantile: float = _DEFAULTS["gate_quantile"]
     gate_margin: float = _DEFAULTS["gate_margin"]
+    gate_span: bool = _DEFAULTS["gate_span"]
     positions: str = _DEFAULTS["positions"]
     sites: str = _DEFAULTS["sites"]
     window: tuple[int, int] = tuple(_DEFAULTS["window"])
@@ -172,7 +179,7 @@ class TimeROMEConfig:
         if self.tie_facts is not None and not integer(self.tie_facts):
             problems.append(("tie_facts",
                              f"tie_facts must be an integer or null, got {self.tie_facts!r}"))
-        for key in ("gate", "edit_flagged", "effect_flag"):
+        for key in ("gate", "gate_span", "edit_flagged", "effect_flag"):
             if not isinstance(getattr(self, key), bool):
                 problems.append((key, f"{key} must be true or false, got {getattr(self, key)!r}"))
         if not (isinstance(self.window, (list, tuple)) and all(integer(w) for w in self.window)):

@@ -23,7 +23,7 @@ from harness.diffusion.batching import EncodedFact, encode_facts
 from harness.measure import synchronised_now
 from harness.timerome.config import TimeROMEConfig
 from harness.timerome.memory import EditMemory
-from harness.timerome.retain_stats import KEY_METRICS, retain_keys
+from harness.timerome.retain_stats import KEY_METRICS, retain_states
 from harness.timerome.sites import deepest_layer, edit_sites
 from harness.timerome.targets import target_deltas
 from harness.timerome.tracing import (TraceResult, backbone_tie_profile, peak_layer,
@@ -31,6 +31,7 @@ from harness.timerome.tracing import (TraceResult, backbone_tie_profile, peak_la
 
 RETAIN_KEYS = "retain_keys"  # statistics names (harness.backbone_statistics); the key
 TIE_PROFILE = "tie_profile"  # metrics' names: retain_stats.KEY_METRICS
+RETAIN_KEY_LENGTHS = "retain_key_lengths"  # the rows of each retain sequence (RetainStates)
 
 
 @dataclass
@@ -62,6 +63,7 @@ class EditColumns:
     deltas: torch.Tensor  # [S, d_v]
     layer: torch.Tensor  # [S] the layer whose memory holds each column
     names: list[str]  # the fact key at its chosen coordinate; key@l<layer>o<offset> elsewhere
+    offsets: list[int]  # each column's offset from its fact's last subject token
 
 
 class TimeROMEEditor:
@@ -74,10 +76,12 @@ class TimeROMEEditor:
         self.retain = list(retain)
         self.memory: EditMemory | None = None
         self._retain_keys: dict[int, torch.Tensor] | None = None
+        self._retain_lengths: torch.Tensor | None = None  # sequences of the retain keys
         self._metrics: dict[int, torch.Tensor] | None = None
         self._tie_profile: torch.Tensor | None = None
         if statistics is not None:  # computed once per backbone (backbone_statistics)
             self._retain_keys = per_layer(RETAIN_KEYS, statistics) or None
+            self._retain_lengths = statistics.get(RETAIN_KEY_LENGTHS)
             self._tie_profile = statistics.get(TIE_PROFILE)
             metric = KEY_METRICS.get(config.precondition)
             self._metrics = (per_layer(metric.statistic, statistics) or None) if metric else None
@@ -120,8 +124,9 @@ class TimeROMEEditor:
                                  "need retain facts "
                                  "(TimeROMEEditor(..., retain=[...]))")
             with self._unedited():
-                self._retain_keys = retain_keys(self.backbone, self.retain,
-                                                range(self.backbone.num_layers))
+                states = retain_states(self.backbone, self.retain,
+                                       range(self.backbone.num_layers))
+            self._retain_keys, self._retain_lengths = states.keys, states.lengths
         return self._retain_keys
 
     def retain_metrics(self) -> dict[int, torch.Tensor]:
@@ -143,6 +148,8 @@ class TimeROMEEditor:
         metric = KEY_METRICS.get(self.config.precondition)
         if self.config.gate or metric is not None:
             out.update(layer_tensors(RETAIN_KEYS, self.retain_statistics()))
+            if self._retain_lengths is not None:
+                out[RETAIN_KEY_LENGTHS] = self._retain_lengths
         if metric is not None:
             out.update(layer_tensors(metric.statistic, self.retain_metrics()))
         return out
@@ -155,7 +162,8 @@ class TimeROMEEditor:
             reference = self.retain_statistics()
         with self._unedited():
             identity = self.backbone.identity()
-        return EditMemory(self.config, identity, metrics, reference)
+        return EditMemory(self.config, identity, metrics, reference,
+                          self._retain_lengths if reference else None)
 
     def selected(self, trace: TraceResult) -> list[int]:
         """Indices of traced facts that get edited."""
@@ -170,7 +178,8 @@ class TimeROMEEditor:
         return EditColumns(keys=sites.pick(trace.keys),
                            deltas=target_deltas(self.config.target, self.backbone, encoded,
                                                 trace, sites),
-                           layer=sites.layer, names=sites.names(trace))
+                           layer=sites.layer, names=sites.names(trace),
+                           offsets=sites.subject_offsets(trace))
 
     def solve(self, memory: EditMemory, columns: "EditColumns") -> None:
         """Insert the columns into `memory`, grouped by layer."""
@@ -178,7 +187,7 @@ class TimeROMEEditor:
         for layer in sorted(set(layers)):
             rows = [i for i, l in enumerate(layers) if l == layer]
             memory.insert(layer, columns.keys[rows], columns.deltas[rows],
-                          [columns.names[i] for i in rows])
+                          [columns.names[i] for i in rows], [columns.offsets[i] for i in rows])
         memory.ensure_hooks()
 
     # ------------------------------------------------------------------ API

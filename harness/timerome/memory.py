@@ -5,7 +5,9 @@ On every forward of the backbone, the hook on `mlp_out_proj(l)` adds, at every p
 with h the projection's input. Per fact f the contribution is c_f(h) a_f with
 c_f(h) = b_f . h; S_q keeps the largest q-fraction of its entries, which are those of a_f,
 so A is sparsified column-wise once (`solve.sparsify_columns`). With the optional gate,
-c_f is zeroed unless cos(h, k_f) exceeds the fact's calibrated threshold. Without the
+c_f is zeroed unless cos(h, k_f) exceeds the fact's calibrated threshold (with the span
+gate, `gate_span`, unless every column of the fact passes at its own subject offset:
+`span_gate.py`). Without the
 gate the update is linear in h, W = A_q B^T. When the projection is a float32/float64
 `nn.Linear`, W is folded into the layer's forward as one matmul with W_out + W
 (`FusedLinear`): the memory then costs no multiply-adds per token at all. The backbone's
@@ -19,7 +21,8 @@ on other devices the coefficients are masked instead (no host sync in the forwar
 Weights are never modified; `detach()` removes the hooks (and restores the layer's own forward).
 
 Saved as safetensors: tensors `layer{l}.{keys,deltas,chol,a[,metric]}` and metadata
-`timerome` = JSON {config, identity, facts per layer, gate thresholds} and `content_sha256`
+`timerome` = JSON {config, identity, facts per layer, gate thresholds, column subject
+offsets} and `content_sha256`
 (sha256 of that JSON and of every tensor's name, dtype, shape and bytes: `content_digest`).
 Loading checks the digest when present: a memory truncated, corrupt or edited since it was
 saved raises `DamagedArtefact` naming the file.
@@ -38,6 +41,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 
 from harness.artefacts import CONTENT_DIFFERS, DamagedArtefact
 from harness.atomic import atomic_file
@@ -46,6 +50,7 @@ from harness.hooks import install_forward_hook
 from harness.timerome.config import TimeROMEConfig
 from harness.timerome.retain_stats import gate_threshold
 from harness.timerome.sites import fact_of
+from harness.timerome.span_gate import span_groups, span_open, span_open_bound
 from harness.timerome.solve import (RidgeFactors, empty_factors, insert_columns, solve_full,
                                     sparsify_columns)
 
@@ -61,13 +66,18 @@ class EditMemory:
 
     def __init__(self, config: TimeROMEConfig, identity: dict[str, Any],
                  metrics: dict[int, torch.Tensor] | None = None,
-                 gate_reference: dict[int, torch.Tensor] | None = None):
+                 gate_reference: dict[int, torch.Tensor] | None = None,
+                 gate_lengths: torch.Tensor | None = None):
         self.config = config
         self.identity = dict(identity)
         self.metrics = dict(metrics or {})
         self.gate_reference = dict(gate_reference or {})
+        # the rows of each calibration sequence, in order (None: unknown; retain_stats.RetainStates)
+        self.gate_lengths = None if gate_lengths is None else gate_lengths.long().cpu()
         self.factors: dict[int, RidgeFactors] = {}
         self.fact_keys: dict[int, list[str]] = {}
+        # per layer, each column's subject offset (from the last subject token; span gate)
+        self.column_offsets: dict[int, list[int]] = {}
         self.gate_tau: dict[int, list[float]] = {}  # per layer, one threshold per fact
         # the (quantile, margin) gate_tau[layer] was made with
         self._tau_rule: dict[int, tuple[float, float]] = {}
@@ -93,11 +103,15 @@ class EditMemory:
                 if key == fact_of(key)}
 
     def insert(self, layer: int, keys: torch.Tensor, deltas: torch.Tensor,
-               fact_keys: Sequence[str]) -> None:
-        """Add facts (keys [k, d_k], deltas [k, d_v]) to `layer` by a block-inverse update."""
+               fact_keys: Sequence[str], offsets: Sequence[int] | None = None) -> None:
+        """Add facts (keys [k, d_k], deltas [k, d_v]) to `layer` by a block-inverse update;
+        `offsets`: each column's subject offset (the span gate's; None: all 0)."""
         if keys.shape[0] != deltas.shape[0] or keys.shape[0] != len(fact_keys):
             raise ValueError(f"insert: {keys.shape[0]} keys, {deltas.shape[0]} deltas, "
                              f"{len(fact_keys)} fact keys")
+        offsets = [0] * len(fact_keys) if offsets is None else [int(o) for o in offsets]
+        if len(offsets) != len(fact_keys):
+            raise ValueError(f"insert: {len(fact_keys)} fact keys but {len(offsets)} offsets")
         if len(fact_keys) == 0:
             return
         state = self.factors.get(layer)
@@ -109,6 +123,7 @@ class EditMemory:
             state = empty_factors(keys.shape[1], deltas.shape[1], self.config.lam, metric)
         self.factors[layer] = insert_columns(state, keys.T, deltas.T)
         self.fact_keys.setdefault(layer, []).extend(fact_keys)
+        self.column_offsets.setdefault(layer, []).extend(offsets)
         self._recompile(layer)
 
     def resolve(self, lam: float | None = None) -> None:
@@ -120,10 +135,11 @@ class EditMemory:
             self._recompile(layer)
 
     def set_operating_point(self, alpha: float | None = None, q: float | None = None,
-                            lam: float | None = None, gate_margin: float | None = None) -> None:
-        """Change alpha / q / gate_margin (hook only) and lambda (re-solve) in place."""
-        overrides = {k: v for k, v in (("alpha", alpha), ("q", q), ("gate_margin", gate_margin))
-                     if v is not None}
+                            lam: float | None = None, gate_margin: float | None = None,
+                            gate_span: bool | None = None) -> None:
+        """Change alpha / q / gate_margin / gate_span (hook only) and lambda (re-solve)."""
+        overrides = {k: v for k, v in (("alpha", alpha), ("q", q), ("gate_margin", gate_margin),
+                                       ("gate_span", gate_span)) if v is not None}
         if overrides:
             self.config = self.config.with_overrides(**overrides)
         if lam is not None and lam != self.config.lam:
@@ -152,7 +168,7 @@ class EditMemory:
         d_k, d_v, n = b.shape[0], a_q.shape[0], st.n
         compiled: dict[str, Any] = {"b": None, "a_t": None, "dense_t": None, "gate_dirs": None,
                                     "tau": None, "gate_rows": device.type == "cpu",
-                                    "fused": None}
+                                    "fused": None, "span": None}
         if self.config.gate:
             ref = self.gate_reference.get(layer)
             if ref is not None:
@@ -170,6 +186,9 @@ class EditMemory:
             gate_dtype = torch.promote_types(dtype, GATE_MIN_DTYPE)
             compiled["gate_dirs"] = dirs.to(device, gate_dtype)
             compiled["tau"] = None if tau is None else tau.to(device, gate_dtype)
+            if self.config.gate_span:
+                compiled["span"] = span_groups(self.fact_keys[layer], self.column_offsets[layer],
+                                               device)
         module = self._backbone.mlp_out_proj(layer) if self._backbone is not None else None
         fold = not self.config.gate and FusedLinear.applies(module, d_k, d_v)
         if fold or (not self.config.gate and n * (d_k + d_v) > d_k * d_v):
@@ -210,6 +229,8 @@ class EditMemory:
         norms = torch.linalg.vector_norm(h_gate, dim=-1, keepdim=True).clamp_min(1e-12)
         sims = h_gate @ c["gate_dirs"]  # [rows, n padded]
         threshold = norms if c["tau"] is None else c["tau"] * norms
+        if c["span"] is not None:
+            return self._apply_span(c, h, h2, out2, (sims > threshold)[:, :n]).view(shape)
         if not c["gate_rows"]:
             opened = (sims > threshold)[:, :n]
             if self.gate_opens is not None:
@@ -228,6 +249,23 @@ class EditMemory:
         coef = (h2.index_select(0, rows) @ c["b"]) * gate_open[:, :n].to(h2.dtype)
         return out2.index_add(0, rows, coef @ c["a_t"]).view(shape)
 
+    def _apply_span(self, c: dict[str, Any], h: torch.Tensor, h2: torch.Tensor,
+                    out2: torch.Tensor, opened: torch.Tensor) -> torch.Tensor:
+        """The gated update with the span gate (`span_gate.span_open` over each sequence of
+        h [..., W, d_k]; a 2-d h is one sequence)."""
+        width = h.shape[-2] if h.dim() > 2 else h2.shape[0]
+        opened = span_open(opened.view(-1, width, opened.shape[-1]), c["span"]
+                           ).view(opened.shape)
+        if self.gate_opens is not None:
+            self.gate_opens += int(opened.sum())
+        if not c["gate_rows"]:
+            return torch.addmm(out2, (h2 @ c["b"]) * opened.to(h2.dtype), c["a_t"])
+        rows = opened.any(dim=1).nonzero().squeeze(1)
+        if rows.numel() == 0:
+            return out2
+        coef = (h2.index_select(0, rows) @ c["b"]) * opened.index_select(0, rows).to(h2.dtype)
+        return out2.index_add(0, rows, coef @ c["a_t"])
+
     def held_out_gate_opens(self) -> float:
         """Expected (fact column) gate openings per retain position, estimated on the
         calibration states by 2-fold cross-fitting (0 without the gate).
@@ -239,7 +277,11 @@ class EditMemory:
         memory of 8x more facts then multiplies. A threshold from n states is exceeded by a
         new exchangeable state with probability 1/(n+1) (margin 0), so the half-sample
         rate is scaled by (N/2 + 1)/(N + 1) to stand for the thresholds of all N states.
-        Measured against the hook's own count: docs/measurements/memory_variants.md."""
+        Measured against the hook's own count: docs/measurements/memory_variants.md.
+        With the span gate and the calibration sequences known (`gate_lengths`), the halves
+        are the even and the odd sequences and the span gate runs over each counted sequence
+        as the hook runs it; without them a fact counts (its columns) x (its least-opened
+        column's openings), an upper bound (`span_gate.span_open_bound`)."""
         if not self.config.gate:
             return 0.0
         rate = 0.0
@@ -249,14 +291,28 @@ class EditMemory:
                 continue
             ref = ref.float()
             keys = torch.nn.functional.normalize(st.keys.float(), dim=0)
-            halves = (ref[0::2], ref[1::2])
-            opened = 0
-            for setting, counted in (halves, halves[::-1]):
+            groups = span_groups(self.fact_keys[layer], self.column_offsets[layer]) \
+                if self.config.gate_span else None
+            lengths = self.gate_lengths
+            ordered = (groups is not None and lengths is not None and lengths.numel() >= 2
+                       and int(lengths.sum()) == ref.shape[0])
+            if ordered:  # even / odd sequences, each kept whole
+                parity = torch.repeat_interleave(torch.arange(lengths.numel()), lengths) % 2
+                halves = ((ref[parity == 0], lengths[0::2]), (ref[parity == 1], lengths[1::2]))
+            else:  # even / odd rows
+                halves = ((ref[0::2], None), (ref[1::2], None))
+            opened = 0.0
+            for (setting, _), (counted, counted_lengths) in (halves, halves[::-1]):
                 tau = torch.tensor(gate_threshold(setting, st.keys, self.config.gate_quantile,
                                                   self.config.gate_margin)
                                    ) + gate_tolerance(int(keys.shape[0]))
-                cos = torch.nn.functional.normalize(counted, dim=-1) @ keys
-                opened += int((cos > tau).sum())
+                gate = (torch.nn.functional.normalize(counted, dim=-1) @ keys) > tau
+                if ordered:
+                    sequences = pad_sequence(list(gate.split(counted_lengths.tolist())),
+                                             batch_first=True)
+                    opened += float(span_open(sequences, groups).sum())
+                else:
+                    opened += span_open_bound(gate.sum(0), groups)
             n_states = int(ref.shape[0])
             rate += opened / n_states * (n_states / 2 + 1) / (n_states + 1)
         return rate
@@ -354,7 +410,8 @@ class EditMemory:
         meta = {"format_version": FORMAT_VERSION, "config": self.config.to_dict(),
                 "identity": self.identity,
                 "facts": {str(l): keys for l, keys in self.fact_keys.items()},
-                "gate_tau": {str(l): tau for l, tau in self.gate_tau.items()}}
+                "gate_tau": {str(l): tau for l, tau in self.gate_tau.items()},
+                "offsets": {str(l): offs for l, offs in self.column_offsets.items()}}
         tensors = {k: v.contiguous() for k, v in tensors.items()}
         meta_json = json.dumps(meta, sort_keys=True)
         with atomic_file(path) as tmp:
@@ -416,6 +473,8 @@ class EditMemory:
                 tensors[f"layer{layer}.chol"], tensors[f"layer{layer}.a"],
                 tensors.get(f"layer{layer}.metric"), memory.config.lam)
             memory.fact_keys[layer] = list(keys)
+            memory.column_offsets[layer] = [int(o) for o in
+                                            meta.get("offsets", {}).get(layer_s, [0] * len(keys))]
         if attach:
             memory.attach(backbone)
         return memory

@@ -4,7 +4,9 @@ the retain keys' null space) and the key-gate threshold.
 
 Retain keys are the inputs of `mlp_out_proj(l)` at every prompt and answer position of
 retain facts, on the full_mask input (answer masked, as in scoring and at the first
-generation step).
+generation step). The edit's statistics keep whole sequences (`retain_states`: when there
+are more positions than rows kept, whole evenly spaced sequences), so that the span gate's
+expected openings can be counted over word order.
 """
 
 from __future__ import annotations
@@ -30,14 +32,71 @@ def retain_keys(backbone: Backbone, facts: Sequence[Fact], layers: Sequence[int]
 
     The kept rows are chosen before the forwards (the number of prompt + answer positions
     is known from the tokens), so only they are ever copied out of the model."""
-    if not facts:
-        raise ValueError("retain statistics need retain facts (none given)")
-    layers = sorted(set(layers))
-    encoded = encode_facts(backbone, facts)
-    plan = list(batches(backbone, encoded, batch_size))
-    total = sum(int((b.prompt_lengths + b.answer_lengths).sum()) for _, b in plan)
+    plan, lengths = _plan(backbone, facts, batch_size)
+    total = int(lengths.sum())
     wanted = torch.arange(total) if total <= max_rows else \
         torch.linspace(0, total - 1, max_rows).long().unique()
+    return _capture(backbone, plan, layers, wanted)
+
+
+@dataclass(frozen=True)
+class RetainStates:
+    """MLP hidden states of whole retain sequences: `keys` {layer: [N, d_k]}, the rows of
+    sequence after sequence (prompt then answer positions), and `lengths` [S] (long) the
+    rows of each, in that order (sum N). The gate calibrates on them; the span gate's
+    expected openings need the word order (`EditMemory.held_out_gate_opens`)."""
+
+    keys: dict[int, torch.Tensor]
+    lengths: torch.Tensor
+
+
+def retain_states(backbone: Backbone, facts: Sequence[Fact], layers: Sequence[int],
+                  batch_size: int = 32, max_rows: int = 8192) -> RetainStates:
+    """`RetainStates` of `facts`: all their positions when they have at most `max_rows`,
+    else the most evenly spaced sequences whose positions fit, each kept entire."""
+    plan, lengths = _plan(backbone, facts, batch_size)
+    kept = kept_sequences(lengths, max_rows)
+    starts = torch.cumsum(lengths, 0) - lengths
+    wanted = torch.cat([torch.arange(int(starts[i]), int(starts[i] + lengths[i]))
+                        for i in kept.tolist()])
+    return RetainStates(_capture(backbone, plan, layers, wanted), lengths[kept].clone())
+
+
+def kept_sequences(lengths: torch.Tensor, max_rows: int) -> torch.Tensor:
+    """Indices of the most evenly spaced sequences (of `lengths`) with at most `max_rows`
+    rows in all (every one when they fit; at least one)."""
+    n = int(lengths.numel())
+    if int(lengths.sum()) <= max_rows:
+        return torch.arange(n)
+
+    def pick(m: int) -> torch.Tensor:
+        return torch.linspace(0, n - 1, m).round().long().unique()
+
+    low, high = 1, n  # the largest m whose pick fits (the pick's rows grow with m)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if int(lengths[pick(mid)].sum()) <= max_rows:
+            low = mid
+        else:
+            high = mid - 1
+    return pick(low)
+
+
+def _plan(backbone: Backbone, facts: Sequence[Fact], batch_size: int):
+    """The forward batches of `facts` and each sequence's rows (prompt + answer positions),
+    in the order the batches put them."""
+    if not facts:
+        raise ValueError("retain statistics need retain facts (none given)")
+    plan = list(batches(backbone, encode_facts(backbone, facts), batch_size))
+    lengths = torch.cat([(b.prompt_lengths + b.answer_lengths).long().cpu() for _, b in plan])
+    return plan, lengths
+
+
+def _capture(backbone: Backbone, plan, layers: Sequence[int],
+             wanted: torch.Tensor) -> dict[int, torch.Tensor]:
+    """{layer: the inputs of mlp_out_proj(layer) at the `wanted` rows} (rows count the
+    prompt + answer positions of the plan's sequences in order; answers masked)."""
+    layers = sorted(set(layers))
     current: dict[str, torch.Tensor] = {}
 
     def kept_rows(inputs: torch.Tensor) -> torch.Tensor:

@@ -37,6 +37,10 @@ class Sites:
         """tensor [F, L, P, ...] at the sites -> [S, ...]."""
         return tensor[self.fact, self.layer, self.offset_index]
 
+    def subject_offsets(self, trace: TraceResult) -> list[int]:
+        """Each site's offset from the fact's last subject token (the span gate's)."""
+        return [int(trace.offsets[o]) for o in self.offset_index.tolist()]
+
     def names(self, trace: TraceResult) -> list[str]:
         """One name per column: the fact key at its chosen coordinate, key@l<layer>o<offset>
         at any other site."""

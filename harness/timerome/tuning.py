@@ -53,13 +53,14 @@ class TuningGrid:
     qs: tuple[float, ...] = (0.25, 0.5, 1.0)
     gate_margins: tuple[float, ...] = (0.0,)
     sites: tuple[str, ...] = ()  # edit-site rules (harness.timerome.sites); (): the config's
+    gate_spans: tuple[bool, ...] = ()  # span gate off/on (config gate_span); (): the config's
 
     @classmethod
     def from_config(cls, grid: Mapping[str, Sequence[float]]) -> "TuningGrid":
-        """From config `tuning.grid` ({alpha, lam, q, gate_margin, sites}: lists); a key left
-        out: the default."""
+        """From config `tuning.grid` ({alpha, lam, q, gate_margin, sites, gate_span}: lists); a
+        key left out: the default."""
         names = {"alpha": "alphas", "lam": "lams", "q": "qs", "gate_margin": "gate_margins",
-                 "sites": "sites"}
+                 "sites": "sites", "gate_span": "gate_spans"}
         unknown = sorted(set(grid) - set(names))
         if unknown:
             raise ValueError(f"tuning grid: unknown key(s) {', '.join(unknown)}; "
@@ -68,6 +69,10 @@ class TuningGrid:
         if bad:
             raise ValueError(f"tuning grid: unknown sites rule(s) {', '.join(map(str, bad))}; "
                              f"known: {', '.join(SITE_RULES)}")
+        bad = [v for v in grid.get("gate_span", ()) if not isinstance(v, bool)]
+        if bad:
+            raise ValueError(f"tuning grid: gate_span values must be true or false, got "
+                             f"{', '.join(map(repr, bad))}")
         return cls(**{names[k]: tuple(values) for k, values in grid.items()})
 
 
@@ -89,6 +94,7 @@ class GridPoint:
     expected_gate_opens: float = 0.0
     sites: str | None = None  # the edit-site rule (None: the base config's)
     retain_drop_se: float = 0.0  # standard error of retain_drop over the scored facts
+    gate_span: bool | None = None  # the span gate (None: the base config's)
 
     @property
     def retain_drop_bound(self) -> float:
@@ -96,8 +102,15 @@ class GridPoint:
         return self.retain_drop + RETAIN_Z * self.retain_drop_se
 
     @property
-    def setting(self) -> tuple[float, float, float, float, str | None]:
-        return (self.alpha, self.lam, self.q, self.gate_margin, self.sites)
+    def setting(self) -> tuple[float, float, float, float, str | None, bool | None]:
+        return (self.alpha, self.lam, self.q, self.gate_margin, self.sites, self.gate_span)
+
+    def overrides(self) -> dict[str, Any]:
+        """The config keys this point sets (`TimeROMEConfig.with_overrides`)."""
+        return {"alpha": self.alpha, "lam": self.lam, "q": self.q,
+                "gate_margin": self.gate_margin,
+                **({"sites": self.sites} if self.sites else {}),
+                **({"gate_span": self.gate_span} if self.gate_span is not None else {})}
 
 
 @dataclass
@@ -177,9 +190,7 @@ class TuningResult:
         if self.chosen is None:
             raise ValueError("tuning found no utility-safe operating point")
         return TimeROMEConfig.from_dict(self.base_config).with_overrides(
-            alpha=self.chosen.alpha, lam=self.chosen.lam, q=self.chosen.q,
-            gate_margin=self.chosen.gate_margin,
-            **({"sites": self.chosen.sites} if self.chosen.sites else {}))
+            **self.chosen.overrides())
 
 
 def tune(backbone: Backbone, validation: Sequence[Fact], retain: Sequence[Fact],
@@ -211,7 +222,9 @@ def tune(backbone: Backbone, validation: Sequence[Fact], retain: Sequence[Fact],
     retain_positions = sum(len(e.prompt_ids) + len(e.answer_ids)
                            for e in encode_facts(backbone, retain)) / max(1, len(retain))
     points = []
-    expected_by: dict[tuple[str, float], float] = {}  # (sites, margin) -> expected openings
+    # (sites, span, margin) -> expected openings (the keys do not depend on lam)
+    expected_by: dict[tuple[str, bool, float], float] = {}
+    spans = grid.gate_spans or (base.gate_span,)
     for (site_rule, lam) in [(r, lam) for r in (grid.sites or (base.sites,)) for lam in grid.lams]:
         editor.config = base.with_overrides(lam=lam, sites=site_rule)
         columns = editor.extract(encoded, trace, selected)  # the same trace, other sites
@@ -219,12 +232,12 @@ def tune(backbone: Backbone, validation: Sequence[Fact], retain: Sequence[Fact],
         editor.solve(memory, columns)
         memory.attach(backbone)
         try:
-            for margin in grid.gate_margins:
-                memory.set_operating_point(gate_margin=margin)
-                if (site_rule, margin) not in expected_by:  # the keys do not depend on lam
-                    expected_by[site_rule, margin] = \
+            for span, margin in [(s, m) for s in spans for m in grid.gate_margins]:
+                memory.set_operating_point(gate_margin=margin, gate_span=span)
+                if (site_rule, span, margin) not in expected_by:
+                    expected_by[site_rule, span, margin] = \
                         memory.held_out_gate_opens() * retain_positions
-                expected = expected_by[site_rule, margin]
+                expected = expected_by[site_rule, span, margin]
                 for alpha in grid.alphas:
                     for q in grid.qs:
                         memory.set_operating_point(alpha=alpha, q=q, gate_margin=margin)
@@ -237,7 +250,8 @@ def tune(backbone: Backbone, validation: Sequence[Fact], retain: Sequence[Fact],
                         opens = memory.last_gate_opens / max(1, len(retain))
                         points.append(GridPoint(alpha, lam, q, f_drop, r_drop,
                                                 r_drop + RETAIN_Z * r_se <= max_retain_drop,
-                                                margin, opens, expected, site_rule, r_se))
+                                                margin, opens, expected, site_rule, r_se,
+                                                span if grid.gate_spans else None))
         finally:
             memory.detach()
     safe = [p for p in points if p.safe]
@@ -322,9 +336,11 @@ def tune_counts(backbone: Backbone, validation: Sequence[Fact], retain: Sequence
         largest.chosen_by_facts[str(extrapolate_to)] = chosen
     else:
         largest.chosen_by_facts[str(counts[-1])] = chosen
+    # each count's grid with its own safe flags (before the largest's grid becomes `points`,
+    # flagged safe at every count and beyond)
+    largest.regimes = [Regime(n, r.grid, frontier(r.grid)) for n, r in zip(counts, results)]
     largest.chosen, largest.grid = chosen, points
     largest.grid_edge = grid_edge(chosen, points, grid)
-    largest.regimes = [Regime(n, r.grid, frontier(r.grid)) for n, r in zip(counts, results)]
     largest.rule = (f"per regime: up to n facts (n in {counts}), max forget drop at n among "
                     f"points with retain drop (one-sided 95% upper bound) <= {max_retain_drop} at n; "
                     + (f"more than {counts[-1]} (up to {extrapolate_to}) facts: safe at every "
@@ -461,7 +477,8 @@ def apply_tuning(method_config: dict[str, Any], tuned_path: str | None,
     if chosen is None:
         return dict(method_config), (f"{tuned_path}: tuning found no utility-safe point; "
                                      "config untuned")
-    return {**method_config, **{k: chosen[k] for k in keys if k in chosen}}, None
+    return {**method_config,
+            **{k: chosen[k] for k in keys if chosen.get(k) is not None}}, None
 
 
 def read_tuned_config(path: str | Path, base: TimeROMEConfig | None = None) -> TimeROMEConfig:
@@ -475,4 +492,6 @@ def read_tuned_config(path: str | Path, base: TimeROMEConfig | None = None) -> T
         json.loads(Path(path).read_text())["base_config"])
     return start.with_overrides(alpha=chosen["alpha"], lam=chosen["lam"], q=chosen["q"],
                                 gate_margin=chosen.get("gate_margin", start.gate_margin),
-                                sites=chosen.get("sites") or start.sites)
+                                sites=chosen.get("sites") or start.sites,
+                                gate_span=start.gate_span if chosen.get("gate_span") is None
+                                else chosen["gate_span"])

@@ -124,6 +124,8 @@ def test_tune_counts_needs_safety_at_every_count(monkeypatch):
     assert result.chosen.alpha == 2.0 and result.chosen.forget_drop == 4.0  # the 50-fact grid's
     assert [r.facts for r in result.regimes] == [10, 50]
     assert [p.safe for p in result.grid] == [True, False]
+    # the 50-fact regime's record keeps its own flags (alpha 8 is safe at 50)
+    assert [p.safe for p in result.regimes[-1].grid] == [True, True]
     # extrapolated to 400 facts, alpha 2's 0.3 nats at 50 facts become 2.4: nothing is safe
     assert tune_counts(None, list(range(60)), [], [10, 50], extrapolate_to=400).chosen is None
     # to 150 facts: 0.9 nats, safe
