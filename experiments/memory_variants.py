@@ -60,6 +60,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "span gate": {"gate_span": True},
     "span gate margin 0.25": {"gate_span": True, "gate_margin": 0.25},
     "span gate margin 0.5": {"gate_span": True, "gate_margin": 0.5},
+    "span gate own floor": {"gate_span": True, "gate_own_floor": True},
 }
 DEFAULT_LAMS = "0.01,0.1,1,10"
 COLUMNS = ["facts", "variant", "best alpha", "best lam", "best q", "forget drop",

@@ -93,7 +93,9 @@ _WEIGHT_AT_HOOK = ("backbones whose edited hook point is a 2-D weight matrix (no
 # What each built-in method is, known without importing it (no torch). Each built-in
 # Method class declares the same MethodInfo as its `info` (tests/methods check they agree).
 BUILTIN_METHOD_INFO: dict[str, MethodInfo] = {info.name: info for info in (
-    MethodInfo("timerome", "inference_time", tunable_keys=("alpha", "lam", "q", "gate_margin", "sites", "gate_span"),
+    MethodInfo("timerome", "inference_time",
+               tunable_keys=("alpha", "lam", "q", "gate_margin", "sites", "gate_span",
+                             "gate_own_floor"),
                needs_retain=True, backbone_statistics=True,  # retain covariance, key gate
                sequential=True),
     MethodInfo("gradient_ascent", "gradient"),

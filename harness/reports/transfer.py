@@ -50,7 +50,8 @@ def tuned_params(path: str | None) -> dict:
     return {**params, **({"by_facts": by_facts} if by_facts else {})}
 
 
-SHOWN_KEYS = ("alpha", "lam", "lambda", "q", "gate_margin", "sites", "gate_span")
+SHOWN_KEYS = ("alpha", "lam", "lambda", "q", "gate_margin", "sites", "gate_span",
+              "gate_own_floor")
 
 
 def tuned_text(tuned: dict) -> str:

@@ -142,7 +142,7 @@ def backbone_spec(args: argparse.Namespace,
 
 # TimeROMEConfig keys that have a flag of the same name (forget, tune, figure).
 CONFIG_FLAGS = ("alpha", "lam", "q", "seed", "target", "precondition", "gate", "positions",
-                "tie_facts", "gate_span")
+                "tie_facts", "gate_span", "gate_own_floor")
 
 
 def needs_retain(config: TimeROMEConfig) -> bool:
@@ -382,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the per-fact key gate (--no-gate: off)")
         p.add_argument("--gate-span", dest="gate_span", action=argparse.BooleanOptionalAction,
                        default=None, help="a fact's subject-token columns open only together")
+        p.add_argument("--gate-own-floor", dest="gate_own_floor",
+                       action=argparse.BooleanOptionalAction, default=None,
+                       help="thresholds at most the fact's own least similarity over the levels")
         p.add_argument("--tie-facts", dest="tie_facts", type=int,
                        help="restored runs for at most this many facts (0: the layer of the "
                             "backbone's TIE profile, traced on --retain facts)")

@@ -64,6 +64,7 @@ class EditColumns:
     layer: torch.Tensor  # [S] the layer whose memory holds each column
     names: list[str]  # the fact key at its chosen coordinate; key@l<layer>o<offset> elsewhere
     offsets: list[int]  # each column's offset from its fact's last subject token
+    floors: list[float] | None = None  # each column's own least similarity (TraceResult.key_floor)
 
 
 class TimeROMEEditor:
@@ -179,7 +180,9 @@ class TimeROMEEditor:
                            deltas=target_deltas(self.config.target, self.backbone, encoded,
                                                 trace, sites),
                            layer=sites.layer, names=sites.names(trace),
-                           offsets=sites.subject_offsets(trace))
+                           offsets=sites.subject_offsets(trace),
+                           floors=None if trace.key_floor is None
+                           else sites.pick(trace.key_floor).tolist())
 
     def solve(self, memory: EditMemory, columns: "EditColumns") -> None:
         """Insert the columns into `memory`, grouped by layer."""
@@ -187,7 +190,8 @@ class TimeROMEEditor:
         for layer in sorted(set(layers)):
             rows = [i for i, l in enumerate(layers) if l == layer]
             memory.insert(layer, columns.keys[rows], columns.deltas[rows],
-                          [columns.names[i] for i in rows], [columns.offsets[i] for i in rows])
+                          [columns.names[i] for i in rows], [columns.offsets[i] for i in rows],
+                          None if columns.floors is None else [columns.floors[i] for i in rows])
         memory.ensure_hooks()
 
     # ------------------------------------------------------------------ API

@@ -79,8 +79,10 @@ class EditMemory:
         # per layer, each column's subject offset (from the last subject token; span gate)
         self.column_offsets: dict[int, list[int]] = {}
         self.gate_tau: dict[int, list[float]] = {}  # per layer, one threshold per fact
-        # the (quantile, margin) gate_tau[layer] was made with
-        self._tau_rule: dict[int, tuple[float, float]] = {}
+        # the (quantile, margin, own floor) gate_tau[layer] was made with
+        self._tau_rule: dict[int, tuple[float, float, bool]] = {}
+        # per layer, each column's own least similarity (TraceResult.key_floor; nan: none)
+        self.key_floors: dict[int, list[float]] = {}
         self._compiled: dict[int, dict[str, torch.Tensor | None]] = {}
         self._handles: dict[int, Any] = {}
         self._backbone: Backbone | None = None
@@ -103,15 +105,20 @@ class EditMemory:
                 if key == fact_of(key)}
 
     def insert(self, layer: int, keys: torch.Tensor, deltas: torch.Tensor,
-               fact_keys: Sequence[str], offsets: Sequence[int] | None = None) -> None:
+               fact_keys: Sequence[str], offsets: Sequence[int] | None = None,
+               floors: Sequence[float] | None = None) -> None:
         """Add facts (keys [k, d_k], deltas [k, d_v]) to `layer` by a block-inverse update;
-        `offsets`: each column's subject offset (the span gate's; None: all 0)."""
+        `offsets`: each column's subject offset (the span gate's; None: all 0); `floors`:
+        each column's own least similarity (gate_own_floor's; None: none)."""
         if keys.shape[0] != deltas.shape[0] or keys.shape[0] != len(fact_keys):
             raise ValueError(f"insert: {keys.shape[0]} keys, {deltas.shape[0]} deltas, "
                              f"{len(fact_keys)} fact keys")
         offsets = [0] * len(fact_keys) if offsets is None else [int(o) for o in offsets]
         if len(offsets) != len(fact_keys):
             raise ValueError(f"insert: {len(fact_keys)} fact keys but {len(offsets)} offsets")
+        floors = [math.nan] * len(fact_keys) if floors is None else [float(f) for f in floors]
+        if len(floors) != len(fact_keys):
+            raise ValueError(f"insert: {len(fact_keys)} fact keys but {len(floors)} floors")
         if len(fact_keys) == 0:
             return
         state = self.factors.get(layer)
@@ -124,6 +131,7 @@ class EditMemory:
         self.factors[layer] = insert_columns(state, keys.T, deltas.T)
         self.fact_keys.setdefault(layer, []).extend(fact_keys)
         self.column_offsets.setdefault(layer, []).extend(offsets)
+        self.key_floors.setdefault(layer, []).extend(floors)
         self._recompile(layer)
 
     def resolve(self, lam: float | None = None) -> None:
@@ -136,10 +144,13 @@ class EditMemory:
 
     def set_operating_point(self, alpha: float | None = None, q: float | None = None,
                             lam: float | None = None, gate_margin: float | None = None,
-                            gate_span: bool | None = None) -> None:
-        """Change alpha / q / gate_margin / gate_span (hook only) and lambda (re-solve)."""
+                            gate_span: bool | None = None,
+                            gate_own_floor: bool | None = None) -> None:
+        """Change alpha / q / gate_margin / gate_span / gate_own_floor (hook only) and lambda
+        (re-solve)."""
         overrides = {k: v for k, v in (("alpha", alpha), ("q", q), ("gate_margin", gate_margin),
-                                       ("gate_span", gate_span)) if v is not None}
+                                       ("gate_span", gate_span),
+                                       ("gate_own_floor", gate_own_floor)) if v is not None}
         if overrides:
             self.config = self.config.with_overrides(**overrides)
         if lam is not None and lam != self.config.lam:
@@ -173,11 +184,12 @@ class EditMemory:
             ref = self.gate_reference.get(layer)
             if ref is not None:
                 # A fact's threshold depends on its own key only: compute the new facts'.
-                rule = (self.config.gate_quantile, self.config.gate_margin)
+                rule = (self.config.gate_quantile, self.config.gate_margin,
+                        self.config.gate_own_floor)
                 known = self.gate_tau.get(layer, []) if self._tau_rule.get(layer) == rule else []
                 known = known[:n]
-                self.gate_tau[layer] = known + gate_threshold(ref, st.keys[:, len(known):],
-                                                              *rule)
+                self.gate_tau[layer] = known + self._thresholds(
+                    layer, ref, st.keys[:, len(known):], len(known))
                 self._tau_rule[layer] = rule
             elif len(self.gate_tau.get(layer, [])) != n:  # a loaded memory keeps its thresholds
                 raise ValueError(f"gate is on but no retain reference keys for layer {layer}")
@@ -199,6 +211,17 @@ class EditMemory:
             compiled["b"] = b.to(device, dtype)
             compiled["a_t"] = a_q.T.contiguous().to(device, dtype)  # [n, d_v]
         self._compiled[layer] = compiled
+
+    def _thresholds(self, layer: int, reference: torch.Tensor, keys: torch.Tensor,
+                    first: int = 0) -> list[float]:
+        """The gate thresholds of `layer`'s columns first.. (keys [d_k, k]) calibrated on
+        `reference`; with gate_own_floor, each at most its column's own least similarity
+        less OWN_FLOOR_MARGIN."""
+        tau = gate_threshold(reference, keys, self.config.gate_quantile, self.config.gate_margin)
+        if not self.config.gate_own_floor:
+            return tau
+        floors = self.key_floors.get(layer, [])[first:first + len(tau)]
+        return [t if f != f else min(t, f - OWN_FLOOR_MARGIN) for t, f in zip(tau, floors)]
 
     def _placement(self) -> tuple[torch.device, torch.dtype]:
         if self._backbone is None:
@@ -303,8 +326,7 @@ class EditMemory:
                 halves = ((ref[0::2], None), (ref[1::2], None))
             opened = 0.0
             for (setting, _), (counted, counted_lengths) in (halves, halves[::-1]):
-                tau = torch.tensor(gate_threshold(setting, st.keys, self.config.gate_quantile,
-                                                  self.config.gate_margin)
+                tau = torch.tensor(self._thresholds(layer, setting, st.keys)
                                    ) + gate_tolerance(int(keys.shape[0]))
                 gate = (torch.nn.functional.normalize(counted, dim=-1) @ keys) > tau
                 if ordered:
@@ -411,7 +433,9 @@ class EditMemory:
                 "identity": self.identity,
                 "facts": {str(l): keys for l, keys in self.fact_keys.items()},
                 "gate_tau": {str(l): tau for l, tau in self.gate_tau.items()},
-                "offsets": {str(l): offs for l, offs in self.column_offsets.items()}}
+                "offsets": {str(l): offs for l, offs in self.column_offsets.items()},
+                "floors": {str(l): [None if f != f else f for f in fl]
+                           for l, fl in self.key_floors.items()}}
         tensors = {k: v.contiguous() for k, v in tensors.items()}
         meta_json = json.dumps(meta, sort_keys=True)
         with atomic_file(path) as tmp:
@@ -475,6 +499,8 @@ class EditMemory:
             memory.fact_keys[layer] = list(keys)
             memory.column_offsets[layer] = [int(o) for o in
                                             meta.get("offsets", {}).get(layer_s, [0] * len(keys))]
+            memory.key_floors[layer] = [math.nan if f is None else float(f) for f in
+                                        meta.get("floors", {}).get(layer_s, [None] * len(keys))]
         if attach:
             memory.attach(backbone)
         return memory
@@ -484,6 +510,8 @@ GATE_COLUMNS_MULTIPLE = 32  # similarity products run faster on padded widths (C
                            # columns took 2.7 ms instead of 3.8 ms for 1536 rows x d_k 192)
 
 
+OWN_FLOOR_MARGIN = 1e-3  # gate_own_floor: a threshold sits this far below the fact's own
+                         # least similarity (cosine), above the gate's float32 tolerance
 GATE_MIN_DTYPE = torch.float32  # gate similarities: the model dtype, float32 at least
 GATE_ROUNDING_ULPS = 8.0
 

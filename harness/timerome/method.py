@@ -20,7 +20,8 @@ class TimeROMEMethod(Method):
     optional retain covariance / key gate; `request.seed` overrides the config seed."""
 
     info = MethodInfo("timerome", "inference_time",
-                      tunable_keys=("alpha", "lam", "q", "gate_margin", "sites", "gate_span"),
+                      tunable_keys=("alpha", "lam", "q", "gate_margin", "sites", "gate_span",
+                                    "gate_own_floor"),
                       needs_retain=True, backbone_statistics=True, sequential=True)
 
     def timerome_config(self, seed: int | None = None) -> TimeROMEConfig:

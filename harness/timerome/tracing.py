@@ -71,6 +71,10 @@ class TraceResult:
     noise_scale: float
     forwards: int  # sequences forwarded (rows), clean + corrupted + restored
     seconds: float
+    # [F, L, P] the least cosine between a level's clean MLP hidden and `keys` (their mean)
+    # over the T levels: how far the fact's own states stray from its key (config
+    # gate_own_floor; nan where a truncated run never reached the layer)
+    key_floor: torch.Tensor | None = None
 
     @property
     def corruption_effect(self) -> torch.Tensor:
@@ -381,6 +385,7 @@ def _trace_batch(backbone: Backbone, batch: QABatch, offsets: tuple[int, ...], s
     corrupt_lp = torch.zeros((b, n_times))
     ie = torch.full((b, n_times, n_layers, n_off), float("nan"))
     keys = out_clean = out_corrupt = None
+    level_keys: list[torch.Tensor] = []  # each level's clean MLP hidden [B, L, P, d_k]
     forwards = 0
     vocab = vocab_size(backbone)
     if stop_layer is not None and n_restored:
@@ -411,6 +416,7 @@ def _trace_batch(backbone: Backbone, batch: QABatch, offsets: tuple[int, ...], s
             clean_in = _stack_layers(state.clean_in).cpu()  # [B, L, P, d_k]
             clean_o = _stack_layers(state.clean_out).cpu()
             keys = clean_in if keys is None else keys + clean_in
+            level_keys.append(clean_in)
             out_clean = clean_o if out_clean is None else out_clean + clean_o
             state.corrupt_out = [torch.zeros((b, n_samples, n_off, clean_o.shape[-1]),
                                              device=device) for _ in range(n_layers)]
@@ -492,6 +498,8 @@ def _trace_batch(backbone: Backbone, batch: QABatch, offsets: tuple[int, ...], s
         clean_logp=clean_lp, corrupt_logp=corrupt_lp, layer=layer, offset_index=offset_index,
         position=posc[torch.arange(b), offset_index], max_tie=max_tie,
         flagged=flagged, traced=restore.clone(), keys=keys / n_times,
+        key_floor=torch.stack([torch.nn.functional.cosine_similarity(k, keys / n_times, dim=-1)
+                               for k in level_keys]).amin(0),
         clean_out=out_clean / n_times, corrupt_out=out_corrupt / n_times,
         noise_scale=scale, forwards=forwards, seconds=time.monotonic() - start)
 

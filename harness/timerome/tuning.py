@@ -54,13 +54,15 @@ class TuningGrid:
     gate_margins: tuple[float, ...] = (0.0,)
     sites: tuple[str, ...] = ()  # edit-site rules (harness.timerome.sites); (): the config's
     gate_spans: tuple[bool, ...] = ()  # span gate off/on (config gate_span); (): the config's
+    gate_own_floors: tuple[bool, ...] = ()  # config gate_own_floor off/on; (): the config's
 
     @classmethod
     def from_config(cls, grid: Mapping[str, Sequence[float]]) -> "TuningGrid":
-        """From config `tuning.grid` ({alpha, lam, q, gate_margin, sites, gate_span}: lists); a
-        key left out: the default."""
+        """From config `tuning.grid` ({alpha, lam, q, gate_margin, sites, gate_span,
+        gate_own_floor}: lists); a key left out: the default."""
         names = {"alpha": "alphas", "lam": "lams", "q": "qs", "gate_margin": "gate_margins",
-                 "sites": "sites", "gate_span": "gate_spans"}
+                 "sites": "sites", "gate_span": "gate_spans",
+                 "gate_own_floor": "gate_own_floors"}
         unknown = sorted(set(grid) - set(names))
         if unknown:
             raise ValueError(f"tuning grid: unknown key(s) {', '.join(unknown)}; "
@@ -69,10 +71,11 @@ class TuningGrid:
         if bad:
             raise ValueError(f"tuning grid: unknown sites rule(s) {', '.join(map(str, bad))}; "
                              f"known: {', '.join(SITE_RULES)}")
-        bad = [v for v in grid.get("gate_span", ()) if not isinstance(v, bool)]
-        if bad:
-            raise ValueError(f"tuning grid: gate_span values must be true or false, got "
-                             f"{', '.join(map(repr, bad))}")
+        for key in ("gate_span", "gate_own_floor"):
+            bad = [v for v in grid.get(key, ()) if not isinstance(v, bool)]
+            if bad:
+                raise ValueError(f"tuning grid: {key} values must be true or false, got "
+                                 f"{', '.join(map(repr, bad))}")
         return cls(**{names[k]: tuple(values) for k, values in grid.items()})
 
 
@@ -95,6 +98,7 @@ class GridPoint:
     sites: str | None = None  # the edit-site rule (None: the base config's)
     retain_drop_se: float = 0.0  # standard error of retain_drop over the scored facts
     gate_span: bool | None = None  # the span gate (None: the base config's)
+    gate_own_floor: bool | None = None  # thresholds floored by own states (None: the config's)
 
     @property
     def retain_drop_bound(self) -> float:
@@ -102,15 +106,19 @@ class GridPoint:
         return self.retain_drop + RETAIN_Z * self.retain_drop_se
 
     @property
-    def setting(self) -> tuple[float, float, float, float, str | None, bool | None]:
-        return (self.alpha, self.lam, self.q, self.gate_margin, self.sites, self.gate_span)
+    def setting(self) -> tuple[float, float, float, float, str | None, bool | None,
+                               bool | None]:
+        return (self.alpha, self.lam, self.q, self.gate_margin, self.sites, self.gate_span,
+                self.gate_own_floor)
 
     def overrides(self) -> dict[str, Any]:
         """The config keys this point sets (`TimeROMEConfig.with_overrides`)."""
         return {"alpha": self.alpha, "lam": self.lam, "q": self.q,
                 "gate_margin": self.gate_margin,
                 **({"sites": self.sites} if self.sites else {}),
-                **({"gate_span": self.gate_span} if self.gate_span is not None else {})}
+                **({"gate_span": self.gate_span} if self.gate_span is not None else {}),
+                **({"gate_own_floor": self.gate_own_floor}
+                   if self.gate_own_floor is not None else {})}
 
 
 @dataclass
@@ -222,9 +230,9 @@ def tune(backbone: Backbone, validation: Sequence[Fact], retain: Sequence[Fact],
     retain_positions = sum(len(e.prompt_ids) + len(e.answer_ids)
                            for e in encode_facts(backbone, retain)) / max(1, len(retain))
     points = []
-    # (sites, span, margin) -> expected openings (the keys do not depend on lam)
-    expected_by: dict[tuple[str, bool, float], float] = {}
-    spans = grid.gate_spans or (base.gate_span,)
+    # (sites, span, own floor, margin) -> expected openings (the keys do not depend on lam)
+    expected_by: dict[tuple[str, bool, bool, float], float] = {}
+    gates = gate_variants(grid, base)
     for (site_rule, lam) in [(r, lam) for r in (grid.sites or (base.sites,)) for lam in grid.lams]:
         editor.config = base.with_overrides(lam=lam, sites=site_rule)
         columns = editor.extract(encoded, trace, selected)  # the same trace, other sites
@@ -232,12 +240,13 @@ def tune(backbone: Backbone, validation: Sequence[Fact], retain: Sequence[Fact],
         editor.solve(memory, columns)
         memory.attach(backbone)
         try:
-            for span, margin in [(s, m) for s in spans for m in grid.gate_margins]:
-                memory.set_operating_point(gate_margin=margin, gate_span=span)
-                if (site_rule, span, margin) not in expected_by:
-                    expected_by[site_rule, span, margin] = \
+            for (span, floor), margin in [(g, m) for g in gates for m in grid.gate_margins]:
+                memory.set_operating_point(gate_margin=margin, gate_span=span,
+                                           gate_own_floor=floor)
+                if (site_rule, span, floor, margin) not in expected_by:
+                    expected_by[site_rule, span, floor, margin] = \
                         memory.held_out_gate_opens() * retain_positions
-                expected = expected_by[site_rule, span, margin]
+                expected = expected_by[site_rule, span, floor, margin]
                 for alpha in grid.alphas:
                     for q in grid.qs:
                         memory.set_operating_point(alpha=alpha, q=q, gate_margin=margin)
@@ -251,7 +260,8 @@ def tune(backbone: Backbone, validation: Sequence[Fact], retain: Sequence[Fact],
                         points.append(GridPoint(alpha, lam, q, f_drop, r_drop,
                                                 r_drop + RETAIN_Z * r_se <= max_retain_drop,
                                                 margin, opens, expected, site_rule, r_se,
-                                                span if grid.gate_spans else None))
+                                                span if grid.gate_spans else None,
+                                                floor if grid.gate_own_floors else None))
         finally:
             memory.detach()
     safe = [p for p in points if p.safe]
@@ -264,6 +274,14 @@ def tune(backbone: Backbone, validation: Sequence[Fact], retain: Sequence[Fact],
                                  if bool(trace.flagged[i])],
                         calibration_facts=[f.key for f in editor.retain],
                         grid_edge=grid_edge(chosen, points, grid))
+
+
+def gate_variants(grid: TuningGrid, base: TimeROMEConfig) -> list[tuple[bool, bool]]:
+    """The (gate_span, gate_own_floor) pairs the grid tries: the own floor only with the
+    span gate (on the per-token gate the floored thresholds open on retain tokens alone:
+    TimeROMEConfig's gate_own_floor)."""
+    return [(span, floor) for span in grid.gate_spans or (base.gate_span,)
+            for floor in grid.gate_own_floors or (base.gate_own_floor,) if span or not floor]
 
 
 def tune_counts(backbone: Backbone, validation: Sequence[Fact], retain: Sequence[Fact],
@@ -494,4 +512,7 @@ def read_tuned_config(path: str | Path, base: TimeROMEConfig | None = None) -> T
                                 gate_margin=chosen.get("gate_margin", start.gate_margin),
                                 sites=chosen.get("sites") or start.sites,
                                 gate_span=start.gate_span if chosen.get("gate_span") is None
-                                else chosen["gate_span"])
+                                else chosen["gate_span"],
+                                gate_own_floor=start.gate_own_floor
+                                if chosen.get("gate_own_floor") is None
+                                else chosen["gate_own_floor"])

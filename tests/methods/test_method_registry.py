@@ -68,7 +68,7 @@ def test_kinds_tunable_keys_and_retain_use():
     assert methods_of_kind("inference_time") == ["timerome"]
     assert tuned_methods() == ["timerome"]
     assert method_info("timerome").tunable_keys == ("alpha", "lam", "q", "gate_margin", "sites",
-                                                    "gate_span")
+                                                    "gate_span", "gate_own_floor")
     assert registry.sequential_methods() == ["timerome"]  # it implements sequential_editor
     assert [n for n in method_names() if method_info(n).needs_retain] == \
         ["graddiff", "memit", "npo", "rome", "timerome"]
