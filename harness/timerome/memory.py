@@ -22,7 +22,7 @@ Weights are never modified; `detach()` removes the hooks (and restores the layer
 
 Saved as safetensors: tensors `layer{l}.{keys,deltas,chol,a[,metric]}` and metadata
 `timerome` = JSON {config, identity, facts per layer, gate thresholds, column subject
-offsets} and `content_sha256`
+offsets and own floors} and `content_sha256`
 (sha256 of that JSON and of every tensor's name, dtype, shape and bytes: `content_digest`).
 Loading checks the digest when present: a memory truncated, corrupt or edited since it was
 saved raises `DamagedArtefact` naming the file.
@@ -74,6 +74,13 @@ class EditMemory:
         self.gate_reference = dict(gate_reference or {})
         # the rows of each calibration sequence, in order (None: unknown; retain_stats.RetainStates)
         self.gate_lengths = None if gate_lengths is None else gate_lengths.long().cpu()
+        if self.gate_lengths is not None:
+            rows = int(self.gate_lengths.sum())
+            for layer, ref in self.gate_reference.items():
+                if ref.shape[0] != rows:
+                    raise ValueError(f"gate calibration: the sequence lengths sum to {rows} rows "
+                                     f"but layer {layer}'s retain keys have {ref.shape[0]} "
+                                     "(retain_key_lengths and retain_keys of different runs?)")
         self.factors: dict[int, RidgeFactors] = {}
         self.fact_keys: dict[int, list[str]] = {}
         # per layer, each column's subject offset (from the last subject token; span gate)
@@ -252,14 +259,13 @@ class EditMemory:
         norms = torch.linalg.vector_norm(h_gate, dim=-1, keepdim=True).clamp_min(1e-12)
         sims = h_gate @ c["gate_dirs"]  # [rows, n padded]
         threshold = norms if c["tau"] is None else c["tau"] * norms
-        if c["span"] is not None:
-            return self._apply_span(c, h, h2, out2, (sims > threshold)[:, :n]).view(shape)
-        if not c["gate_rows"]:
+        if c["span"] is not None:  # each sequence [..., W] of h: the span gate
+            width = h.shape[-2] if h.dim() > 2 else h2.shape[0]
             opened = (sims > threshold)[:, :n]
-            if self.gate_opens is not None:
-                self.gate_opens += int(opened.sum())
-            coef = (h2 @ c["b"]) * opened.to(h2.dtype)
-            return torch.addmm(out2, coef, c["a_t"]).view(shape)
+            opened = span_open(opened.view(-1, width, n), c["span"]).view(opened.shape)
+            return self._add_where_open(c, h2, out2, opened).view(shape)
+        if not c["gate_rows"]:
+            return self._add_where_open(c, h2, out2, (sims > threshold)[:, :n]).view(shape)
         # Rows where some gate opens: a row maximum (one pass) instead of a [rows, n] test.
         row_open = sims.amax(dim=1, keepdim=True) > norms if c["tau"] is None \
             else (sims > threshold).any(dim=1, keepdim=True)
@@ -272,13 +278,10 @@ class EditMemory:
         coef = (h2.index_select(0, rows) @ c["b"]) * gate_open[:, :n].to(h2.dtype)
         return out2.index_add(0, rows, coef @ c["a_t"]).view(shape)
 
-    def _apply_span(self, c: dict[str, Any], h: torch.Tensor, h2: torch.Tensor,
-                    out2: torch.Tensor, opened: torch.Tensor) -> torch.Tensor:
-        """The gated update with the span gate (`span_gate.span_open` over each sequence of
-        h [..., W, d_k]; a 2-d h is one sequence)."""
-        width = h.shape[-2] if h.dim() > 2 else h2.shape[0]
-        opened = span_open(opened.view(-1, width, opened.shape[-1]), c["span"]
-                           ).view(opened.shape)
+    def _add_where_open(self, c: dict[str, Any], h2: torch.Tensor, out2: torch.Tensor,
+                        opened: torch.Tensor) -> torch.Tensor:
+        """out2 + each fact's update where `opened` [rows, n] (on CPU only the open rows go
+        through B and A; elsewhere the coefficients are masked)."""
         if self.gate_opens is not None:
             self.gate_opens += int(opened.sum())
         if not c["gate_rows"]:
@@ -317,8 +320,7 @@ class EditMemory:
             groups = span_groups(self.fact_keys[layer], self.column_offsets[layer]) \
                 if self.config.gate_span else None
             lengths = self.gate_lengths
-            ordered = (groups is not None and lengths is not None and lengths.numel() >= 2
-                       and int(lengths.sum()) == ref.shape[0])
+            ordered = groups is not None and lengths is not None and lengths.numel() >= 2
             if ordered:  # even / odd sequences, each kept whole
                 parity = torch.repeat_interleave(torch.arange(lengths.numel()), lengths) % 2
                 halves = ((ref[parity == 0], lengths[0::2]), (ref[parity == 1], lengths[1::2]))
@@ -476,7 +478,14 @@ class EditMemory:
         for key in ("config", "identity", "facts"):
             if not isinstance(meta.get(key), dict):
                 raise DamagedArtefact(path, f"'timerome' metadata has no '{key}' object")
-        for layer_s in meta["facts"]:
+        for layer_s, keys in meta["facts"].items():
+            for per_column in ("offsets", "floors"):
+                values = (meta.get(per_column) or {}).get(layer_s)
+                if values is not None and (not isinstance(values, list)
+                                           or len(values) != len(keys)):
+                    raise DamagedArtefact(path, f"'timerome' metadata '{per_column}' of layer "
+                                                f"{layer_s} does not have one entry per column "
+                                                f"({len(keys)})")
             for part in ("keys", "deltas", "chol", "a"):
                 if f"layer{layer_s}.{part}" not in tensors:
                     raise DamagedArtefact(path, f"tensor 'layer{layer_s}.{part}' is missing")

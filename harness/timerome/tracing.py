@@ -491,14 +491,15 @@ def _trace_batch(backbone: Backbone, batch: QABatch, offsets: tuple[int, ...], s
             flagged[skip] = ~(effect[skip] > config.flag_threshold)
         else:
             flagged[skip] = False
+    mean_keys = keys / n_times
     return TraceResult(
         fact_keys=[e.fact.key for e in batch.encoded], times=tuple(config.times),
         weights=weights, offsets=offsets, valid=valid, is_subject=is_subject,
         scored=rows.scored, ie=ie, tie=tie,
         clean_logp=clean_lp, corrupt_logp=corrupt_lp, layer=layer, offset_index=offset_index,
         position=posc[torch.arange(b), offset_index], max_tie=max_tie,
-        flagged=flagged, traced=restore.clone(), keys=keys / n_times,
-        key_floor=torch.stack([torch.nn.functional.cosine_similarity(k, keys / n_times, dim=-1)
+        flagged=flagged, traced=restore.clone(), keys=mean_keys,
+        key_floor=torch.stack([torch.nn.functional.cosine_similarity(k, mean_keys, dim=-1)
                                for k in level_keys]).amin(0),
         clean_out=out_clean / n_times, corrupt_out=out_corrupt / n_times,
         noise_scale=scale, forwards=forwards, seconds=time.monotonic() - start)

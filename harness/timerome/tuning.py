@@ -112,13 +112,9 @@ class GridPoint:
                 self.gate_own_floor)
 
     def overrides(self) -> dict[str, Any]:
-        """The config keys this point sets (`TimeROMEConfig.with_overrides`)."""
-        return {"alpha": self.alpha, "lam": self.lam, "q": self.q,
-                "gate_margin": self.gate_margin,
-                **({"sites": self.sites} if self.sites else {}),
-                **({"gate_span": self.gate_span} if self.gate_span is not None else {}),
-                **({"gate_own_floor": self.gate_own_floor}
-                   if self.gate_own_floor is not None else {})}
+        """The config keys this point sets (`TimeROMEConfig.with_overrides`): the method's
+        tunable keys (its registry entry) the point has a value for."""
+        return tuned_values(vars(self))
 
 
 @dataclass
@@ -508,11 +504,13 @@ def read_tuned_config(path: str | Path, base: TimeROMEConfig | None = None) -> T
         raise ValueError(f"{path}: tuning found no utility-safe operating point")
     start = base if base is not None else TimeROMEConfig.from_dict(
         json.loads(Path(path).read_text())["base_config"])
-    return start.with_overrides(alpha=chosen["alpha"], lam=chosen["lam"], q=chosen["q"],
-                                gate_margin=chosen.get("gate_margin", start.gate_margin),
-                                sites=chosen.get("sites") or start.sites,
-                                gate_span=start.gate_span if chosen.get("gate_span") is None
-                                else chosen["gate_span"],
-                                gate_own_floor=start.gate_own_floor
-                                if chosen.get("gate_own_floor") is None
-                                else chosen["gate_own_floor"])
+    return start.with_overrides(**tuned_values(chosen))
+
+
+def tuned_values(point: Mapping[str, Any]) -> dict[str, Any]:
+    """{key: value} of TimeROME-DLM's tunable keys (`MethodInfo.tunable_keys`) that `point`
+    (a grid point or a saved chosen point) sets; a key it leaves None keeps the config's."""
+    from harness.methods.registry import method_info
+
+    return {k: point[k] for k in method_info("timerome").tunable_keys
+            if point.get(k) is not None}

@@ -181,3 +181,31 @@ def test_the_held_out_estimate_runs_the_span_gate_over_whole_calibration_sequenc
     assert got == pytest.approx(opened / n * (n / 2 + 1) / (n + 1), rel=1e-9)
     memory.gate_lengths = None  # no word order: the bound, by rows
     assert memory.held_out_gate_opens() > got
+
+
+def test_calibration_lengths_that_do_not_match_the_keys_are_refused(tiny_backbone):
+    d_k = tiny_backbone.mlp_out_proj(0).in_features
+    with pytest.raises(ValueError, match="sequence lengths sum to 10 rows but layer 0's "
+                                         "retain keys have 12"):
+        EditMemory(TimeROMEConfig(gate=True, gate_span=True), tiny_backbone.identity(),
+                   gate_reference={0: torch.zeros((12, d_k))},
+                   gate_lengths=torch.tensor([4, 6]))
+
+
+def test_a_memory_file_whose_offsets_miss_a_column_is_damaged(tiny_backbone, tmp_path):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from harness.artefacts import DamagedArtefact
+    memory, _ = _memory(tiny_backbone, True, torch.Generator().manual_seed(12))
+    path = memory.save(tmp_path / "span.safetensors")
+    with safe_open(str(path), framework="pt") as handle:
+        meta = json.loads(handle.metadata()["timerome"])
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    meta["offsets"]["0"] = [-1, 0]  # three columns
+    save_file(tensors, str(path), metadata={"timerome": json.dumps(meta)})  # no digest
+    with pytest.raises(DamagedArtefact, match="'offsets' of layer 0 does not have one entry "
+                                              "per column \\(3\\)"):
+        EditMemory.read(path)
