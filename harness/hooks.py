@@ -15,6 +15,9 @@ and `baselines/` is registered here.
 - `skipped_forwards(modules, output)`: the modules return `output` without computing
   anything while the block runs (the result of those layers is already known: TimeROME's
   tracing starts a restored run at the layer it restores, harness.timerome.tracing).
+- `block_queries(block, queries)`: the block is called with `queries=...` (a forward
+  pre-hook, the only one here): a block of a `ModelFamily.query_blocks` family then
+  computes its output at those positions only (the last block of TimeROME's truncated runs).
 """
 
 from __future__ import annotations
@@ -160,3 +163,18 @@ def skipped_count(modules: Sequence[nn.Module]) -> int:
     (harness.compute) prices a forward by the blocks it actually computed."""
     skipped = _SKIPPED.get()
     return sum(id(m) in skipped for m in modules) if skipped else 0
+
+
+@contextmanager
+def block_queries(block: nn.Module, queries: torch.Tensor) -> Iterator[None]:
+    """Inside the block every call of `block` gets the keyword `queries=queries` ([B, P]
+    positions; the block must take it: `Backbone.query_blocks`); removed on exit, also when
+    the body raises."""
+    def add_queries(_module, args, kwargs):
+        return args, {**kwargs, "queries": queries}
+
+    handle = block.register_forward_pre_hook(add_queries, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()

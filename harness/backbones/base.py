@@ -107,6 +107,13 @@ class Backbone(ABC):
     def num_layers(self) -> int:
         return len(self.blocks())
 
+    @property
+    def query_blocks(self) -> bool:
+        """True if every block's forward takes `queries` ([B, P] positions) and then returns
+        its output at those positions only, [B, P, d] (`ModelFamily.query_blocks`; called so
+        through `harness.hooks.block_queries`)."""
+        return False
+
     # ---- prompts -------------------------------------------------------------------
     def format_prompt(self, question: str) -> str:
         """The prompt text put before the answer. Returns (text); the question appears

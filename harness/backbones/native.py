@@ -188,6 +188,10 @@ class NativeBackbone(Backbone):
     def input_embeddings(self) -> nn.Embedding:
         return self.model.get_submodule(self.profile.embeddings_path)
 
+    @property
+    def query_blocks(self) -> bool:
+        return self.profile.family.query_blocks
+
     # ---- forward -------------------------------------------------------------------
     def raw_logits(self, input_ids: torch.Tensor,
                    attention_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -45,6 +45,9 @@ class TuneJob(BackboneJob):
     grid: dict[str, list[float]]  # config tuning.grid; a key left out: TuningGrid's default
     max_retain_drop: float
     on_no_safe_point: str  # one of ON_NO_SAFE_POINT_CHOICES
+    # config tuning.groups: each count's grid on up to this many disjoint groups of that many
+    # validation facts, pooled (harness.timerome.tuning.pool_groups)
+    groups: int
     method_config: dict[str, Any]
     out: str
     # config tuning.fact_counts: the grid runs on the first n validation facts for each n; a
@@ -103,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     result = tune_counts(backbone, validation, retain, counts, base, grid,
                          max_retain_drop=float(job.max_retain_drop), calibration=calibration,
                          extrapolate_to=extrapolate_to,
-                         max_gate_opens=job.max_retain_gate_opens)
+                         max_gate_opens=job.max_retain_gate_opens, groups=job.groups)
     print(json.dumps({"chosen": None if result.chosen is None else vars(result.chosen),
                       "seconds": round(result.seconds, 2), "points": len(result.grid)}))
     if result.chosen is None:

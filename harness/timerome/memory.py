@@ -427,7 +427,7 @@ class EditMemory:
         for layer, st in self.factors.items():
             tensors[f"layer{layer}.keys"] = st.keys
             tensors[f"layer{layer}.deltas"] = st.deltas
-            tensors[f"layer{layer}.chol"] = st.chol
+            tensors[f"layer{layer}.chol"] = st.factor()
             tensors[f"layer{layer}.a"] = st.a
             if st.metric is not None:
                 tensors[f"layer{layer}.metric"] = st.metric

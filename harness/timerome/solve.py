@@ -14,6 +14,16 @@ estimator MEMIT uses too (TimeROME normalises and shrinks it first:
 G^-1: A comes from two triangular solves (no n x n inverse; at 400 facts x 3 subject sites
 the inverse was most of the solve). Inserting new keys extends L by one block row (block
 Cholesky with the Schur complement) and updates A: O(n^2 k + n d k) for k keys, no re-solve.
+
+With more columns than key dimensions (n > d_k: 400 facts x 3 subject sites against a
+96-wide key space), G is low rank plus lambda I, and a solve from scratch takes A from the
+Woodbury identity instead, in O(n d_k^2 + d_k^3), linear in n:
+
+    G^-1 = (1/lambda) [I - K^T (lambda I + M K K^T)^-1 M K],
+    A = D G^-1 = (1/lambda) [D - (D K^T) (lambda I + M K K^T)^-1 (M K)]
+
+(valid for a singular M such as the null-space projector). L is then computed only when
+something needs it (`RidgeFactors.factor()`: an insertion, a saved file).
 """
 
 from __future__ import annotations
@@ -29,7 +39,7 @@ class RidgeFactors:
 
     keys: torch.Tensor  # K [d_k, n]
     deltas: torch.Tensor  # D [d_v, n]
-    chol: torch.Tensor  # L [n, n], lower triangular, G = L L^T
+    chol: torch.Tensor | None  # L [n, n], lower triangular, G = L L^T (None: not yet; factor())
     a: torch.Tensor  # A = D G^-1 [d_v, n]
     metric: torch.Tensor | None  # M [d_k, d_k] (None: identity)
     lam: float
@@ -42,6 +52,12 @@ class RidgeFactors:
     def b(self) -> torch.Tensor:
         """B = M K [d_k, n]."""
         return self.keys if self.metric is None else self.metric @ self.keys
+
+    def factor(self) -> torch.Tensor:
+        """L, G's Cholesky factor (computed now if the solve did not need it)."""
+        if self.chol is None:
+            self.chol = _cholesky_of_gram(self.keys, self.metric, self.lam)
+        return self.chol
 
 
 def empty_factors(d_k: int, d_v: int, lam: float, metric: torch.Tensor | None = None
@@ -56,15 +72,27 @@ def _metric_apply(metric: torch.Tensor | None, keys: torch.Tensor) -> torch.Tens
     return keys if metric is None else metric @ keys
 
 
-def solve_full(keys: torch.Tensor, deltas: torch.Tensor, lam: float,
-               metric: torch.Tensor | None = None) -> RidgeFactors:
-    """Solve from scratch: A = D (K^T M K + lambda I)^-1."""
-    keys, deltas = keys.to(torch.float64), deltas.to(torch.float64)
-    metric = None if metric is None else metric.to(torch.float64)
+def _cholesky_of_gram(keys: torch.Tensor, metric: torch.Tensor | None,
+                      lam: float) -> torch.Tensor:
     gram = keys.T @ _metric_apply(metric, keys)
     gram.diagonal().add_(lam)  # + lambda I in place (an n x n memory is n^2 x 8 bytes)
-    chol = torch.linalg.cholesky(gram)
-    del gram
+    return torch.linalg.cholesky(gram)
+
+
+def solve_full(keys: torch.Tensor, deltas: torch.Tensor, lam: float,
+               metric: torch.Tensor | None = None) -> RidgeFactors:
+    """Solve from scratch: A = D (K^T M K + lambda I)^-1: by G's Cholesky factor, or by the
+    Woodbury identity when there are more columns than key dimensions (module docstring)."""
+    keys, deltas = keys.to(torch.float64), deltas.to(torch.float64)
+    metric = None if metric is None else metric.to(torch.float64)
+    d_k, n = keys.shape
+    if n > d_k:
+        mk = _metric_apply(metric, keys)  # [d_k, n]
+        inner = mk @ keys.T  # M K K^T [d_k, d_k]
+        inner.diagonal().add_(lam)
+        a = (deltas - (deltas @ keys.T) @ torch.linalg.solve(inner, mk)) / lam
+        return RidgeFactors(keys, deltas, None, a.contiguous(), metric, float(lam))
+    chol = _cholesky_of_gram(keys, metric, lam)
     a = torch.cholesky_solve(deltas.T, chol).T  # D G^-1 (G symmetric)
     return RidgeFactors(keys, deltas, chol, a.contiguous(), metric, float(lam))
 
@@ -85,12 +113,13 @@ def insert_columns(state: RidgeFactors, new_keys: torch.Tensor,
     m_new = _metric_apply(state.metric, new_keys)
     g = state.keys.T @ m_new  # [n, k]
     gamma = new_keys.T @ m_new + state.lam * torch.eye(k, dtype=torch.float64)
-    w = torch.linalg.solve_triangular(state.chol, g, upper=False)  # L^-1 g [n, k]
+    old = state.factor()
+    w = torch.linalg.solve_triangular(old, g, upper=False)  # L^-1 g [n, k]
     chol_s = torch.linalg.cholesky(gamma - w.T @ w)
-    u = torch.linalg.solve_triangular(state.chol.T, w, upper=True)  # G^-1 g [n, k]
+    u = torch.linalg.solve_triangular(old.T, w, upper=True)  # G^-1 g [n, k]
     r = torch.cholesky_solve((new_deltas - state.a @ g).T, chol_s).T  # [d_v, k]
     chol = torch.zeros((n + k, n + k), dtype=torch.float64)
-    chol[:n, :n] = state.chol
+    chol[:n, :n] = old
     chol[n:, :n] = w.T
     chol[n:, n:] = chol_s
     a = torch.cat([state.a - r @ u.T, r], dim=1)

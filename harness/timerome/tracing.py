@@ -35,7 +35,7 @@ from harness.backbones.base import Backbone
 from harness.data.fact import Fact
 from harness.diffusion.batching import EncodedFact, QABatch, batches, encode_facts
 from harness.diffusion.seeding import fact_generator
-from harness.hooks import forward_hooks, skipped_forwards
+from harness.hooks import block_queries, forward_hooks, skipped_forwards
 from harness.timerome.config import TimeROMEConfig
 from harness.timerome.levels import mask_at_level, reveal_orders, time_weights
 from harness.timerome.unembedding import vocab_size
@@ -149,11 +149,18 @@ def subject_noise(batch: QABatch, n_samples: int, dim: int, scale: float, seed: 
     """[B, N, W, d] Gaussian noise at subject positions (zero elsewhere), seeded per fact."""
     b, width = batch.input_ids.shape
     noise = torch.zeros((b, n_samples, width, dim), dtype=torch.float32)
+    rows, samples, positions, draws = [], [], [], []
     for r, enc in enumerate(batch.encoded):
-        pos = torch.tensor(enc.subject_positions)
+        pos = enc.subject_positions
         for s in range(n_samples):
             gen = fact_generator(seed, enc.fact.key, salt=1 + s)
-            noise[r, s, pos] = torch.randn((len(pos), dim), generator=gen) * scale
+            draws.append(torch.randn((len(pos), dim), generator=gen))
+            rows += [r] * len(pos)
+            samples += [s] * len(pos)
+            positions += list(pos)
+    if draws:  # one scatter for the batch (the draws are each fact's own, as above)
+        noise[torch.tensor(rows), torch.tensor(samples), torch.tensor(positions)] = \
+            torch.cat(draws) * scale
     return noise.to(dtype)
 
 
@@ -177,6 +184,9 @@ class _HookState:
         self.mode = "off"  # "clean" | "plain" | "restore" | "off"
         self.noise_rows: torch.Tensor | None = None
         self.positions: torch.Tensor | None = None  # [B, P] absolute candidate positions
+        # the layer whose block runs at the candidate positions only (truncated runs on a
+        # query-block backbone): its MLP sees [rows, P, .] already in `positions` order
+        self.queried: int | None = None
         # clean runs: per layer, one part per chunk of facts (then the [B, P, d] tensor)
         self.clean_in: list = [None] * n_layers
         self.clean_out: list = [None] * n_layers
@@ -209,19 +219,21 @@ def _tracing_hooks(backbone: Backbone, state: _HookState) -> Iterator[None]:
         return hook
 
     def make_mlp_hook(layer: int):
+        def candidates(hidden: torch.Tensor) -> torch.Tensor:
+            """[rows, P, .] at the rows' candidate positions (already so in a queried block)."""
+            if state.queried == layer:
+                return hidden.float()
+            facts = state.row_fact
+            ar = torch.arange(len(facts), device=hidden.device).unsqueeze(1)
+            return hidden[ar, state.positions[facts]].float()
+
         def hook(module, inputs, output):
-            pos = state.positions
             if state.mode == "clean":  # rows: the facts state.row_fact, in order
-                facts = state.row_fact
-                ar = torch.arange(len(facts), device=pos.device).unsqueeze(1)
-                state.clean_in[layer].append(inputs[0][ar, pos[facts]].float())
-                state.clean_out[layer].append(output[ar, pos[facts]].float())
+                state.clean_in[layer].append(candidates(inputs[0]))
+                state.clean_out[layer].append(candidates(output))
                 return None
             if state.mode == "plain":
-                facts = state.row_fact
-                state.corrupt_out[layer][facts, state.row_sample] = \
-                    output[torch.arange(len(facts), device=pos.device).unsqueeze(1),
-                           pos[facts]].float()
+                state.corrupt_out[layer][state.row_fact, state.row_sample] = candidates(output)
                 return None
             if state.mode == "restore" and state.patch[0] == layer:
                 _, rows, at, facts, offs = state.patch
@@ -239,21 +251,50 @@ def _tracing_hooks(backbone: Backbone, state: _HookState) -> Iterator[None]:
         yield
 
 
+TRACE_STATE_ELEMENTS = 1 << 22  # hidden-state elements (rows x width x d_model: 16 MiB in
+# float32) a truncated forward (no logits) may hold; it then takes more rows than
+# trace_batch_rows where they fit (fewer, larger forwards of a small model; an 8B model at
+# real answer lengths stays at trace_batch_rows)
 TRACE_LOGIT_ELEMENTS = 1 << 21  # logits one traced forward may hold (8 MiB in float32): on
 # long answers a forward gets fewer rows than trace_batch_rows (the edit's extra memory)
 
 
 def _truncated_logits(backbone: Backbone, above: Sequence[torch.nn.Module],
+                      last: torch.nn.Module | None, queries: torch.Tensor | None,
                       input_ids: torch.Tensor, positions: torch.Tensor) -> None:
     """A forward that computes the blocks up to the first of `above` only: those return
     zeros at once (`harness.hooks.skipped_forwards`; the compute counter prices them as
-    skipped) and the head computes no row. No logits: the run's P is not known."""
+    skipped) and the head computes no row. No logits: the run's P is not known. With a
+    block `last` (the block below `above`, on a `Backbone.query_blocks` backbone) that
+    block computes its output at the `queries` [B, P] positions only (`block_queries`):
+    nothing above reads the other positions (the compute counter prices it as a whole
+    block: an upper bound)."""
     weight = backbone.input_embeddings().weight
     filler = torch.zeros((*input_ids.shape, weight.shape[1]), device=input_ids.device,
                          dtype=weight.dtype)
-    with skipped_forwards(above, filler):
+    queried = block_queries(last, queries) if last is not None else nullcontext()
+    with skipped_forwards(above, filler), queried:
         backbone.logits_at(input_ids, torch.zeros_like(positions, dtype=torch.bool))
     return None
+
+
+def _truncated_run(backbone: Backbone, blocks: Sequence[torch.nn.Module], stop_layer: int,
+                   state: "_HookState", input_ids: torch.Tensor, positions: torch.Tensor,
+                   facts: torch.Tensor) -> None:
+    """`_truncated_logits` above block `stop_layer`, that block at the candidate positions of
+    the rows' `facts` when `state.queried` says so."""
+    last = blocks[stop_layer] if state.queried == stop_layer else None
+    return _truncated_logits(backbone, blocks[stop_layer + 1:], last,
+                             state.positions[facts] if last is not None else None,
+                             input_ids, positions)
+
+
+def _full_run(backbone: Backbone):
+    """A full forward's logits at `positions` (the facts do not matter to it)."""
+    def run(input_ids: torch.Tensor, positions: torch.Tensor, _facts: torch.Tensor
+            ) -> torch.Tensor:
+        return backbone.logits_at(input_ids, positions)
+    return run
 
 
 def _mean_logp(logits: torch.Tensor | None, targets: torch.Tensor,
@@ -398,18 +439,24 @@ def _trace_batch(backbone: Backbone, batch: QABatch, offsets: tuple[int, ...], s
             # truncated level: blocks above stop_layer skipped, no head row (P unknown); the
             # first level too unless it measures the corruption effect (config effect_flag)
             short = truncate and (ti > 0 or not config.effect_flag)
-            run = partial(_truncated_logits, backbone, blocks[stop_layer + 1:]) if short \
-                else backbone.logits_at
-            # rows per forward: fewer where their logits would pass TRACE_LOGIT_ELEMENTS
+            # a truncated run's last block computes the candidate positions only, where the
+            # backbone's blocks can (Backbone.query_blocks): its hooks see [rows, P, .]
+            state.queried = stop_layer if short and backbone.query_blocks else None
+            run = partial(_truncated_run, backbone, blocks, stop_layer, state) if short \
+                else _full_run(backbone)
+            # rows per forward: fewer where their logits would pass TRACE_LOGIT_ELEMENTS;
+            # truncated runs: more where their hidden states fit in TRACE_STATE_ELEMENTS
             logit_rows = max(1, TRACE_LOGIT_ELEMENTS // (max(1, int(still.sum(1).max())) * vocab))
-            rows_per_forward = config.trace_batch_rows if short else \
+            rows_per_forward = max(config.trace_batch_rows,
+                                   TRACE_STATE_ELEMENTS // (width * dim_in)) if short else \
                 min(config.trace_batch_rows, logit_rows)
             state.mode = "clean"
             state.clean_in = [[] for _ in range(n_layers)]
             state.clean_out = [[] for _ in range(n_layers)]
             for sl in _chunks(b, b if short else min(b, logit_rows)):
                 state.row_fact = torch.arange(sl.start, sl.stop, device=device)
-                clean_lp[sl, ti] = _mean_logp(run(ids[sl], still[sl]), targets[sl], still[sl])
+                clean_lp[sl, ti] = _mean_logp(run(ids[sl], still[sl], state.row_fact),
+                                              targets[sl], still[sl])
             forwards += b
             state.clean_in = [torch.cat(parts) if parts else None for parts in state.clean_in]
             state.clean_out = [torch.cat(parts) if parts else None for parts in state.clean_out]
@@ -429,7 +476,7 @@ def _trace_batch(backbone: Backbone, batch: QABatch, offsets: tuple[int, ...], s
                 fr, sr = g_fact[sl].to(device), g_sample[sl].to(device)
                 state.row_fact, state.row_sample = fr, sr
                 state.noise_rows = noise[fr, sr]
-                logits = run(ids[fr], still[fr])
+                logits = run(ids[fr], still[fr], fr)
                 group_lp[sl] = _mean_logp(logits, targets[fr], still[fr])
                 del logits
                 keep = kept_rows[sl].to(device)  # only groups with restored runs
@@ -465,7 +512,7 @@ def _trace_batch(backbone: Backbone, batch: QABatch, offsets: tuple[int, ...], s
                                     dtype=torch.long), r_off_all[sl]), effect / n_samples,
                                    accumulate=True)
                     forwards += len(rg)
-            state.mode, state.patch = "off", None
+            state.mode, state.patch, state.queried = "off", None, None
             acc[~rows.scored.unsqueeze(1).expand(b, n_layers, n_off)] = float("nan")
             ie[:, ti] = acc
             summed = torch.stack(state.corrupt_out, 1).mean(2).cpu()  # [B, L, P, d]

@@ -124,6 +124,7 @@ class Regime:
     facts: int
     grid: list[GridPoint]
     frontier: list[GridPoint] = field(default_factory=list)  # `frontier(grid)`
+    groups: int = 1  # disjoint groups of `facts` validation facts pooled (`pool_groups`)
 
 
 @dataclass
@@ -272,6 +273,48 @@ def tune(backbone: Backbone, validation: Sequence[Fact], retain: Sequence[Fact],
                         grid_edge=grid_edge(chosen, points, grid))
 
 
+def regime_groups(n_validation: int, n_facts: int, groups: int) -> int:
+    """How many disjoint groups of `n_facts` validation facts (validation[k n:(k + 1) n]) a
+    regime of n facts is tuned on: `groups`, or as many as the split holds."""
+    return max(1, min(groups, n_validation // n_facts))
+
+
+def pool_groups(results: Sequence[TuningResult], grid: TuningGrid,
+                max_retain_drop: float) -> TuningResult:
+    """One regime's result from its groups' (`tune` on each group, the same grid in the same
+    order). A point's forget drop and retain drop are their means over the groups (the
+    retain drop's standard error pooled: sqrt(sum se^2) / G), its gate openings the mean
+    counted and the largest expected; it is utility-safe only if it is safe on every
+    group. One group of 10 facts is one author of the synthetic corpus, and authors differ
+    more than points do (docs/measurements/memory_variants.md)."""
+    if len(results) == 1:
+        return results[0]
+    points = []
+    for group_points in zip(*(r.grid for r in results)):
+        if len({p.setting for p in group_points}) != 1:
+            raise ValueError("pool_groups: the groups' grids differ")
+        g = len(group_points)
+        points.append(GridPoint(**{
+            **vars(group_points[0]),
+            "forget_drop": sum(p.forget_drop for p in group_points) / g,
+            "retain_drop": sum(p.retain_drop for p in group_points) / g,
+            "retain_drop_se": math.sqrt(sum(p.retain_drop_se ** 2 for p in group_points)) / g,
+            "retain_gate_opens": sum(p.retain_gate_opens for p in group_points) / g,
+            "expected_gate_opens": max(p.expected_gate_opens for p in group_points),
+            "safe": all(p.safe for p in group_points)}))
+    safe = [p for p in points if p.safe]
+    chosen = max(safe, key=lambda p: (p.forget_drop, -p.alpha)) if safe else None
+    first = results[0]
+    return TuningResult(chosen=chosen, grid=points, max_retain_drop=max_retain_drop,
+                        estimator=first.estimator,
+                        validation_facts=[k for r in results for k in r.validation_facts],
+                        retain_facts=first.retain_facts, base_config=first.base_config,
+                        backbone=first.backbone, seconds=sum(r.seconds for r in results),
+                        flagged=sorted({k for r in results for k in r.flagged}),
+                        calibration_facts=first.calibration_facts,
+                        grid_edge=grid_edge(chosen, points, grid))
+
+
 def gate_variants(grid: TuningGrid, base: TimeROMEConfig) -> list[tuple[bool, bool]]:
     """The (gate_span, gate_own_floor) pairs the grid tries: the own floor only with the
     span gate (on the per-token gate the floored thresholds open on retain tokens alone:
@@ -285,10 +328,12 @@ def tune_counts(backbone: Backbone, validation: Sequence[Fact], retain: Sequence
                 grid: TuningGrid = TuningGrid(), max_retain_drop: float = 1.0,
                 batch_size: int = 32, calibration: Sequence[Fact] | None = None,
                 extrapolate_to: int | None = None,
-                max_gate_opens: float | None = None) -> TuningResult:
-    """Operating points per fact-count regime: the grid is searched on the first n
-    validation facts for each n in `counts` (a memory of more facts opens more gates on
-    retain text, so a point safe at 10 facts may not be at 50).
+                max_gate_opens: float | None = None, groups: int = 1) -> TuningResult:
+    """Operating points per fact-count regime: the grid is searched on n validation facts
+    for each n in `counts` (a memory of more facts opens more gates on retain text, so a
+    point safe at 10 facts may not be at 50): on `regime_groups` disjoint groups of n
+    facts, the first n, the next n, ... (at most `groups`; 1: the first n alone), pooled
+    by `pool_groups`.
 
     - Regime n (each count): the largest forget drop at n among the points safe at n; a job
       editing at most n facts (and more than the next smaller count) applies it.
@@ -322,12 +367,14 @@ def tune_counts(backbone: Backbone, validation: Sequence[Fact], retain: Sequence
     # Each count's facts traced as an edit of that many facts traces them (`count_traces`)
     # and the retain statistics computed once: neither depends on the grid point.
     editor = TimeROMEEditor(backbone, base, retain=retain if calibration is None else calibration)
-    traces = count_traces(editor, validation, counts, grid.sites)
+    sizes = {n: regime_groups(len(validation), n, groups) for n in counts}
+    traces = count_traces(editor, validation, counts, grid.sites, sizes)
     statistics = editor.backbone_statistics()
-    results = [tune(backbone, validation[:n], retain, base, grid,
-                    max_retain_drop=max_retain_drop, batch_size=batch_size,
-                    trace=traces[n], calibration=calibration,
-                    statistics=statistics) for n in counts]
+    results = [pool_groups([tune(backbone, validation[k * n:(k + 1) * n], retain, base, grid,
+                                 max_retain_drop=max_retain_drop, batch_size=batch_size,
+                                 trace=traces[n, k], calibration=calibration,
+                                 statistics=statistics) for k in range(sizes[n])],
+                           grid, max_retain_drop) for n in counts]
     damage = damage_per_opening(results[-1].grid)
     budget = min(float("inf") if max_gate_opens is None else max_gate_opens,
                  float("inf") if damage is None
@@ -352,11 +399,16 @@ def tune_counts(backbone: Backbone, validation: Sequence[Fact], retain: Sequence
         largest.chosen_by_facts[str(counts[-1])] = chosen
     # each count's grid with its own safe flags (before the largest's grid becomes `points`,
     # flagged safe at every count and beyond)
-    largest.regimes = [Regime(n, r.grid, frontier(r.grid)) for n, r in zip(counts, results)]
+    largest.regimes = [Regime(n, r.grid, frontier(r.grid), sizes[n])
+                       for n, r in zip(counts, results)]
     largest.chosen, largest.grid = chosen, points
     largest.grid_edge = grid_edge(chosen, points, grid)
+    pooled = {n: g for n, g in sizes.items() if g > 1}
     largest.rule = (f"per regime: up to n facts (n in {counts}), max forget drop at n among "
                     f"points with retain drop (one-sided 95% upper bound) <= {max_retain_drop} at n; "
+                    + (", ".join(f"{n} facts: mean over {g} disjoint groups of {n} validation "
+                                 "facts, safe on every group" for n, g in pooled.items())
+                       + "; " if pooled else "")
                     + (f"more than {counts[-1]} (up to {extrapolate_to}) facts: safe at every "
                        f"count and at {counts[-1]} facts x {scale:g} (linear to "
                        f"{extrapolate_to} facts), max forget drop at {counts[-1]} facts"
@@ -377,21 +429,25 @@ def tune_counts(backbone: Backbone, validation: Sequence[Fact], retain: Sequence
 
 
 def count_traces(editor: TimeROMEEditor, validation: Sequence[Fact], counts: Sequence[int],
-                 site_rules: Sequence[str] = ()) -> dict[int, TraceResult]:
-    """{n: the trace of the first n validation facts, as an edit of n facts makes it}. A
-    fact's trace does not depend on the facts traced with it, so the counts share one
-    trace, except where the config traces a sample (`tie_facts` below n, not 0): such a count is
-    traced on its own, since which facts get restored runs, and the layer the others take,
-    depend on the set."""
+                 site_rules: Sequence[str] = (), groups: Mapping[int, int] | None = None
+                 ) -> dict[tuple[int, int], TraceResult]:
+    """{(n, k): the trace of group k of n validation facts (validation[k n:(k + 1) n]), as an
+    edit of those n facts makes it}, for k below groups[n] (default 1: the first n). A
+    fact's trace does not depend on the facts traced with it, so the groups share one
+    trace, except where the config traces a sample (`tie_facts` not 0, below the facts of
+    that shared trace): such a group is traced on its own, since which facts get restored
+    runs, and the layer the others take, depend on the set."""
+    groups = groups or {}
+    wanted = [(n, k) for n in counts for k in range(groups.get(n, 1))]
     limit = editor.config.tie_facts  # 0: every fact at the backbone's profile layer
-    shared = [n for n in counts if limit is None or limit == 0 or n <= limit]
-    out: dict[int, TraceResult] = {}
+    shared = [(n, k) for n, k in wanted if limit is None or limit == 0 or (k + 1) * n <= limit]
+    out: dict[tuple[int, int], TraceResult] = {}
     if shared:
-        _, trace = editor.trace(validation[:max(shared)], site_rules)
-        out.update({n: trace.select(range(n)) for n in shared})
-    for n in counts:
-        if n not in out:
-            out[n] = editor.trace(validation[:n], site_rules)[1]
+        _, trace = editor.trace(validation[:max((k + 1) * n for n, k in shared)], site_rules)
+        out.update({(n, k): trace.select(range(k * n, (k + 1) * n)) for n, k in shared})
+    for n, k in wanted:
+        if (n, k) not in out:
+            out[n, k] = editor.trace(validation[k * n:(k + 1) * n], site_rules)[1]
     return out
 
 

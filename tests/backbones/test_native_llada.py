@@ -350,3 +350,24 @@ def test_twin_init_is_seeded_and_meta_build_allocates_nothing():
         m = build(tiny())
     assert all(p.device.type == "meta" for p in m.parameters())
     assert m.config == tiny()
+
+
+def test_rotary_embedding_rotates_each_half_pair_by_its_positions_angle():
+    """RoPE (rotate-half form): the pair (x_i, x_{i+d/2}) turns by angle pos x inv_freq_i, so
+    norms are kept and q.k depends on the positions' difference only."""
+    from harness.backbones.models.llada import apply_rotary, rotary_tables
+    head_dim, length = 8, 12
+    sin, cos = rotary_tables(length, head_dim, 10000.0, "cpu")
+    gen = torch.Generator().manual_seed(0)
+    q, k = torch.randn((2, head_dim), generator=gen)
+    qs = apply_rotary(q.expand(length, head_dim), sin, cos)
+    ks = apply_rotary(k.expand(length, head_dim), sin, cos)
+    half = head_dim // 2
+    inv_freq = 1.0 / (10000.0 ** (torch.arange(0, head_dim, 2).float() / head_dim))
+    angle = 5 * inv_freq  # position 5
+    first = q[:half] * angle.cos() - q[half:] * angle.sin()
+    second = q[half:] * angle.cos() + q[:half] * angle.sin()
+    assert torch.allclose(qs[5], torch.cat([first, second]), atol=1e-6)
+    assert torch.allclose(qs.norm(dim=-1), q.norm().expand(length), atol=1e-5)
+    scores = qs @ ks.T  # [m, n]
+    assert torch.allclose(scores.diagonal(2), scores[0, 2].expand(length - 2), atol=1e-5)

@@ -35,7 +35,7 @@ def tune_payload(model: str, tofu: str, out: str, **kw: Any) -> dict[str, Any]:
             "retain_split": "retain95", "forget_split": "forget05", "retain_eval_size": 4,
             "retain_train_size": 8, "eval_seed": 0, "seed": 0,
             "grid": {"alpha": [8.0], "lam": [1.0], "q": [0.5, 1.0]}, "max_retain_drop": 1.0,
-            "on_no_safe_point": "fail", "method_config": {}, "out": out, **kw}
+            "on_no_safe_point": "fail", "groups": 1, "method_config": {}, "out": out, **kw}
 
 
 def sequential_payload(model: str, tofu: str, out: str, **kw: Any) -> dict[str, Any]:

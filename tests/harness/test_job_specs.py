@@ -66,6 +66,7 @@ def test_workflow_fills_schema_defaults_into_jobs(tmp_path):
     data = schema["data"]["properties"]
     tune = next(p for r, p in jobs if r == "tune")
     assert tune["on_no_safe_point"] == "fail" and tune["max_retain_drop"] == 1.0
+    assert tune["groups"] == schema["tuning"]["properties"]["groups"]["default"] == 5
     assert tune["retain_eval_size"] == data["retain_eval_size"]["default"]
     assert tune["retain_train_size"] == data["retain_train_size"]["default"]
     method = next(p for r, p in jobs if r == "run_method")

@@ -70,7 +70,7 @@ def test_sequential_insertion_grows_memory(tiny_backbone, forget_retain):
     assert sorted(editor.memory.layer_of()) == sorted(f.key for f in facts)
     st = next(iter(editor.memory.factors.values()))
     gram = st.keys.T @ st.keys + st.lam * torch.eye(st.n, dtype=torch.float64)
-    assert torch.allclose(st.chol @ st.chol.T, gram, atol=1e-8)
+    assert torch.allclose(st.factor() @ st.factor().T, gram, atol=1e-8)
     assert torch.allclose(st.a, st.deltas @ torch.linalg.inv(gram), atol=1e-8)
     editor.undo()
 

@@ -44,10 +44,10 @@ def test_incremental_insertion_equals_full_solve():
             state = insert_columns(state, keys[:, i:i + 1], deltas[:, i:i + 1])
         state = insert_columns(state, keys[:, 6:], deltas[:, 6:])  # then a block of 3
         full = solve_full(keys, deltas, 0.3, metric)
-        assert torch.allclose(state.chol, full.chol, atol=1e-10)
+        assert torch.allclose(state.factor(), full.factor(), atol=1e-10)
         gram = keys.T @ (keys if metric is None else metric @ keys) \
             + 0.3 * torch.eye(keys.shape[1], dtype=torch.float64)
-        assert torch.allclose(state.chol @ state.chol.T, gram, atol=1e-10)
+        assert torch.allclose(state.factor() @ state.factor().T, gram, atol=1e-10)
         assert torch.allclose(state.a, deltas @ torch.linalg.inv(gram), atol=1e-10)
         assert torch.allclose(state.a, full.a, atol=1e-10)
 
@@ -57,3 +57,39 @@ def test_sparsify_keeps_largest_entries_per_column():
     kept = sparsify_columns(a, 0.5)
     assert torch.equal(kept, torch.tensor([[0.0, -5.0], [-4.0, 0.0], [2.0, 3.0], [0.0, 0.0]]))
     assert torch.equal(sparsify_columns(a, 1.0), a)
+
+
+def _dual_by_inverse(keys, deltas, lam, metric=None):
+    """A = D (K^T M K + lambda I)^-1 by an explicit n x n inverse (the reference)."""
+    gram = keys.T @ (keys if metric is None else metric @ keys) \
+        + lam * torch.eye(keys.shape[1], dtype=torch.float64)
+    return deltas @ torch.linalg.inv(gram), gram
+
+
+def _projector(d, keep, seed=2):
+    """A rank-`keep` orthogonal projector (singular, like the null-space metric)."""
+    gen = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn((d, d), generator=gen, dtype=torch.float64))
+    return q[:, :keep] @ q[:, :keep].T
+
+
+def test_more_columns_than_key_dimensions_solve_by_woodbury_with_the_same_factors():
+    keys, deltas = _data(d_k=6, d_v=4, n=20)  # n > d_k: the Woodbury path
+    for metric in (None, torch.linalg.inv(_spd(6)), _projector(6, 3)):
+        for lam in (0.01, 1.0):
+            state = solve_full(keys, deltas, lam, metric)
+            assert state.chol is None  # no n x n factorisation in the solve
+            expected, gram = _dual_by_inverse(keys, deltas, lam, metric)
+            assert torch.allclose(state.a, expected, rtol=1e-8, atol=1e-8), (lam, metric)
+            # the factor, when asked for, is G's Cholesky factor
+            assert torch.allclose(state.factor() @ state.factor().T, gram, atol=1e-9)
+
+
+def test_insertion_after_a_woodbury_solve_equals_the_full_solve():
+    keys, deltas = _data(d_k=6, d_v=4, n=24)
+    metric = torch.linalg.inv(_spd(6))
+    state = solve_full(keys[:, :16], deltas[:, :16], 0.3, metric)  # Woodbury, no factor yet
+    state = insert_columns(state, keys[:, 16:], deltas[:, 16:])
+    expected, gram = _dual_by_inverse(keys, deltas, 0.3, metric)
+    assert torch.allclose(state.a, expected, atol=1e-9)
+    assert torch.allclose(state.factor() @ state.factor().T, gram, atol=1e-9)

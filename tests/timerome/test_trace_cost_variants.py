@@ -154,9 +154,67 @@ def test_tuning_traces_each_count_as_an_edit_of_that_many_facts(tiny_backbone, f
     traces = count_traces(editor, facts, [2, 3, 8])
     for n in (2, 3, 8):
         alone = trace_facts(tiny_backbone, facts[:n], config)
-        assert traces[n].fact_keys == alone.fact_keys
-        assert torch.equal(traces[n].traced, alone.traced)
-        assert torch.equal(traces[n].layer, alone.layer)
-        assert torch.equal(traces[n].tie.nan_to_num(-9.0), alone.tie.nan_to_num(-9.0))
-    assert bool(traces[2].traced.all()) and bool(traces[3].traced.all())
-    assert int(traces[8].traced.sum()) == 3
+        assert traces[n, 0].fact_keys == alone.fact_keys
+        assert torch.equal(traces[n, 0].traced, alone.traced)
+        assert torch.equal(traces[n, 0].layer, alone.layer)
+        assert torch.equal(traces[n, 0].tie.nan_to_num(-9.0), alone.tie.nan_to_num(-9.0))
+    assert bool(traces[2, 0].traced.all()) and bool(traces[3, 0].traced.all())
+    assert int(traces[8, 0].traced.sum()) == 3
+
+
+def _truncated_trace(backbone, facts, stop_layer: int = 0):
+    """An edit's trace under tie_facts 0: clean and corrupted runs stopping at `stop_layer`."""
+    from harness.diffusion.batching import encode_facts
+    from harness.timerome.tracing import trace_encoded
+    config = TimeROMEConfig(times=(1.0, 0.5), noise_samples=3, positions="subject",
+                            tie_facts=0, trace_batch_rows=2)
+    return trace_encoded(backbone, encode_facts(backbone, facts), config, profile_layer=0,
+                         stop_layer=stop_layer)
+
+
+def _forwards(backbone):
+    """Counts the backbone's forwards (calls of its embedding table)."""
+    from harness.hooks import forward_hook
+    calls = []
+    return calls, forward_hook(backbone.input_embeddings(), lambda m, i, o: calls.append(1))
+
+
+def test_a_truncated_trace_on_query_blocks_has_the_full_blocks_keys_and_deltas(
+        tiny_backbone, forget_retain, monkeypatch):
+    forget, retain = forget_retain
+    facts = forget + retain[:3]
+    bb = tiny_backbone
+    assert bb.query_blocks and bb.num_layers >= 2
+    queried = _truncated_trace(bb, facts)
+    monkeypatch.setattr(type(bb), "query_blocks", property(lambda self: False))
+    full = _truncated_trace(bb, facts)
+    for name in ("keys", "clean_out", "corrupt_out", "key_floor"):
+        got, want = getattr(queried, name)[:, 0], getattr(full, name)[:, 0]
+        assert torch.allclose(got, want, atol=1e-6, rtol=1e-5, equal_nan=True), name
+        assert not bool(want[queried.valid].isnan().any()), name
+    assert bool(queried.keys[:, 1:].isnan().all())  # nothing above the stop layer
+
+
+def test_truncated_runs_take_as_many_rows_as_fit_the_state_budget(
+        tiny_backbone, forget_retain, monkeypatch):
+    import harness.timerome.tracing as tracing
+    forget, retain = forget_retain
+    facts = forget + retain[:3]
+    results = {}
+    for budget in (1, 1 << 30):  # trace_batch_rows (2) rows per forward; every row at once
+        monkeypatch.setattr(tracing, "TRACE_STATE_ELEMENTS", budget)
+        calls, counting = _forwards(tiny_backbone)
+        with counting:
+            results[budget] = _truncated_trace(tiny_backbone, facts)
+        results[budget].calls = len(calls)
+    small, large = results[1], results[1 << 30]
+    from harness.diffusion.batching import batches, encode_facts
+    chunks = [rows for rows, _ in batches(tiny_backbone, encode_facts(tiny_backbone, facts),
+                                          TimeROMEConfig().fact_batch)]
+    # per chunk of equal-width facts and level: one clean forward, then the corrupted rows
+    # (3 noise samples per fact) 2 at a time, or all in one forward
+    assert small.calls == sum(2 * (1 + -(-3 * len(rows) // 2)) for rows in chunks)
+    assert large.calls == sum(2 * (1 + 1) for _ in chunks)
+    for name in ("keys", "clean_out", "corrupt_out"):
+        assert torch.allclose(getattr(small, name), getattr(large, name), atol=1e-6,
+                              equal_nan=True), name

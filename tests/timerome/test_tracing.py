@@ -150,3 +150,22 @@ def test_tie_summary_numbers_follow_the_trace(tiny_backbone, forget_retain):
         assert summary.located_ratio is None and not summary.meets_bars()["located_ratio"]
     record = summary.as_record()
     assert set(record["meets_bars"]) == {"corruption_effect", "located_ratio", "flagged_fraction"}
+
+
+def test_subject_noise_is_each_facts_own_seeded_draw_at_its_subject_tokens_only(
+        tiny_backbone, forget_retain):
+    from harness.diffusion.batching import batches, encode_facts
+    from harness.diffusion.seeding import fact_generator
+    from harness.timerome.tracing import subject_noise
+    forget, retain = forget_retain
+    _, batch = next(iter(batches(tiny_backbone, encode_facts(tiny_backbone, forget + retain), 64)))
+    noise = subject_noise(batch, 3, 8, 2.5, seed=7, dtype=torch.float32)
+    assert noise.shape == (len(batch.encoded), 3, batch.input_ids.shape[1], 8)
+    for r, enc in enumerate(batch.encoded):
+        pos = list(enc.subject_positions)
+        others = [p for p in range(batch.input_ids.shape[1]) if p not in pos]
+        for s in range(3):
+            want = torch.randn((len(pos), 8), generator=fact_generator(7, enc.fact.key,
+                                                                       salt=1 + s)) * 2.5
+            assert torch.equal(noise[r, s, pos], want), (r, s)
+            assert not bool(noise[r, s, others].any())

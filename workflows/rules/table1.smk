@@ -40,7 +40,7 @@ rule tune_timerome:
             "retain_train_size": int(DATA["retain_train_size"]),
             "eval_seed": int(DATA["eval_seed"]), "seed": int(w.seed),
             "grid": TUNING.get("grid", {}), "max_retain_drop": TUNING["max_retain_drop"],
-            "fact_counts": TUNING["fact_counts"],
+            "fact_counts": TUNING["fact_counts"], "groups": TUNING["groups"],
             "max_retain_gate_opens": TUNING.get("max_retain_gate_opens"),
             "extrapolate_to": max([*FACT_COUNTS, int(SEQUENTIAL["n_facts"])]),
             "on_no_safe_point": TUNING["on_no_safe_point"],

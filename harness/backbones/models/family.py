@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import torch
 from torch import nn
 
 
@@ -93,3 +94,16 @@ class ModelFamily:
     # (model, seed) -> None: deterministic random weights for a twin (None: the class's own
     # initialisation under torch.manual_seed(seed))
     init_weights: Callable[[nn.Module, int], Any] | None = None
+    # True: every block's forward takes `queries` ([B, P] positions) and then returns its
+    # output at those positions only, [B, P, d], computing attention queries, the attention
+    # output and the MLP for those rows alone (keys and values from every position; the same
+    # numbers as the full block at those rows). TimeROME's tracing runs the last block of a
+    # truncated run that way (`Backbone.query_blocks`). Families on transformers decoder
+    # classes (Dream, DiffuLLaMA) cannot.
+    query_blocks: bool = False
+
+
+def at_queries(x: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """[B, P, d]: row b's hidden states at positions queries[b] ([B, P]); a block's residual
+    and attention queries under `ModelFamily.query_blocks`."""
+    return x[torch.arange(x.shape[0], device=x.device).unsqueeze(1), queries.to(x.device)]

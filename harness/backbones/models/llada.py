@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.backbones.models.family import (MissingConfigField, ModelFamily, TinyDims, TokenIds,
-                                             UnsupportedConfig)
+                                             UnsupportedConfig, at_queries)
 
 
 # --------------------------------------------------------------------------------------------
@@ -357,8 +357,13 @@ def rotary_tables(seq_len: int, head_dim: int, theta: float, device) -> tuple[to
 
 
 def apply_rotary(t: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
-    first, second = t.chunk(2, dim=-1)
-    return t * cos + torch.cat([-second, first], dim=-1) * sin
+    """t * cos + rotate_half(t) * sin, rotate_half(t) = [-second half, first half]; written
+    half by half (the same numbers: a + (-b) * s == a - b * s) without the rotated copy."""
+    half = t.shape[-1] // 2
+    out = t * cos
+    out[..., :half] -= t[..., half:] * sin[..., :half]
+    out[..., half:] += t[..., :half] * sin[..., half:]
+    return out
 
 
 class LLaDABlock(nn.Module):
@@ -380,25 +385,33 @@ class LLaDABlock(nn.Module):
         self.ff_out = nn.Linear(cfg.mlp_hidden_size, d, bias=cfg.include_bias)
 
     def attention(self, x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor,
-                  bias: torch.Tensor | None) -> torch.Tensor:
+                  bias: torch.Tensor | None, queries: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, L, d], or [B, P, d] for the query positions `queries` [B, P] alone (keys and
+        values still come from every position)."""
         cfg = self.cfg
         b, l, _ = x.shape
-        q = self.q_proj(x).view(b, l, cfg.n_heads, cfg.head_dim).transpose(1, 2)
+        xq = x if queries is None else at_queries(x, queries)
+        q = self.q_proj(xq).view(b, xq.shape[1], cfg.n_heads, cfg.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(b, l, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, l, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)
         rope_dtype = torch.float32 if cfg.rope_full_precision else q.dtype
-        q = apply_rotary(q.to(rope_dtype), sin.to(rope_dtype), cos.to(rope_dtype)).to(v.dtype)
+        sin_q, cos_q = (sin, cos) if queries is None else \
+            (sin[queries].unsqueeze(1), cos[queries].unsqueeze(1))  # [B, 1, P, head_dim]
+        q = apply_rotary(q.to(rope_dtype), sin_q.to(rope_dtype), cos_q.to(rope_dtype)).to(v.dtype)
         k = apply_rotary(k.to(rope_dtype), sin.to(rope_dtype), cos.to(rope_dtype)).to(v.dtype)
         if cfg.n_kv_heads != cfg.n_heads:  # GQA: kv head j serves query heads j*g .. j*g+g-1
             group = cfg.n_heads // cfg.n_kv_heads
             k = k.repeat_interleave(group, dim=1)
             v = v.repeat_interleave(group, dim=1)
         att = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=False)
-        return self.attn_out(att.transpose(1, 2).reshape(b, l, cfg.d_model))
+        return self.attn_out(att.transpose(1, 2).reshape(b, xq.shape[1], cfg.d_model))
 
     def forward(self, x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor,
-                bias: torch.Tensor | None) -> torch.Tensor:
-        x = x + self.attention(self.attn_norm(x), sin, cos, bias)
+                bias: torch.Tensor | None, queries: torch.Tensor | None = None) -> torch.Tensor:
+        """The block's output [B, L, d]; with `queries` [B, P] (ModelFamily.query_blocks) the
+        output at those positions only, [B, P, d]: the same numbers, computed for P rows."""
+        residual = x if queries is None else at_queries(x, queries)
+        x = residual + self.attention(self.attn_norm(x), sin, cos, bias, queries)
         h = self.ff_norm(x)
         return x + self.ff_out(F.silu(self.ff_proj(h)) * self.up_proj(h))
 
@@ -491,12 +504,12 @@ def n_parameters(cfg: LLaDAConfig) -> int:
 LLADA_FAMILY = ModelFamily(
     name="llada", parse_config=parse_config, config_json=config_json, build=build,
     reset_buffers=reset_buffers, tiny_config=tiny_config, config_mask_token_id=config_mask_token_id,
-    init_weights=init_weights)
+    init_weights=init_weights, query_blocks=True)
 
 MMADA_FAMILY = ModelFamily(
     name="mmada", parse_config=parse_mmada_config, config_json=mmada_config_json, build=build,
     reset_buffers=reset_buffers, tiny_config=mmada_tiny_config, config_mask_token_id=config_mask_token_id,
-    init_weights=init_weights)
+    init_weights=init_weights, query_blocks=True)
 
 __all__ = ["LLaDAConfig", "MissingConfigField", "LLaDAModelLM", "LLaDAModel", "LLaDABlock", "RMSNorm",
            "parse_config", "config_json", "parse_mmada_config", "mmada_config_json", "tiny_config",

@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.backbones.models.family import ModelFamily, TinyDims, TokenIds, UnsupportedConfig
+from harness.backbones.models.family import (ModelFamily, TinyDims, TokenIds, UnsupportedConfig,
+                                             at_queries)
 from harness.backbones.moe_modules import CombinedExpertOutput
 
 MODEL_TYPE = "llada"  # the real config.json's model_type (dllm examples/llada/README.md:17-20)
@@ -316,16 +317,22 @@ class Attention(nn.Module):
             self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                bias: torch.Tensor | None) -> torch.Tensor:
+                bias: torch.Tensor | None, queries: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, L, d], or [B, P, d] for the query positions `queries` [B, P] alone (keys and
+        values still come from every position)."""
         b, n, _ = x.shape
-        q = self.q_proj(x).view(b, n, self.n_heads, self.head_dim)
+        xq = x if queries is None else at_queries(x, queries)
+        q = self.q_proj(xq).view(b, xq.shape[1], self.n_heads, self.head_dim)
         k = self.k_proj(x).view(b, n, self.n_kv, self.head_dim)
         v = self.v_proj(x).view(b, n, self.n_kv, self.head_dim)
         if hasattr(self, "q_norm"):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, heads, L, head_dim]
         rot = cos.shape[-1]
-        q = torch.cat((q[..., :rot] * cos + _rotate_half(q[..., :rot]) * sin, q[..., rot:]), -1)
+        cos_q, sin_q = (cos, sin) if queries is None else \
+            (cos[queries].unsqueeze(1), sin[queries].unsqueeze(1))  # [B, 1, P, rot]
+        q = torch.cat((q[..., :rot] * cos_q + _rotate_half(q[..., :rot]) * sin_q, q[..., rot:]),
+                      -1)
         k = torch.cat((k[..., :rot] * cos + _rotate_half(k[..., :rot]) * sin, k[..., rot:]), -1)
         if self.n_kv != self.n_heads:
             k = k.repeat_interleave(self.n_heads // self.n_kv, dim=1)
@@ -334,7 +341,7 @@ class Attention(nn.Module):
         if bias is not None:
             scores = scores + bias
         probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-        out = (probs @ v).transpose(1, 2).reshape(b, n, self.n_heads * self.head_dim)
+        out = (probs @ v).transpose(1, 2).reshape(b, xq.shape[1], self.n_heads * self.head_dim)
         return self.o_proj(out)
 
 
@@ -351,8 +358,11 @@ class DecoderLayer(nn.Module):
         else:
             self.mlp = DenseMLP(cfg.hidden_size, cfg.dense_intermediate_size)
 
-    def forward(self, x, cos, sin, bias):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, bias)
+    def forward(self, x, cos, sin, bias, queries=None):
+        """[B, L, d]; with `queries` [B, P] (ModelFamily.query_blocks) the output at those
+        positions only, [B, P, d] (the experts then see those P rows alone)."""
+        residual = x if queries is None else at_queries(x, queries)
+        x = residual + self.self_attn(self.input_layernorm(x), cos, sin, bias, queries)
         return x + self.mlp(self.post_attention_layernorm(x), getattr(self, "shared_expert", None))
 
 
@@ -461,5 +471,5 @@ def config_mask_token_id(cfg: LLaDAMoEConfig) -> int | None:
 LLADA_MOE_FAMILY = ModelFamily(
     name="llada-moe", parse_config=parse_config, config_json=config_json, build=build,
     reset_buffers=reset_buffers, tiny_config=tiny_config,
-    config_mask_token_id=config_mask_token_id, init_weights=init_weights,
+    config_mask_token_id=config_mask_token_id, init_weights=init_weights, query_blocks=True,
 )
