@@ -14,7 +14,7 @@ from harness.methods.defaults import method_defaults
 TARGETS = ("corrupt", "suppress")
 PRECONDITIONS = ("none", "retain_cov", "null_space")  # retain_stats.KEY_METRICS
 POSITION_MODES = ("last_subject", "subject", "window")
-SITE_RULES = ("chosen", "subject", "subject_through", "subject_layers")  # sites.SITES
+SITE_RULES = ("chosen", "subject", "subject_through", "subject_layers", "window")  # sites.SITES
 RESTORE_SPANS = ("token", "subject")  # tracing._restored_rows
 
 
@@ -57,7 +57,8 @@ class TimeROMEConfig:
     sites: which (layer, position) coordinates of an edited fact get a key/delta column:
       "chosen" (the TIE coordinate), "subject" (every subject token at the chosen layer),
       "subject_through" (... at every layer up to the chosen one), "subject_layers" (... at
-      every layer); harness.timerome.sites.
+      every layer), "window" (every traced position at the chosen layer: with positions
+      "window", the tokens around the subject's end too); harness.timerome.sites.
     restore_span: what one restored run patches back: "token" (one (layer, position), the
       spec: the TIE is per layer and position) or "subject" (every traced subject token of
       the fact at one layer, ROME's window over the subject: the TIE is per layer, kept at

@@ -7,6 +7,10 @@ chosen coordinate only, the others are measured variants: docs/measurements/memo
 - `subject_through`: every traced subject token at every layer up to and including l*
   (MEMIT spreads an edit over the layers up to the critical one).
 - `subject_layers`: every traced subject token at every layer.
+- `window`: every traced position of the fact at l*: with `positions: window`, the
+  subject tokens and the prompt tokens around the subject's end (config `window`); the
+  delta at a non-subject token is what the subject's corruption changes there. A measured
+  option, in no default (docs/measurements/memory_variants.md, last section).
 
 Keys and the clean/corrupted outputs at every (layer, offset) were recorded by the trace
 (`TraceResult.keys`, `clean_out`, `corrupt_out`), so a wider site set costs no forward pass.
@@ -82,6 +86,11 @@ def subject_through_sites(trace: TraceResult, index: Sequence[int]) -> Sites:
                    for o in _subject_offsets(trace, f)])
 
 
+def window_sites(trace: TraceResult, index: Sequence[int]) -> Sites:
+    return _sites([(f, int(trace.layer[f]), o) for f in index
+                   for o in trace.valid[f].nonzero().squeeze(1).tolist()])
+
+
 def subject_layer_sites(trace: TraceResult, index: Sequence[int]) -> Sites:
     n_layers = trace.keys.shape[1]
     return _sites([(f, l, o) for f in index for l in range(n_layers)
@@ -93,6 +102,7 @@ SITES: dict[str, Callable[[TraceResult, Sequence[int]], Sites]] = {
     "subject": subject_sites,
     "subject_through": subject_through_sites,
     "subject_layers": subject_layer_sites,
+    "window": window_sites,
 }
 
 
@@ -103,6 +113,7 @@ DEEPEST_LAYER: dict[str, Callable[[int, int], int]] = {
     "subject": lambda chosen, n_layers: chosen,
     "subject_through": lambda chosen, n_layers: chosen,
     "subject_layers": lambda chosen, n_layers: n_layers - 1,
+    "window": lambda chosen, n_layers: chosen,
 }
 
 

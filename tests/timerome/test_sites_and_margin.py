@@ -330,3 +330,35 @@ def test_gate_thresholds_by_column_blocks_equal_the_whole_matrix_quantile(monkey
         expected = (r + margin * (1.0 - r)).tolist()
         assert gate_threshold(reference, keys, quantile, margin) == pytest.approx(
             expected, abs=1e-6)
+
+
+def test_window_sites_are_every_traced_position_at_the_chosen_layer(tiny_backbone,
+                                                                     forget_retain):
+    forget, _ = forget_retain
+    config = TimeROMEConfig(**{**FAST, "positions": "window", "window": (1, 2)})
+    editor = TimeROMEEditor(tiny_backbone, config)
+    encoded, trace = editor.trace(forget)
+    index = list(range(len(trace.fact_keys)))
+    window = edit_sites("window", trace, index)
+    subject = edit_sites("subject", trace, index)
+    assert len(window) == int(trace.valid.sum()) > len(subject)  # non-subject tokens too
+    assert torch.equal(window.layer, trace.layer[window.fact])  # all at l*
+    offsets = set(window.subject_offsets(trace))
+    assert max(offsets) == 2 and 0 in offsets  # up to 2 tokens after the subject's end
+    # the subject sites are among them; the columns' deltas are the trace's at each site
+    pairs = set(zip(window.fact.tolist(), window.offset_index.tolist()))
+    assert set(zip(subject.fact.tolist(), subject.offset_index.tolist())) <= pairs
+    editor.config = editor.config.with_overrides(sites="window")
+    columns = editor.extract(encoded, trace, index)
+    f, l, o = int(window.fact[-1]), int(window.layer[-1]), int(window.offset_index[-1])
+    assert torch.equal(columns.deltas[-1], trace.corrupt_out[f, l, o] - trace.clean_out[f, l, o])
+    # with subject positions only, the window rule is the subject rule
+    _, subject_trace = TimeROMEEditor(tiny_backbone, TimeROMEConfig(**FAST)).trace(forget)
+    a, b = (edit_sites(r, subject_trace, index) for r in ("window", "subject"))
+    assert torch.equal(a.offset_index, b.offset_index) and torch.equal(a.fact, b.fact)
+
+
+def test_window_sites_read_the_chosen_layer_only():
+    from harness.timerome.sites import deepest_layer
+    assert deepest_layer(("window",), 2, 6) == 2  # a truncated trace may stop there
+    assert deepest_layer(("window", "subject_layers"), 2, 6) == 5
