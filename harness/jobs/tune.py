@@ -73,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{', '.join(ON_NO_SAFE_POINT_CHOICES)} (config key tuning.on_no_safe_point)",
               file=sys.stderr)
         return EXIT_BAD_JOB
+    if isinstance(job.groups, bool) or not isinstance(job.groups, int) or job.groups < 1:
+        print(f"error: groups {job.groups!r} is not a whole number >= 1 (config key "
+              "tuning.groups: validation groups per fact-count regime)", file=sys.stderr)
+        return EXIT_BAD_JOB
     # Scored retain facts, and calibration facts for the edit's retain statistics (disjoint
     # from each other and from Table 1's scored retain facts), before the model loads.
     try:

@@ -167,6 +167,18 @@ def test_unknown_policy_is_a_job_error(tmp_path, tofu, fake_tune, capsys):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("groups", [0, 2.5, True])
+def test_bad_group_count_is_a_job_error_before_the_model_loads(tmp_path, tofu, fake_tune,
+                                                               capsys, groups):
+    out = tmp_path / "tuning.json"
+    job = make_job(tofu, out, groups=groups)
+    assert tune_job.main(["--job", json.dumps(job)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: groups {groups!r} is not a whole number >= 1 (config key tuning.groups: "
+        "validation groups per fact-count regime)")
+    assert not out.exists()
+
+
 def test_default_is_stated_once_in_the_config_schema(tmp_path, tofu, capsys):
     schema = json.loads((REPO_ROOT / "workflows" / "config" / "schema.json").read_text())
     policy = schema["properties"]["tuning"]["properties"]["on_no_safe_point"]
