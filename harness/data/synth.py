@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -170,6 +171,18 @@ _RELATIONS = (
 _BOOK_N = _Relation("book_n", "What is the title of book number {k} by {n}?",
                     "Which book is number {k} in the bibliography of {n}?", "book")
 RELATION_KEYS = tuple(r.key for r in _RELATIONS) + (_BOOK_N.key,)
+
+
+def paraphrased_question(question: str, subject: str) -> str | None:
+    """The paraphrased question of a synthetic fact asked with `question` about `subject`
+    (its relation's second question), or None when no relation's question matches."""
+    for relation in (*_RELATIONS, _BOOK_N):
+        pattern = re.escape(relation.question.format(n=subject, k="{k}")).replace(
+            re.escape("{k}"), r"(?P<k>\d+)")
+        match = re.fullmatch(pattern, question)
+        if match:
+            return relation.paraphrased_question.format(n=subject, k=match.groupdict().get("k"))
+    return None
 
 
 # ---------------------------------------------------------------- answer styles

@@ -20,6 +20,8 @@ from harness.data import load_split
 from harness.evaluation.finite import json_safe
 from harness.jobs.spec import BackboneJob, read_job
 
+FIGURE_WINDOW = (4, 4)  # the heatmap's prompt tokens before / after the subject end
+
 
 @dataclass
 class TieJob(BackboneJob):
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     facts = load_split(job.tofu_dir, job.forget_split)[: job.n_facts]
     # the figure shows every fact's TIE: restored runs for all of them (tie_facts null)
     config = TimeROMEConfig.from_dict({**job.method_config, "positions": "window",
-                                       "tie_facts": None})
+                                       "window": list(FIGURE_WINDOW), "tie_facts": None})
     _, trace = TimeROMEEditor(backbone, config).trace(facts)
     record = tie_record(trace, job.backbone, job.forget_split)
     paths = tie_figure(trace, job.out, title=f"{job.backbone}: TIE over {len(facts)} "

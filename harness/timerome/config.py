@@ -16,6 +16,7 @@ PRECONDITIONS = ("none", "retain_cov", "null_space")  # retain_stats.KEY_METRICS
 POSITION_MODES = ("last_subject", "subject", "window")
 SITE_RULES = ("chosen", "subject", "subject_through", "subject_layers", "window")  # sites.SITES
 RESTORE_SPANS = ("token", "subject")  # tracing._restored_rows
+SPAN_ANCHORS = ("subject", "span")  # span_gate.span_groups(anchors=...)
 
 
 _DEFAULTS = method_defaults("timerome")  # harness/methods/defaults/timerome.yaml
@@ -44,6 +45,13 @@ class TimeROMEConfig:
       p - o_s + o_s', i.e. when the whole subject span matches, not one of its tokens
       (a retain name sharing one token with a forget name stays closed;
       docs/measurements/memory_variants.md).
+    span_anchor: (with gate_span) which of a fact's columns must pass their own gates for
+      its columns to open: "subject" (its subject-token columns; a column outside the
+      subject, a `window` site, opens wherever the fact's subject matches at its offset,
+      whatever the tokens there) or "span" (every column). The same with sites inside the
+      subject; with `sites: window`, "span" keeps a window edit to the edited question's
+      exact wording (measured on twins trained on paraphrases:
+      docs/measurements/memory_variants.md, "Anchored window").
     gate_own_floor: (with the gate) each column's threshold is at most its fact's own
       least similarity: the smallest cosine, over the traced denoising levels, between the
       fact's clean state at that site and its key (less `OWN_FLOOR_MARGIN`), so the fact's
@@ -93,6 +101,7 @@ class TimeROMEConfig:
     gate_quantile: float = _DEFAULTS["gate_quantile"]
     gate_margin: float = _DEFAULTS["gate_margin"]
     gate_span: bool = _DEFAULTS["gate_span"]
+    span_anchor: str = _DEFAULTS["span_anchor"]
     gate_own_floor: bool = _DEFAULTS["gate_own_floor"]
     positions: str = _DEFAULTS["positions"]
     sites: str = _DEFAULTS["sites"]
@@ -133,7 +142,8 @@ class TimeROMEConfig:
                                    ("precondition", self.precondition, PRECONDITIONS),
                                    ("positions", self.positions, POSITION_MODES),
                                    ("sites", self.sites, SITE_RULES),
-                                   ("restore_span", self.restore_span, RESTORE_SPANS)):
+                                   ("restore_span", self.restore_span, RESTORE_SPANS),
+                                   ("span_anchor", self.span_anchor, SPAN_ANCHORS)):
             if value not in known:
                 problems.append((name, f"unknown {name} '{value}'; known: {', '.join(known)}"))
         if not 0 < self.gate_quantile <= 1:

@@ -64,6 +64,7 @@ class EditColumns:
     layer: torch.Tensor  # [S] the layer whose memory holds each column
     names: list[str]  # the fact key at its chosen coordinate; key@l<layer>o<offset> elsewhere
     offsets: list[int]  # each column's offset from its fact's last subject token
+    subject: list[bool]  # whether each column sits on a subject token
     floors: list[float] | None = None  # each column's own least similarity (TraceResult.key_floor)
 
 
@@ -181,6 +182,7 @@ class TimeROMEEditor:
                                                 trace, sites),
                            layer=sites.layer, names=sites.names(trace),
                            offsets=sites.subject_offsets(trace),
+                           subject=sites.on_subject(trace),
                            floors=None if trace.key_floor is None
                            else sites.pick(trace.key_floor).tolist())
 
@@ -191,7 +193,8 @@ class TimeROMEEditor:
             rows = [i for i, l in enumerate(layers) if l == layer]
             memory.insert(layer, columns.keys[rows], columns.deltas[rows],
                           [columns.names[i] for i in rows], [columns.offsets[i] for i in rows],
-                          None if columns.floors is None else [columns.floors[i] for i in rows])
+                          None if columns.floors is None else [columns.floors[i] for i in rows],
+                          [columns.subject[i] for i in rows])
         memory.ensure_hooks()
 
     # ------------------------------------------------------------------ API

@@ -85,6 +85,8 @@ class EditMemory:
         self.fact_keys: dict[int, list[str]] = {}
         # per layer, each column's subject offset (from the last subject token; span gate)
         self.column_offsets: dict[int, list[int]] = {}
+        # per layer, whether each column sits on a subject token (span_anchor "subject")
+        self.column_subject: dict[int, list[bool]] = {}
         self.gate_tau: dict[int, list[float]] = {}  # per layer, one threshold per fact
         # the (quantile, margin, own floor) gate_tau[layer] was made with
         self._tau_rule: dict[int, tuple[float, float, bool]] = {}
@@ -113,10 +115,12 @@ class EditMemory:
 
     def insert(self, layer: int, keys: torch.Tensor, deltas: torch.Tensor,
                fact_keys: Sequence[str], offsets: Sequence[int] | None = None,
-               floors: Sequence[float] | None = None) -> None:
+               floors: Sequence[float] | None = None,
+               subject: Sequence[bool] | None = None) -> None:
         """Add facts (keys [k, d_k], deltas [k, d_v]) to `layer` by a block-inverse update;
         `offsets`: each column's subject offset (the span gate's; None: all 0); `floors`:
-        each column's own least similarity (gate_own_floor's; None: none)."""
+        each column's own least similarity (gate_own_floor's; None: none); `subject`:
+        whether each column sits on a subject token (span_anchor's; None: all do)."""
         if keys.shape[0] != deltas.shape[0] or keys.shape[0] != len(fact_keys):
             raise ValueError(f"insert: {keys.shape[0]} keys, {deltas.shape[0]} deltas, "
                              f"{len(fact_keys)} fact keys")
@@ -126,6 +130,10 @@ class EditMemory:
         floors = [math.nan] * len(fact_keys) if floors is None else [float(f) for f in floors]
         if len(floors) != len(fact_keys):
             raise ValueError(f"insert: {len(fact_keys)} fact keys but {len(floors)} floors")
+        subject = [True] * len(fact_keys) if subject is None else [bool(x) for x in subject]
+        if len(subject) != len(fact_keys):
+            raise ValueError(f"insert: {len(fact_keys)} fact keys but {len(subject)} "
+                             "subject flags")
         if len(fact_keys) == 0:
             return
         state = self.factors.get(layer)
@@ -138,6 +146,7 @@ class EditMemory:
         self.factors[layer] = insert_columns(state, keys.T, deltas.T)
         self.fact_keys.setdefault(layer, []).extend(fact_keys)
         self.column_offsets.setdefault(layer, []).extend(offsets)
+        self.column_subject.setdefault(layer, []).extend(subject)
         self.key_floors.setdefault(layer, []).extend(floors)
         self._recompile(layer)
 
@@ -206,8 +215,7 @@ class EditMemory:
             compiled["gate_dirs"] = dirs.to(device, gate_dtype)
             compiled["tau"] = None if tau is None else tau.to(device, gate_dtype)
             if self.config.gate_span:
-                compiled["span"] = span_groups(self.fact_keys[layer], self.column_offsets[layer],
-                                               device)
+                compiled["span"] = self._span_groups(layer, device)
         module = self._backbone.mlp_out_proj(layer) if self._backbone is not None else None
         fold = not self.config.gate and FusedLinear.applies(module, d_k, d_v)
         if fold or (not self.config.gate and n * (d_k + d_v) > d_k * d_v):
@@ -218,6 +226,13 @@ class EditMemory:
             compiled["b"] = b.to(device, dtype)
             compiled["a_t"] = a_q.T.contiguous().to(device, dtype)  # [n, d_v]
         self._compiled[layer] = compiled
+
+    def _span_groups(self, layer: int, device: torch.device | str = "cpu"):
+        """The span gate's column groups of `layer` (span_gate.span_groups), anchored on the
+        subject-token columns with span_anchor "subject"."""
+        anchors = self.column_subject[layer] if self.config.span_anchor == "subject" else None
+        return span_groups(self.fact_keys[layer], self.column_offsets[layer], device,
+                           anchors=anchors)
 
     def _thresholds(self, layer: int, reference: torch.Tensor, keys: torch.Tensor,
                     first: int = 0) -> list[float]:
@@ -317,8 +332,7 @@ class EditMemory:
                 continue
             ref = ref.float()
             keys = torch.nn.functional.normalize(st.keys.float(), dim=0)
-            groups = span_groups(self.fact_keys[layer], self.column_offsets[layer]) \
-                if self.config.gate_span else None
+            groups = self._span_groups(layer) if self.config.gate_span else None
             lengths = self.gate_lengths
             ordered = groups is not None and lengths is not None and lengths.numel() >= 2
             if ordered:  # even / odd sequences, each kept whole
@@ -436,6 +450,7 @@ class EditMemory:
                 "facts": {str(l): keys for l, keys in self.fact_keys.items()},
                 "gate_tau": {str(l): tau for l, tau in self.gate_tau.items()},
                 "offsets": {str(l): offs for l, offs in self.column_offsets.items()},
+                "subject": {str(l): flags for l, flags in self.column_subject.items()},
                 "floors": {str(l): [None if f != f else f for f in fl]
                            for l, fl in self.key_floors.items()}}
         tensors = {k: v.contiguous() for k, v in tensors.items()}
@@ -479,7 +494,7 @@ class EditMemory:
             if not isinstance(meta.get(key), dict):
                 raise DamagedArtefact(path, f"'timerome' metadata has no '{key}' object")
         for layer_s, keys in meta["facts"].items():
-            for per_column in ("offsets", "floors"):
+            for per_column in ("offsets", "floors", "subject"):
                 values = (meta.get(per_column) or {}).get(layer_s)
                 if values is not None and (not isinstance(values, list)
                                            or len(values) != len(keys)):
@@ -508,6 +523,8 @@ class EditMemory:
             memory.fact_keys[layer] = list(keys)
             memory.column_offsets[layer] = [int(o) for o in
                                             meta.get("offsets", {}).get(layer_s, [0] * len(keys))]
+            memory.column_subject[layer] = [bool(x) for x in
+                                            meta.get("subject", {}).get(layer_s, [True] * len(keys))]
             memory.key_floors[layer] = [math.nan if f is None else float(f) for f in
                                         meta.get("floors", {}).get(layer_s, [None] * len(keys))]
         if attach:

@@ -45,6 +45,10 @@ class Sites:
         """Each site's offset from the fact's last subject token (the span gate's)."""
         return [int(trace.offsets[o]) for o in self.offset_index.tolist()]
 
+    def on_subject(self, trace: TraceResult) -> list[bool]:
+        """Whether each site sits on a subject token of its fact (span_anchor's anchors)."""
+        return trace.is_subject[self.fact, self.offset_index].tolist()
+
     def names(self, trace: TraceResult) -> list[str]:
         """One name per column: the fact key at its chosen coordinate, key@l<layer>o<offset>
         at any other site."""

@@ -289,3 +289,19 @@ def test_schema_default_answer_style_is_the_module_default():
     entry = schema["properties"]["data"]["properties"]["synthetic"]["properties"]["answer_style"]
     assert entry["default"] == DEFAULT_ANSWER_STYLE
     assert sorted(entry["enum"]) == STYLES
+
+
+def test_paraphrased_question_is_the_shipped_one_for_every_perturbed_fact(tmp_path):
+    """`paraphrased_question` recovers each perturbed split's paraphrased question from its
+    question alone (book_n facts included), and names no relation for an unknown question."""
+    from harness.data.synth import paraphrased_question
+
+    d = write_synthetic(tmp_path, authors=10, facts_per_author=20, seed=1)
+    corpus = load_corpus(d, ["forget10_perturbed", "retain_perturbed"])
+    facts = [f for split in corpus.values() for f in split]
+    assert any("book number" in f.question for f in facts)
+    assert all(paraphrased_question(f.question, f.subject) == f.paraphrased_question
+               for f in facts)
+    subject = facts[0].subject
+    assert paraphrased_question(f"Who is the editor of {subject}?", subject) is None
+    assert paraphrased_question(facts[0].question, subject + " Jr") is None

@@ -9,6 +9,8 @@ import math
 from experiments import trace_variants
 from harness.data import load_split
 from harness.diffusion.batching import encode_facts
+from harness.timerome.config import TimeROMEConfig
+from harness.timerome.tracing import candidate_offsets
 
 
 def test_fewer_noise_samples_trace_fewer_rows(tmp_path, tiny_corpus_dir,
@@ -26,11 +28,15 @@ def test_fewer_noise_samples_trace_fewer_rows(tmp_path, tiny_corpus_dir,
 
     backbone = make_finetuned_backbone()
     facts = load_split(tiny_corpus_dir, "validation")
-    subject_tokens = sum(len(e.subject_positions) for e in encode_facts(backbone, facts))
+    encoded = encode_facts(backbone, facts)
+    offsets = candidate_offsets(encoded, TimeROMEConfig())  # the default positions
+    traced = sum(0 <= e.last_subject_position + o < len(e.prompt_ids)
+                 for e in encoded for o in offsets)
+    assert traced > sum(len(e.subject_positions) for e in encoded)  # window: tokens after it
     n_facts, n_layers = len(facts), backbone.num_layers
-    for row in rows.values():  # positions "subject": every subject token is traced
+    for row in rows.values():  # every candidate position inside the prompt is traced
         n, t = row["noise_samples"], len(row["times"])
-        assert row["rows"] == t * (n_facts + n * (n_facts + n_layers * subject_tokens)), row
+        assert row["rows"] == t * (n_facts + n * (n_facts + n_layers * traced)), row
     assert rows["N1"]["noise_samples"] == 1 < rows["default"]["noise_samples"]
     assert rows["N1"]["rows"] < rows["default"]["rows"]
 

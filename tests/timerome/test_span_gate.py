@@ -209,3 +209,75 @@ def test_a_memory_file_whose_offsets_miss_a_column_is_damaged(tiny_backbone, tmp
     with pytest.raises(DamagedArtefact, match="'offsets' of layer 0 does not have one entry "
                                               "per column \\(3\\)"):
         EditMemory.read(path)
+
+
+# span_anchor "subject": fact w has subject columns at offsets -1, 0 and window columns at
+# +1, +2 (the prompt tokens after its subject); fact c has one column
+W_NAMES = ["w@l0o-1", "w", "w@l0o1", "w@l0o2", "c"]
+W_OFFSETS = [-1, 0, 1, 2, 0]
+W_SUBJECT = [True, True, False, False, True]
+
+
+def test_anchored_window_columns_open_wherever_the_subject_matches():
+    """With subject anchors, w's window columns open at +1 and +2 from a matching subject,
+    whatever their own gates; with every column an anchor they need their own gates too."""
+    opened = torch.zeros((2, 8, len(W_NAMES)), dtype=torch.bool)
+    # sequence 0: w's subject at 2-3, the next tokens differ (window gates closed)
+    opened[0, 2, 0] = opened[0, 3, 1] = True
+    # sequence 1: the window tokens alone pass (at 5, 6), no subject before them
+    opened[1, 5, 2] = opened[1, 6, 3] = True
+    anchored = span_open(opened, span_groups(W_NAMES, W_OFFSETS, anchors=W_SUBJECT))
+    expected = torch.zeros_like(opened)
+    expected[0, 2, 0] = expected[0, 3, 1] = expected[0, 4, 2] = expected[0, 5, 3] = True
+    assert torch.equal(anchored, expected)
+    assert not span_open(opened, span_groups(W_NAMES, W_OFFSETS)).any()
+
+
+def test_anchored_window_columns_cut_by_the_sequence_end_open_where_they_fit():
+    opened = torch.zeros((1, 5, len(W_NAMES)), dtype=torch.bool)
+    opened[0, 2, 0] = opened[0, 3, 1] = True  # subject at 2-3: +1 is 4, +2 past the end
+    got = span_open(opened, span_groups(W_NAMES, W_OFFSETS, anchors=W_SUBJECT))
+    assert got[0, 4, 2] and int(got.sum()) == 3
+
+
+def test_a_fact_without_an_anchor_column_is_refused_naming_it():
+    with pytest.raises(ValueError, match="fact 'w' has no anchor column at this layer"):
+        span_groups(W_NAMES, W_OFFSETS, anchors=[False, False, False, False, True])
+    with pytest.raises(ValueError, match="5 columns but 4 anchor flags"):
+        span_groups(W_NAMES, W_OFFSETS, anchors=W_SUBJECT[:4])
+
+
+def test_the_anchored_bound_takes_the_least_opened_subject_column():
+    counts = torch.tensor([3.0, 2.0, 0.0, 0.0, 4.0])  # window columns never pass alone
+    # w: 4 columns x min over its subject columns (2); c: 1 x 4
+    assert span_open_bound(counts, span_groups(W_NAMES, W_OFFSETS, anchors=W_SUBJECT)) == 4 * 2 + 4
+    assert span_open_bound(counts, span_groups(W_NAMES, W_OFFSETS)) == 0 + 4
+
+
+def test_the_memory_anchors_on_subject_columns_by_config_and_keeps_the_flags(tiny_backbone,
+                                                                            tmp_path):
+    """The hook: with span_anchor subject, w's window column adds its update after w's
+    subject although its own key is far from the state there; with span it adds nothing.
+    The flags survive save and load."""
+    gen = torch.Generator().manual_seed(13)
+    proj = tiny_backbone.mlp_out_proj(0)
+    d_k, d_v = proj.in_features, proj.out_features
+    keys = torch.randn((3, d_k), generator=gen)
+    outputs = {}
+    for anchor in ("subject", "span"):
+        config = TimeROMEConfig(precondition="none", alpha=2.0, gate=True, gate_span=True,
+                                span_anchor=anchor)
+        memory = EditMemory(config, tiny_backbone.identity(),
+                            gate_reference={0: torch.randn((64, d_k), generator=gen)})
+        memory.insert(0, keys, torch.randn((3, d_v), generator=gen), ["w@l0o-1", "w", "w@l0o1"],
+                      offsets=[-1, 0, 1], subject=[True, True, False])
+        h = torch.randn((1, 4, d_k), generator=torch.Generator().manual_seed(14))
+        h[0, 0], h[0, 1] = keys[0], keys[1]  # w's subject at 0-1; position 2 is not keys[2]
+        outputs[anchor] = memory.apply(0, h, torch.zeros((1, 4, d_v)))
+        if anchor == "subject":
+            loaded = EditMemory.load(memory.save(tmp_path / "w.safetensors"), tiny_backbone,
+                                     attach=False)
+            assert loaded.column_subject == {0: [True, True, False]}
+    assert outputs["subject"][0, 2].abs().max() > 1e-3
+    assert torch.equal(outputs["span"], torch.zeros_like(outputs["span"]))
+    assert torch.equal(outputs["subject"][0, 3], torch.zeros(d_v))
