@@ -96,7 +96,7 @@ def window_sites(trace: TraceResult, index: Sequence[int]) -> Sites:
 
 
 def subject_layer_sites(trace: TraceResult, index: Sequence[int]) -> Sites:
-    n_layers = trace.keys.shape[1]
+    n_layers = trace.tie.shape[1]
     return _sites([(f, l, o) for f in index for l in range(n_layers)
                    for o in _subject_offsets(trace, f)])
 
@@ -136,8 +136,11 @@ def edit_sites(name: str, trace: TraceResult, index: Sequence[int]) -> Sites:
     except KeyError:
         raise ValueError(f"unknown sites '{name}'; known: {', '.join(SITES)}") from None
     sites = rule(trace, list(index))
-    computed = sites.pick(trace.keys).isfinite().all(-1)  # [S]: the trace reached the layer
-    if not bool(computed.all()):
+    reached = sites.layer < trace.keys.shape[1]  # the layers the trace holds
+    computed = reached.clone()
+    computed[reached] = Sites(sites.fact[reached], sites.layer[reached],
+                              sites.offset_index[reached]).pick(trace.keys).isfinite().all(-1)
+    if not bool(computed.all()):  # [S]: the trace reached the layer
         deepest = int(sites.layer[~computed].max())
         raise ValueError(f"sites '{name}' reads layer {deepest}, which this trace did not "
                          "compute (with tie_facts 0 the runs stop at the deepest layer the "

@@ -65,15 +65,17 @@ class TraceResult:
     max_tie: torch.Tensor  # [F] TIE at the chosen coordinate
     flagged: torch.Tensor  # [F] bool: max TIE below the threshold (corruption-invariant)
     traced: torch.Tensor  # [F] bool: restored runs made (config tie_facts); else shared layer
-    keys: torch.Tensor  # [F, L, P, d_k] clean MLP hidden (out-proj input), mean over T
-    clean_out: torch.Tensor  # [F, L, P, d_v] clean out-proj output, mean over T
-    corrupt_out: torch.Tensor  # [F, L, P, d_v] corrupted out-proj output, mean over T and N
+    # keys, clean_out, corrupt_out, key_floor: the first L' layers, L' = L or, for a trace
+    # whose runs stop at a layer (tie_facts 0), the layers up to it (nothing is known above)
+    keys: torch.Tensor  # [F, L', P, d_k] clean MLP hidden (out-proj input), mean over T
+    clean_out: torch.Tensor  # [F, L', P, d_v] clean out-proj output, mean over T
+    corrupt_out: torch.Tensor  # [F, L', P, d_v] corrupted out-proj output, mean over T and N
     noise_scale: float
     forwards: int  # sequences forwarded (rows), clean + corrupted + restored
     seconds: float
-    # [F, L, P] the least cosine between a level's clean MLP hidden and `keys` (their mean)
+    # [F, L', P] the least cosine between a level's clean MLP hidden and `keys` (their mean)
     # over the T levels: how far the fact's own states stray from its key (config
-    # gate_own_floor; nan where a truncated run never reached the layer)
+    # gate_own_floor)
     key_floor: torch.Tensor | None = None
 
     @property
@@ -392,6 +394,7 @@ def _trace_batch(backbone: Backbone, batch: QABatch, offsets: tuple[int, ...], s
     start = time.monotonic()
     device = backbone.device
     n_layers, n_off, n_samples = backbone.num_layers, len(offsets), config.noise_samples
+    n_kept = n_layers if stop_layer is None else stop_layer + 1  # layers the result holds
     n_times = len(config.times)
     b, width = batch.input_ids.shape
     off = torch.tensor(offsets)
@@ -460,13 +463,14 @@ def _trace_batch(backbone: Backbone, batch: QABatch, offsets: tuple[int, ...], s
             forwards += b
             state.clean_in = [torch.cat(parts) if parts else None for parts in state.clean_in]
             state.clean_out = [torch.cat(parts) if parts else None for parts in state.clean_out]
-            clean_in = _stack_layers(state.clean_in).cpu()  # [B, L, P, d_k]
-            clean_o = _stack_layers(state.clean_out).cpu()
+            clean_in = _stack_layers(state.clean_in[:n_kept]).cpu()  # [B, L', P, d_k]
+            clean_o = _stack_layers(state.clean_out[:n_kept]).cpu()
             keys = clean_in if keys is None else keys + clean_in
             level_keys.append(clean_in)
             out_clean = clean_o if out_clean is None else out_clean + clean_o
             state.corrupt_out = [torch.zeros((b, n_samples, n_off, clean_o.shape[-1]),
-                                             device=device) for _ in range(n_layers)]
+                                             device=device) if layer < n_kept or not short
+                                 else None for layer in range(n_layers)]
 
             # plain corrupted runs: the baseline P_corrupted and every block's output
             state.mode = "plain"
@@ -515,9 +519,7 @@ def _trace_batch(backbone: Backbone, batch: QABatch, offsets: tuple[int, ...], s
             state.mode, state.patch, state.queried = "off", None, None
             acc[~rows.scored.unsqueeze(1).expand(b, n_layers, n_off)] = float("nan")
             ie[:, ti] = acc
-            summed = torch.stack(state.corrupt_out, 1).mean(2).cpu()  # [B, L, P, d]
-            if short:
-                summed[:, stop_layer + 1:] = float("nan")
+            summed = torch.stack(state.corrupt_out[:n_kept], 1).mean(2).cpu()  # [B, L', P, d]
             out_corrupt = summed if out_corrupt is None else out_corrupt + summed
     weights = time_weights(config.times).float()
     tie = (ie * weights.view(1, -1, 1, 1)).sum(1)  # nan stays nan where not traced
