@@ -7,7 +7,7 @@ no edit can show that it removes more than one phrasing. This experiment trains 
 do know both: the default recipe (harness.finetune.config) on the training facts of the
 default workflow, each fact asked twice, with its question and with its relation's
 paraphrased question (harness.data.synth.paraphrased_question). Then it edits the forget
-split with each site rule at its tuned point and scores, as nats per fact of the full-mask
+split with each site rule at a tuned point and scores, as nats per fact of the full-mask
 log-probability (Table 1's estimator):
 
 - forget: the forget facts as edited;
@@ -35,10 +35,14 @@ import torch
 
 from harness.workflow_config import DEFAULT_CONFIG_PATH, load_workflow_config
 
-# The site rules compared, each at its best utility-safe point for 10 facts on the base
-# twin's validation groups: `subject` is the default (the tuning record's chosen point);
-# `window` is the point the tune job chose for it with both rules in its grid
-# (docs/measurements/memory_variants.md, "Edit sites around the subject").
+# The site rules compared, each at a best utility-safe point for 10 facts on the base
+# twin's validation groups (docs/measurements/memory_variants.md): `subject` at the tune
+# job's best subject point (the default's point until 7a0ea97), `window` at the point the
+# tune job chose for it with both rules in its grid and the span gate anchored on every
+# column ("Edit sites around the subject"); the window rule runs with either anchor. With
+# --tuned, the tuning record's chosen point for the forget split's size runs too.
+SUBJECT_POINT: dict[str, Any] = {"sites": "subject", "alpha": 1024.0, "lam": 100.0, "q": 1.0,
+                                 "gate_margin": 0.25, "gate_span": True, "gate_own_floor": True}
 WINDOW_POINT: dict[str, Any] = {"positions": "window", "window": [0, 4], "sites": "window",
                                 "alpha": 1024.0, "lam": 1.0, "q": 1.0, "gate_margin": 0.0,
                                 "gate_span": True, "gate_own_floor": True}
@@ -133,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="train: where <backbone>/finetuned is written; edit: read")
     p.add_argument("--config", default=str(DEFAULT_CONFIG_PATH))
     p.add_argument("--tofu-dir", default="results/corpus/ca10d666ebd8")
-    p.add_argument("--tuned", help="edit: the tuning record (the subject rule's point)")
+    p.add_argument("--tuned", help="edit: a tuning record; its chosen point runs too")
     p.add_argument("--out", help="edit: JSON file written (atomically)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
@@ -149,14 +153,15 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             train(name, cfg["backbones"][name], args.tofu_dir, args.models, args.threads)
         return 0
-    if not (args.tuned and args.out):
-        print("error: edit needs --tuned and --out", file=sys.stderr)
+    if not args.out:
+        print("error: edit needs --out", file=sys.stderr)
         return 2
 
     from harness.atomic import write_json_atomic
     from harness.backbones.registry import load_backbone
     from harness.jobs.selection import split_selection
     from harness.jobs.spec import backbone_spec
+    from harness.methods import method_info
     from harness.timerome.tuning import apply_tuning
 
     torch.set_num_threads(args.threads)
@@ -165,13 +170,13 @@ def main(argv: list[str] | None = None) -> int:
                                 int(data["retain_eval_size"]), int(data["eval_seed"]),
                                 int(data["retain_train_size"]), data["validation_split"])
     base = dict(cfg.get("method_config", {}).get("timerome") or {})
-    subject, _ = apply_tuning(base, args.tuned, ("alpha", "lam", "q", "gate_margin", "sites",
-                                                 "gate_span", "gate_own_floor"),
-                              len(selection.forget))
-    variants = {"subject (default)": subject,
+    variants = {"subject": {**base, **SUBJECT_POINT},
                 "window, span_anchor span": {**base, **WINDOW_POINT, "span_anchor": "span"},
                 "window, span_anchor subject": {**base, **WINDOW_POINT,
                                                 "span_anchor": "subject"}}
+    if args.tuned:
+        variants["tuned (record)"], _ = apply_tuning(
+            base, args.tuned, method_info("timerome").tunable_keys, len(selection.forget))
     results = {}
     for name in names:
         backbone = load_backbone(backbone_spec(name, cfg["backbones"][name],
