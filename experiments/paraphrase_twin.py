@@ -39,13 +39,13 @@ from harness.workflow_config import DEFAULT_CONFIG_PATH, load_workflow_config
 # twin's validation groups (docs/measurements/memory_variants.md): `subject` at the tune
 # job's best subject point (the default's point until 7a0ea97), `window` at the point the
 # tune job chose for it with both rules in its grid and the span gate anchored on every
-# column ("Edit sites around the subject"); the window rule runs with either anchor. With
+# column ("Edit sites around the subject"), with the method's default positions (the 4 prompt
+# tokens after the subject); the window rule runs with either anchor. With
 # --tuned, the tuning record's chosen point for the forget split's size runs too.
 SUBJECT_POINT: dict[str, Any] = {"sites": "subject", "alpha": 1024.0, "lam": 100.0, "q": 1.0,
                                  "gate_margin": 0.25, "gate_span": True, "gate_own_floor": True}
-WINDOW_POINT: dict[str, Any] = {"positions": "window", "window": [0, 4], "sites": "window",
-                                "alpha": 1024.0, "lam": 1.0, "q": 1.0, "gate_margin": 0.0,
-                                "gate_span": True, "gate_own_floor": True}
+WINDOW_POINT: dict[str, Any] = {"sites": "window", "alpha": 1024.0, "lam": 1.0, "q": 1.0,
+                                "gate_margin": 0.0, "gate_span": True, "gate_own_floor": True}
 
 
 def paraphrased(facts: Sequence) -> list:

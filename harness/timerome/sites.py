@@ -136,11 +136,10 @@ def edit_sites(name: str, trace: TraceResult, index: Sequence[int]) -> Sites:
     except KeyError:
         raise ValueError(f"unknown sites '{name}'; known: {', '.join(SITES)}") from None
     sites = rule(trace, list(index))
-    reached = sites.layer < trace.keys.shape[1]  # the layers the trace holds
-    computed = reached.clone()
-    computed[reached] = Sites(sites.fact[reached], sites.layer[reached],
-                              sites.offset_index[reached]).pick(trace.keys).isfinite().all(-1)
-    if not bool(computed.all()):  # [S]: the trace reached the layer
+    held = trace.keys.shape[1]  # the layers the trace holds
+    computed = (sites.layer < held) & trace.keys[  # [S]: the trace reached the layer
+        sites.fact, sites.layer.clamp(max=held - 1), sites.offset_index].isfinite().all(-1)
+    if not bool(computed.all()):
         deepest = int(sites.layer[~computed].max())
         raise ValueError(f"sites '{name}' reads layer {deepest}, which this trace did not "
                          "compute (with tie_facts 0 the runs stop at the deepest layer the "

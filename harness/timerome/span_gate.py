@@ -31,7 +31,9 @@ class SpanGroups:
     offsets: tuple[int, ...]  # the distinct column offsets (relative to the last subject token)
     columns: tuple[torch.Tensor, ...]  # per distinct offset: the indices of its columns
     member: tuple[torch.Tensor, ...]  # per distinct offset: [columns, G] 0/1, column -> fact
-    anchor_member: tuple[torch.Tensor, ...]  # the same, 0 on the rows of non-anchor columns
+    anchor_offsets: tuple[int, ...]  # the distinct offsets of the anchor columns
+    anchor_columns: tuple[torch.Tensor, ...]  # per anchor offset: the indices of its anchors
+    anchor_member: tuple[torch.Tensor, ...]  # per anchor offset: [anchors, G] 0/1
     sizes: torch.Tensor  # [G] anchor columns per fact (all must pass)
     n_columns: torch.Tensor  # [G] columns per fact
     group: torch.Tensor  # [n] the fact (group index) of each column
@@ -71,16 +73,20 @@ def span_groups(names: Sequence[str], offsets: Sequence[int],
                          "span_anchor 'subject', a fact needs a subject-token site there)")
     offsets_t = torch.tensor([int(o) for o in offsets], dtype=torch.long)
     distinct = tuple(sorted(set(offsets_t.tolist())))
-    columns, member, anchor_member = [], [], []
-    for o in distinct:
-        cols = (offsets_t == o).nonzero().squeeze(1)
-        onehot = torch.nn.functional.one_hot(group_t[cols], n_groups).to(dtype)
-        columns.append(cols.to(device))
-        member.append(onehot.to(device))
-        anchor_member.append((onehot * anchor_t[cols].unsqueeze(1).to(dtype)).to(device))
+    parts = {}
+    for name, rows in (("all", torch.ones_like(anchor_t)), ("anchor", anchor_t)):
+        offs, columns, member = [], [], []
+        for o in distinct:
+            cols = ((offsets_t == o) & rows).nonzero().squeeze(1)
+            if cols.numel():
+                offs.append(o)
+                columns.append(cols.to(device))
+                member.append(torch.nn.functional.one_hot(group_t[cols], n_groups)
+                              .to(device, dtype))
+        parts[name] = (tuple(offs), tuple(columns), tuple(member))
     n_columns = torch.bincount(group_t, minlength=n_groups).to(device, dtype)
-    return SpanGroups(distinct, tuple(columns), tuple(member), tuple(anchor_member),
-                      sizes.to(device, dtype), n_columns, group_t.to(device), anchor_t.to(device))
+    return SpanGroups(*parts["all"], *parts["anchor"], sizes.to(device, dtype), n_columns,
+                      group_t.to(device), anchor_t.to(device))
 
 
 def _shift(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -103,7 +109,8 @@ def span_open(opened: torch.Tensor, groups: SpanGroups) -> torch.Tensor:
     column s open at p when every anchor column s' of its fact is open at p - o_s + o_s'."""
     dtype = groups.sizes.dtype
     counts = None  # [B, W, G]: at anchor a, how many of the fact's anchors pass at a + o_s
-    for o, cols, member in zip(groups.offsets, groups.columns, groups.anchor_member):
+    for o, cols, member in zip(groups.anchor_offsets, groups.anchor_columns,
+                               groups.anchor_member):
         part = _shift(opened.index_select(2, cols), o).to(dtype) @ member
         counts = part if counts is None else counts + part
     whole = (counts == groups.sizes).to(dtype)  # [B, W, G]: the whole span matches at anchor a

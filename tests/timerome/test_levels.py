@@ -39,5 +39,9 @@ def test_config_rejects_bad_values():
         TimeROMEConfig(target="erase")
     with pytest.raises(ValueError, match="q must lie in"):
         TimeROMEConfig(q=0.0)
+    with pytest.raises(ValueError, match="unknown span_anchor 'window'; known: subject, span") \
+            as info:
+        TimeROMEConfig(span_anchor="window")
+    assert info.value.key == "span_anchor"
     with pytest.raises(ValueError, match="unknown TimeROMEConfig key"):
         TimeROMEConfig.from_dict({"alpha": 1.0, "lamda": 2.0})
